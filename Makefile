@@ -1,0 +1,46 @@
+# casebook: two commands do all the set-up. `make run` runs every case; `make test` runs the tests.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+CASE   ?= video-recommendation
+BENCH  ?= all
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help setup run test lint format bench serve clean
+
+help:  ## list the targets
+	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml constraints.txt
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "casebook needs Python >= 3.10, found " + sys.version.split()[0])'
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev]'
+	@touch $(STAMP)
+
+setup: $(STAMP)  ## create .venv and install the pinned dependencies (fast when nothing changed)
+
+run: setup  ## run every case end to end on built-in data, then print a summary table
+	$(BIN)/casebook run all
+
+test: setup  ## run the test suite (excludes slow and gpu tests)
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+lint: setup  ## ruff lint and format check
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: setup  ## ruff format and autofix
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+bench: setup  ## run the benchmarks (BENCH=rnn|serving|retrieval|all)
+	$(BIN)/casebook bench $(BENCH)
+
+serve: setup  ## serve a case on 127.0.0.1:8000 (CASE=video-recommendation|mobile-keyboard)
+	$(BIN)/casebook serve $(CASE)
+
+clean:  ## remove the virtual environment and run outputs
+	rm -rf $(VENV) runs .pytest_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""The case studies, one self-contained package each. No case imports another."""
