@@ -8,7 +8,7 @@
 
 A case plugs in through `cases/<package>/cli.py`, which defines
     SUMMARY: str                               one line for `casebook list`
-    PRESETS: tuple[str, ...]                   the names `--preset` accepts; the first is the default
+    PRESETS: tuple[str, ...]                   preset names for `--preset`; the first is the default
     add_arguments(parser) -> None              case-specific `run` flags
     run(args) -> Path                          runs end to end, returns the path of metrics.json
     serve(artifact, host, port) -> None        blocks, serving the case over HTTP
@@ -63,7 +63,7 @@ def load_case(name: str) -> ModuleType:
 
 
 def available_benchmarks() -> dict[str, Path]:
-    """Benchmarks in `benchmarks/`, {NAME: file}. Read without importing (they import heavy libs)."""
+    """Benchmarks in `benchmarks/`, {NAME: file}, found without importing them (heavy imports)."""
     found = {}
     bench_dir = REPO_ROOT / "benchmarks"
     for path in sorted(bench_dir.glob("*.py")):
@@ -78,7 +78,9 @@ def load_benchmark(name: str) -> ModuleType:
     """Import a benchmark module from its file (benchmarks/ is not an installed package)."""
     benches = available_benchmarks()
     if name not in benches:
-        raise CasebookError(f"unknown benchmark {name!r}; available: {', '.join(benches) or 'none'}")
+        raise CasebookError(
+            f"unknown benchmark {name!r}; available: {', '.join(benches) or 'none'}"
+        )
     path = benches[name]
     spec = importlib.util.spec_from_file_location(f"casebook_bench_{path.stem}", path)
     module = importlib.util.module_from_spec(spec)
@@ -106,7 +108,9 @@ def _add_common_run_flags(p: argparse.ArgumentParser, presets: tuple[str, ...]) 
         default="builtin",
         help="data source: 'builtin' (generated, offline) or FORMAT:PATH for real data",
     )
-    p.add_argument("--out", type=Path, default=None, help="output folder (default runs/<case>/<time>)")
+    p.add_argument(
+        "--out", type=Path, default=None, help="output folder (default runs/<case>/<time>)"
+    )
     p.add_argument("--seed", type=int, default=0, help="random seed for data, splits and training")
 
 
@@ -167,7 +171,11 @@ def _bench_args(name: str, argv_quick: bool, out: Path | None) -> argparse.Names
 
 
 def _summary(rows: list[dict]) -> str:
-    lines = ["", "| case | production model | headline | seconds | report |", "|---|---|---|---|---|"]
+    lines = [
+        "",
+        "| case | production model | headline | seconds | report |",
+        "|---|---|---|---|---|",
+    ]
     for r in rows:
         lines.append(
             f"| {r['case']} | {r['model']} | {r['headline']} | {r['seconds']:.0f} | {r['report']} |"

@@ -104,7 +104,11 @@ class RunReport:
         self._started = time.perf_counter()
 
     def table(
-        self, name: str, rows: dict[str, dict[str, Any]], baseline: str | None = None, note: str = ""
+        self,
+        name: str,
+        rows: dict[str, dict[str, Any]],
+        baseline: str | None = None,
+        note: str = "",
     ) -> None:
         """Add a model-vs-model table; `baseline` names the row the deltas are taken against."""
         self.tables[name] = _clean(rows)
@@ -118,7 +122,7 @@ class RunReport:
         self._sections.append(text)
 
     def cohort(self, name: str, value: Any, markdown: str | None = None) -> None:
-        """Add a cohort result (any JSON-able structure); `markdown` is how it reads in the report."""
+        """Add a cohort result (any JSON-able structure); `markdown` is how the report shows it."""
         self.cohorts[name] = _clean(value)
         if markdown:
             self._sections.append(f"### Cohorts: {name}\n\n{markdown.strip()}")

@@ -23,7 +23,7 @@ def test_list_shows_existing_cases_only(capsys):
     for name in cli.available_cases():
         assert name in out
     # A case whose package does not exist is not listed.
-    for name, pkg in cli.CASE_PACKAGES.items():
+    for name in cli.CASE_PACKAGES:
         if name not in cli.available_cases():
             assert name not in out.split("benchmarks:")[0]
 

@@ -17,9 +17,10 @@ def test_cases_and_shared_resolve_inside_the_repo():
 
 def test_benchmarks_and_tests_are_not_packages():
     # Only `cases` and `shared` are installed; benchmarks are loaded by file path.
-    assert importlib.util.find_spec("benchmarks") is None or not (
-        REPO / "benchmarks" / "__init__.py"
-    ).exists()
+    assert (
+        importlib.util.find_spec("benchmarks") is None
+        or not (REPO / "benchmarks" / "__init__.py").exists()
+    )
 
 
 def _imported_modules(path: Path) -> set[str]:
