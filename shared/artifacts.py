@@ -1,0 +1,494 @@
+"""Model lifecycle: artifacts with a sha256 manifest, a sanity check, a promotion gate, a registry.
+
+An artifact is a folder:
+
+    weights.safetensors   tensors (safetensors, never pickle)
+    config.json           the resolved config the model was built from
+    metrics.json          its offline metrics
+    fingerprint           sha256 of the training data (see `fingerprint_arrays`)
+    <extra files>         optional (a vocabulary, an ONNX file, ...)
+    MANIFEST.json         {"format": 1, "files": {name: {"sha256": hex, "bytes": int}}}
+
+`save_artifact` writes everything into `<dir>.tmp-<random>` beside the target and renames it into
+place, so a crash mid-save never leaves a half-written artifact. `load_artifact` re-hashes every
+file listed in the manifest and refuses the artifact (ArtifactError, one line naming the file) if
+one is missing, resized or changed.
+
+A registry is a folder of versions plus two aliases written atomically:
+
+    <root>/versions/<name>/   artifacts (never modified once registered)
+    <root>/aliases.json       {"champion": name, "previous": name}
+
+`Registry.promote` moves the champion to `previous`; `Registry.rollback` swaps them back.
+`load_with_fallback` loads the champion and, if it is refused, `previous`, logging why.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import re
+import secrets
+import shutil
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+
+from shared.errors import ArtifactError, CasebookError
+from shared.io import atomic_write_json
+
+logger = logging.getLogger("casebook")
+
+T = TypeVar("T")
+
+MANIFEST = "MANIFEST.json"
+WEIGHTS = "weights.safetensors"
+CONFIG = "config.json"
+METRICS = "metrics.json"
+FINGERPRINT = "fingerprint"
+_RESERVED = {MANIFEST, WEIGHTS, CONFIG, METRICS, FINGERPRINT}
+# Extra file names: one path component, no hidden files, nothing that could escape the folder.
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
+_FORMAT = 1
+
+
+def _jsonable(value: Any) -> Any:
+    """numpy/torch scalars to Python numbers, tuples to lists, NaN/inf to None."""
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    if hasattr(value, "item") and callable(value.item) and getattr(value, "ndim", 0) == 0:
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _json_bytes(obj: Any) -> bytes:
+    return (json.dumps(_jsonable(obj), indent=2, allow_nan=False) + "\n").encode("utf-8")
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _fsync_dir(path: Path) -> None:
+    """Persist a directory entry (a rename) on POSIX; a no-op where directories cannot be opened."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _write_file(path: Path, data: bytes) -> None:
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def fingerprint_arrays(*arrays: Any) -> str:
+    """sha256 over each array's dtype, shape and bytes, in order (numpy arrays or torch tensors).
+
+    Two datasets with the same values but a different dtype or shape get different fingerprints.
+    """
+    h = hashlib.sha256()
+    for a in arrays:
+        if hasattr(a, "detach"):  # a torch tensor
+            a = a.detach().cpu().numpy()
+        a = np.ascontiguousarray(np.asarray(a))
+        if a.dtype == object:
+            raise CasebookError("fingerprint_arrays needs numeric or fixed-width string arrays")
+        h.update(f"{a.dtype.str}|{a.shape}|".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+@dataclass
+class Artifact:
+    """A verified, loaded artifact."""
+
+    path: Path
+    tensors: dict[str, Any]  # name -> torch.Tensor (CPU)
+    config: dict[str, Any]
+    metrics: dict[str, Any]
+    data_fingerprint: str
+    files: dict[str, bytes] = field(default_factory=dict)
+
+
+def save_artifact(
+    directory: str | os.PathLike,
+    tensors: Mapping[str, Any],
+    config: Mapping[str, Any],
+    metrics: Mapping[str, Any],
+    data_fingerprint: str,
+    files: Mapping[str, bytes] | None = None,
+) -> Path:
+    """Write an artifact folder atomically and return its path.
+
+    Everything is written and fsynced into `<directory>.tmp-<random>`, then renamed to
+    `directory`. If `directory` already exists it is first renamed aside and removed after the
+    new one is in place (a crash between the two renames leaves the old copy as
+    `<directory>.old-<random>`, never a half-written artifact).
+    """
+    from safetensors.torch import save as safetensors_save
+
+    directory = Path(directory)
+    files = dict(files or {})
+    for name in files:
+        if name in _RESERVED or not _SAFE_NAME.match(name):
+            raise ArtifactError(f"artifact file name {name!r} is reserved or not a plain file name")
+    # safetensors needs contiguous CPU tensors; clone so shared storage never aliases.
+    flat = {k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}
+    contents: dict[str, bytes] = {
+        WEIGHTS: safetensors_save(flat),
+        CONFIG: _json_bytes(dict(config)),
+        METRICS: _json_bytes(dict(metrics)),
+        FINGERPRINT: (str(data_fingerprint) + "\n").encode("utf-8"),
+    }
+    for name, data in files.items():
+        contents[name] = bytes(data)
+    manifest = {
+        "format": _FORMAT,
+        "files": {n: {"sha256": _sha256(d), "bytes": len(d)} for n, d in contents.items()},
+    }
+
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = directory.parent / f"{directory.name}.tmp-{secrets.token_hex(4)}"
+    tmp.mkdir()
+    try:
+        for name, data in contents.items():
+            _write_file(tmp / name, data)
+        # The manifest goes last: a folder without one is never a valid artifact.
+        _write_file(tmp / MANIFEST, _json_bytes(manifest))
+        _fsync_dir(tmp)
+        if directory.exists():
+            old = directory.parent / f"{directory.name}.old-{secrets.token_hex(4)}"
+            os.replace(directory, old)
+            os.replace(tmp, directory)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, directory)
+        _fsync_dir(directory.parent)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return directory
+
+
+def _read_manifest(directory: Path) -> dict[str, dict[str, Any]]:
+    if not directory.is_dir():
+        raise ArtifactError(f"artifact {directory} not found (no such folder)")
+    path = directory / MANIFEST
+    if not path.is_file():
+        raise ArtifactError(
+            f"artifact {directory} has no {MANIFEST} (incomplete or not an artifact)"
+        )
+    try:
+        manifest = json.loads(path.read_text("utf-8"))
+        listed = manifest["files"]
+        assert isinstance(listed, dict)
+    except (ValueError, KeyError, TypeError, AssertionError, UnicodeDecodeError):
+        raise ArtifactError(f"artifact {directory}: {MANIFEST} is unreadable or corrupt") from None
+    for required in (WEIGHTS, CONFIG, METRICS, FINGERPRINT):
+        if required not in listed:
+            raise ArtifactError(f"artifact {directory}: {MANIFEST} does not list {required}")
+    return listed
+
+
+def verify_artifact(directory: str | os.PathLike) -> dict[str, bytes]:
+    """Check every file against the manifest; return {name: bytes} of the verified contents.
+
+    Raises ArtifactError naming the first missing, resized or changed file.
+    """
+    directory = Path(directory)
+    listed = _read_manifest(directory)
+    contents: dict[str, bytes] = {}
+    for name, entry in listed.items():
+        if not isinstance(entry, dict) or not _SAFE_NAME.match(str(name)):
+            raise ArtifactError(f"artifact {directory}: bad {MANIFEST} entry {name!r}")
+        path = directory / name
+        if not path.is_file():
+            raise ArtifactError(f"artifact {directory}: file {name} is missing")
+        data = path.read_bytes()
+        if len(data) != entry.get("bytes") or _sha256(data) != entry.get("sha256"):
+            raise ArtifactError(
+                f"artifact {directory}: file {name} is corrupt or was modified (sha256 mismatch)"
+            )
+        contents[name] = data
+    return contents
+
+
+def load_artifact(directory: str | os.PathLike) -> Artifact:
+    """Verify the manifest and load an artifact; raise ArtifactError if anything is wrong.
+
+    Tensors are parsed from the same bytes that were hashed, so a file changed after the check
+    cannot slip in.
+    """
+    from safetensors.torch import load as safetensors_load
+
+    directory = Path(directory)
+    contents = verify_artifact(directory)
+    try:
+        tensors = safetensors_load(contents.pop(WEIGHTS))
+    except Exception as e:  # safetensors raises its own error types
+        raise ArtifactError(
+            f"artifact {directory}: {WEIGHTS} is not valid safetensors ({e})"
+        ) from None
+    try:
+        config = json.loads(contents.pop(CONFIG))
+        metrics = json.loads(contents.pop(METRICS))
+        data_fingerprint = contents.pop(FINGERPRINT).decode("utf-8").strip()
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ArtifactError(f"artifact {directory}: unreadable config or metrics ({e})") from None
+    return Artifact(directory, tensors, config, metrics, data_fingerprint, contents)
+
+
+def sanity_check(outputs: Any, expected_order: Sequence[int] | None = None) -> None:
+    """Refuse a model whose outputs on golden inputs are non-finite or in the wrong order.
+
+    Args:
+        outputs: model outputs on a fixed set of golden inputs (tensor or array, any shape).
+        expected_order: optional indices into the flattened outputs, from the input expected to
+            score highest to the one expected to score lowest; the outputs at those indices must
+            be strictly decreasing (a constant model fails).
+
+    Raises:
+        ArtifactError with a one-line reason.
+    """
+    if hasattr(outputs, "detach"):
+        outputs = outputs.detach().cpu().numpy()
+    out = np.asarray(outputs, dtype=np.float64).reshape(-1)
+    if out.size == 0:
+        raise ArtifactError("sanity check failed: the model produced no outputs")
+    bad = int((~np.isfinite(out)).sum())
+    if bad:
+        raise ArtifactError(f"sanity check failed: {bad} of {out.size} outputs are NaN or infinite")
+    if expected_order is not None:
+        idx = np.asarray(expected_order, dtype=np.int64)
+        if idx.size and (idx.min() < 0 or idx.max() >= out.size):
+            raise ArtifactError("sanity check failed: expected_order indexes past the outputs")
+        vals = out[idx]
+        wrong = np.nonzero(np.diff(vals) >= 0)[0]
+        if wrong.size:
+            i = int(wrong[0])
+            raise ArtifactError(
+                f"sanity check failed: golden input {int(idx[i + 1])} scored {vals[i + 1]:.4g}, "
+                f"not below input {int(idx[i])} ({vals[i]:.4g})"
+            )
+
+
+@dataclass
+class GateDecision:
+    """The promotion gate's verdict and the reasons for it, one line each."""
+
+    promote: bool
+    reasons: list[str]
+
+    def __bool__(self) -> bool:
+        return self.promote
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"promote": self.promote, "reasons": list(self.reasons)}
+
+
+def promotion_gate(
+    candidate: Mapping[str, float],
+    baseline: Mapping[str, float],
+    champion: Mapping[str, float] | None,
+    tolerance: float = 0.02,
+    higher_is_better: bool = True,
+) -> GateDecision:
+    """Promote iff the candidate beats the baseline and does not lose much to the champion.
+
+    Each dict maps a cohort name ("all", "new_users", ...) to one metric value.
+    Rules (sign = +1 if higher is better, else -1):
+      1. sign * (candidate["all"] - baseline["all"]) > 0  (strictly beats the baseline overall);
+      2. for every cohort c of the champion: sign * (champion[c] - candidate[c]) <= tolerance
+         (absolute), and the candidate must report c.
+    With no champion (first model) only rule 1 applies.
+    """
+    if "all" not in candidate or "all" not in baseline:
+        raise CasebookError("promotion_gate needs an 'all' entry in candidate and baseline")
+    sign = 1.0 if higher_is_better else -1.0
+    reasons: list[str] = []
+    ok = True
+    c_all, b_all = float(candidate["all"]), float(baseline["all"])
+    if not (math.isfinite(c_all) and sign * (c_all - b_all) > 0):
+        ok = False
+        reasons.append(f"does not beat the baseline on all: {c_all:.4g} vs {b_all:.4g}")
+    else:
+        reasons.append(f"beats the baseline on all: {c_all:.4g} vs {b_all:.4g}")
+    if champion is None:
+        reasons.append("no champion yet")
+    else:
+        for cohort, champ_value in champion.items():
+            if cohort not in candidate:
+                ok = False
+                reasons.append(f"candidate has no value for champion cohort {cohort!r}")
+                continue
+            cand = float(candidate[cohort])
+            loss = sign * (float(champ_value) - cand)
+            if not math.isfinite(cand) or loss > tolerance + 1e-12:
+                ok = False
+                reasons.append(
+                    f"loses {loss:.4g} to the champion on {cohort} "
+                    f"({cand:.4g} vs {float(champ_value):.4g}; tolerance {tolerance:g})"
+                )
+        if ok:
+            reasons.append(f"within {tolerance:g} of the champion on every cohort")
+    return GateDecision(ok, reasons)
+
+
+class Registry:
+    """Versions of one model plus the `champion` and `previous` aliases (see the module doc)."""
+
+    ALIASES = ("champion", "previous")
+
+    def __init__(self, root: str | os.PathLike) -> None:
+        self.root = Path(root)
+        self.versions_dir = self.root / "versions"
+        self.aliases_path = self.root / "aliases.json"
+
+    def versions(self) -> list[str]:
+        """Registered version names, sorted."""
+        if not self.versions_dir.is_dir():
+            return []
+        return sorted(
+            p.name for p in self.versions_dir.iterdir() if p.is_dir() and (p / MANIFEST).is_file()
+        )
+
+    def aliases(self) -> dict[str, str]:
+        """The alias map, e.g. {"champion": "v0002", "previous": "v0001"} ({} when none)."""
+        if not self.aliases_path.is_file():
+            return {}
+        try:
+            data = json.loads(self.aliases_path.read_text("utf-8"))
+        except ValueError:
+            raise ArtifactError(f"registry {self.root}: aliases.json is corrupt") from None
+        if not isinstance(data, dict):
+            raise ArtifactError(f"registry {self.root}: aliases.json is corrupt")
+        return {str(k): str(v) for k, v in data.items() if v}
+
+    def _next_name(self) -> str:
+        numbers = [int(n[1:]) for n in self.versions() if re.fullmatch(r"v\d+", n)]
+        return f"v{max(numbers, default=0) + 1:04d}"
+
+    def register(self, artifact_dir: str | os.PathLike, name: str | None = None) -> Path:
+        """Copy a verified artifact into the registry as a new version; return its path.
+
+        The default name is the next `v0001`, `v0002`, ... A corrupt artifact is refused.
+        """
+        src = Path(artifact_dir)
+        verify_artifact(src)
+        name = name or self._next_name()
+        if not _SAFE_NAME.match(name) or name in self.ALIASES:
+            raise ArtifactError(f"bad version name {name!r}")
+        dst = self.versions_dir / name
+        if dst.exists():
+            raise ArtifactError(f"registry {self.root}: version {name} already exists")
+        self.versions_dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.versions_dir / f".{name}.tmp-{secrets.token_hex(4)}"
+        try:
+            shutil.copytree(src, tmp)
+            verify_artifact(tmp)  # the copy itself, before it becomes visible
+            os.replace(tmp, dst)
+            _fsync_dir(self.versions_dir)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return dst
+
+    def _write_aliases(self, aliases: dict[str, str]) -> None:
+        atomic_write_json(self.aliases_path, {k: v for k, v in aliases.items() if v})
+
+    def promote(self, version: str) -> None:
+        """Make `version` the champion; the old champion becomes `previous`.
+
+        The version must exist and pass verification (a corrupt artifact is never promoted).
+        """
+        path = self.versions_dir / version
+        if not path.is_dir():
+            raise ArtifactError(f"registry {self.root}: no version {version!r}")
+        verify_artifact(path)
+        aliases = self.aliases()
+        old = aliases.get("champion")
+        if old == version:
+            return
+        aliases["champion"] = version
+        if old:
+            aliases["previous"] = old
+        self._write_aliases(aliases)
+
+    def rollback(self) -> str:
+        """Swap champion and previous; return the new champion's name."""
+        aliases = self.aliases()
+        prev, champ = aliases.get("previous"), aliases.get("champion")
+        if not prev:
+            raise ArtifactError(f"registry {self.root}: nothing to roll back to (no 'previous')")
+        aliases["champion"] = prev
+        if champ:
+            aliases["previous"] = champ
+        self._write_aliases(aliases)
+        return prev
+
+    def resolve(self, alias: str = "champion") -> Path:
+        """Path of the version an alias points to (a version name is accepted too)."""
+        aliases = self.aliases()
+        name = aliases.get(alias)
+        if name is None:
+            if alias in self.ALIASES:
+                raise ArtifactError(f"registry {self.root} has no {alias!r} alias")
+            name = alias
+        path = self.versions_dir / name
+        if not path.is_dir():
+            raise ArtifactError(f"registry {self.root}: {alias!r} points to missing version {name}")
+        return path
+
+
+def load_with_fallback(
+    registry_root: str | os.PathLike, loader: Callable[[Path], T]
+) -> tuple[T, str]:
+    """Load the champion with `loader(path)`; if it is refused, load `previous`.
+
+    Any exception from `loader` (ArtifactError from a corrupt file, a failed sanity check, a
+    shape mismatch) refuses that version; the reason is logged as a warning on the "casebook"
+    logger. If `registry_root` is itself an artifact folder (has a MANIFEST.json), it is loaded
+    directly and the alias returned is "artifact".
+
+    Returns:
+        (loaded model, alias used: "champion", "previous" or "artifact").
+    Raises:
+        ArtifactError if nothing could be loaded, with each reason.
+    """
+    root = Path(registry_root)
+    if (root / MANIFEST).is_file():
+        return loader(root), "artifact"
+    registry = Registry(root)
+    if not registry.aliases_path.is_file():
+        raise ArtifactError(f"{root} is neither an artifact nor a registry (no aliases.json)")
+    failures = []
+    for alias in Registry.ALIASES:
+        try:
+            path = registry.resolve(alias)
+            return loader(path), alias
+        except Exception as e:
+            msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+            logger.warning("refused the %s model: %s", alias, msg)
+            failures.append(f"{alias}: {msg}")
+    raise ArtifactError(f"no loadable model in registry {root} ({'; '.join(failures)})")

@@ -1,0 +1,332 @@
+"""Ray Serve glue: a FastAPI app with input limits and clear 4xx errors, hot reload, and start-up.
+
+A case's serve.py looks like this (ray is imported by the case's serve.py, never at import time
+of a shared module):
+
+    app = make_app("mobile-keyboard")          # /health, body-size limit, error handlers
+
+    @serve.deployment(max_ongoing_requests=64, ray_actor_options={"num_cpus": 1})
+    @serve.ingress(app)
+    class KeyboardServer:
+        def __init__(self, registry_root: str):
+            self.model = ReloadableModel(registry_root, KeyboardPredictor.load)
+
+        @app.post("/predict")
+        async def predict(self, req: KeyboardRequest) -> dict:   # pydantic: bad fields -> 422
+            return {"words": await self.batched([req.text])}
+
+        @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)
+        async def batched(self, texts: list[list[str]]) -> list[list[str]]:
+            return self.model.get().predict_batch(texts)
+
+        @app.post("/reload")
+        def reload(self) -> JSONResponse:
+            status = self.model.reload()             # a corrupt champion is refused, old one kept
+            return JSONResponse(status, status_code=200 if status["ok"] else 409)
+
+    run_app(KeyboardServer.bind(str(registry)), port=8000)
+
+Batching: `@serve.batch(max_batch_size=B)` can only gather requests that the replica has
+accepted, and a replica accepts at most `max_ongoing_requests` at once (default 5). So set
+`max_ongoing_requests >= max_batch_size` (ideally about 2x, so one batch fills while another
+runs); with the default 5, batches are silently capped at 5 whatever `max_batch_size` says.
+
+Status codes for bad input, always with a JSON body {"error": "<one line>", ...}:
+  400 body that is not JSON (malformed, binary, wrong content), or a CasebookError from the model
+  413 body larger than MAX_BODY_BYTES (by Content-Length, or counted while streaming)
+  422 JSON that does not match the request model (missing field, wrong type, out of range)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+from shared.artifacts import MANIFEST, Registry, load_with_fallback
+from shared.errors import CasebookError
+
+logger = logging.getLogger("casebook")
+
+T = TypeVar("T")
+
+MAX_BODY_BYTES = 1 << 20  # 1 MiB: far above any single prediction request in the cases
+
+
+def _http_error(status: int, message: str) -> Exception:
+    from fastapi import HTTPException
+
+    return HTTPException(status_code=status, detail=message)
+
+
+def _format_errors(errors: list[dict[str, Any]], limit: int = 3) -> str:
+    """Pydantic errors as one line: 'ids.0: Input should be a valid integer; ...'."""
+    parts = []
+    for err in errors[:limit]:
+        loc = ".".join(str(x) for x in err.get("loc", ()) if x != "body") or "body"
+        parts.append(f"{loc}: {err.get('msg', 'invalid')}")
+    more = f" (and {len(errors) - limit} more)" if len(errors) > limit else ""
+    return "; ".join(parts) + more
+
+
+def _clean_errors(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Keep loc/msg/type only: inputs can be huge or binary, contexts hold exception objects."""
+    return [
+        {"loc": [str(x) for x in e.get("loc", ())], "msg": str(e.get("msg")), "type": e.get("type")}
+        for e in errors[:20]
+    ]
+
+
+def validated(model_cls: Any, payload: Any, max_bytes: int = MAX_BODY_BYTES) -> Any:
+    """Parse and validate a request into `model_cls` (a pydantic model), or raise HTTPException.
+
+    `payload` may be raw bytes / str (a request body) or already-decoded JSON (dict, list).
+    Raises HTTPException 413 if the raw body exceeds `max_bytes`, 400 if it is not JSON,
+    422 (with a one-line message naming the fields) if it does not match `model_cls`.
+    """
+    from pydantic import ValidationError
+
+    if isinstance(payload, str):
+        payload = payload.encode("utf-8")
+    if isinstance(payload, (bytes, bytearray, memoryview)):
+        payload = bytes(payload)
+        if len(payload) > max_bytes:
+            raise _http_error(
+                413, f"request body is {len(payload)} bytes; the limit is {max_bytes}"
+            )
+        try:
+            payload = json.loads(payload)
+        except (ValueError, UnicodeDecodeError):
+            raise _http_error(400, "request body is not valid JSON") from None
+    try:
+        return model_cls.model_validate(payload)
+    except ValidationError as e:
+        raise _http_error(422, f"invalid request: {_format_errors(e.errors())}") from None
+
+
+class _BodyLimitMiddleware:
+    """ASGI middleware: 413 on a declared Content-Length over the limit; counts streamed bytes."""
+
+    def __init__(self, app: Any, max_bytes: int = MAX_BODY_BYTES) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope.get("type") != "http":
+            await self.app(scope, receive, send)
+            return
+        for key, value in scope.get("headers", ()):
+            if key == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError:
+                    declared = -1
+                if declared > self.max_bytes or declared < 0:
+                    from fastapi.responses import JSONResponse
+
+                    msg = (
+                        f"request body is {declared} bytes; the limit is {self.max_bytes}"
+                        if declared >= 0
+                        else "bad Content-Length header"
+                    )
+                    response = JSONResponse(
+                        {"error": msg, "status": 413 if declared >= 0 else 400},
+                        status_code=413 if declared >= 0 else 400,
+                    )
+                    await response(scope, receive, send)
+                    return
+        seen = 0
+        limit = self.max_bytes
+
+        async def counting_receive() -> dict:
+            nonlocal seen
+            message = await receive()
+            if message.get("type") == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > limit:
+                    # An HTTPException passes through FastAPI's body parsing (anything else
+                    # becomes a generic 400) and reaches the handler as a 413.
+                    raise _http_error(413, f"request body exceeds the limit of {limit} bytes")
+            return message
+
+        await self.app(scope, counting_receive, send)
+
+
+def add_health_route(app: Any, info: Callable[[], dict] | None = None) -> Any:
+    """Add `GET /health` -> 200 {"status": "ok", **info()} to a FastAPI app; return the app."""
+
+    @app.get("/health")
+    def health() -> dict:
+        return {"status": "ok", **(info() if info else {})}
+
+    return app
+
+
+def install_error_handlers(app: Any) -> Any:
+    """Turn bad input into 4xx JSON answers with a one-line "error" message (see module doc)."""
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import JSONResponse
+    from starlette.exceptions import HTTPException as StarletteHTTPException
+
+    def answer(status: int, message: str, **extra: Any) -> JSONResponse:
+        return JSONResponse({"error": message, "status": status, **extra}, status_code=status)
+
+    @app.exception_handler(RequestValidationError)
+    async def on_invalid(request: Any, exc: RequestValidationError) -> JSONResponse:
+        errors = list(exc.errors())
+        not_json = any(
+            e.get("type") == "json_invalid"
+            or (
+                tuple(e.get("loc", ())) == ("body",)
+                and isinstance(e.get("input"), (bytes, bytearray))
+            )
+            for e in errors
+        )
+        if not_json:
+            return answer(400, "request body is not valid JSON")
+        return answer(
+            422, f"invalid request: {_format_errors(errors)}", detail=_clean_errors(errors)
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def on_http(request: Any, exc: StarletteHTTPException) -> JSONResponse:
+        return answer(exc.status_code, str(exc.detail))
+
+    @app.exception_handler(CasebookError)
+    async def on_casebook(request: Any, exc: CasebookError) -> JSONResponse:
+        return answer(400, str(exc))
+
+    return app
+
+
+def make_app(
+    title: str = "casebook", max_body_bytes: int = MAX_BODY_BYTES, health: bool = True
+) -> Any:
+    """A FastAPI app for `@serve.ingress(app)`: body-size limit, error handlers, `/health`.
+
+    Pass `health=False` if the deployment defines its own `/health` method.
+    """
+    from fastapi import FastAPI
+
+    app = FastAPI(title=title)
+    app.add_middleware(_BodyLimitMiddleware, max_bytes=max_body_bytes)
+    install_error_handlers(app)
+    if health:
+        add_health_route(app)
+    return app
+
+
+class ReloadableModel(Generic[T]):
+    """The model a replica serves, swapped only for a new one that loaded completely.
+
+    At start-up the registry's champion is loaded with `load_with_fallback` (so a corrupt
+    champion falls back to `previous`). `reload()` loads the current champion again; if that
+    fails (corrupt file, failed sanity check), the error is logged and returned and the model
+    already in memory keeps serving.
+    """
+
+    def __init__(self, registry_root: str | os.PathLike, loader: Callable[[Path], T]) -> None:
+        self.root = Path(registry_root)
+        self.loader = loader
+        self._lock = threading.Lock()
+        self.last_error: str | None = None
+        self.model, self.alias = load_with_fallback(self.root, loader)
+        self.version = self._version_of(self.alias)
+
+    def _version_of(self, alias: str) -> str:
+        if alias == "artifact" or (self.root / MANIFEST).is_file():
+            return self.root.name
+        return Registry(self.root).aliases().get(alias, alias)
+
+    def get(self) -> T:
+        """The model to use for this request."""
+        return self.model
+
+    def status(self) -> dict[str, Any]:
+        return {"serving": self.version, "alias": self.alias, "last_error": self.last_error}
+
+    def reload(self) -> dict[str, Any]:
+        """Load the champion again; keep the current model if that fails.
+
+        Returns {"ok": bool, "serving": version name, "alias", "error": message or None}.
+        """
+        try:
+            if (self.root / MANIFEST).is_file():
+                path = self.root
+            else:
+                path = Registry(self.root).resolve("champion")
+            model = self.loader(path)
+        except Exception as e:
+            msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+            self.last_error = msg
+            logger.warning("reload refused, still serving %s: %s", self.version, msg)
+            return {"ok": False, "serving": self.version, "alias": self.alias, "error": msg}
+        with self._lock:
+            self.model, self.alias, self.version = model, "champion", path.name
+            self.last_error = None
+        return {"ok": True, "serving": self.version, "alias": self.alias, "error": None}
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that is free right now on `host` (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def run_app(
+    app: Any,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    blocking: bool = True,
+    name: str = "default",
+    route_prefix: str = "/",
+) -> Any:
+    """Start Ray (if needed) and Ray Serve on host:port and deploy `app` (a bound deployment).
+
+    With `blocking=True` it prints the URL and waits until Ctrl-C, then shuts Serve (and the Ray
+    instance it started) down. With `blocking=False` it returns the deployment handle.
+    A deployment that fails to start raises CasebookError (one line; the replica's traceback is
+    in Ray's serve logs). Check the model loads in the driver first for a precise message.
+    Ray's usage statistics upload is switched off unless the environment says otherwise
+    (no network at run time).
+    """
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    import ray
+    from ray import serve
+
+    started_ray = False
+    if not ray.is_initialized():
+        ray.init(include_dashboard=False, logging_level=logging.WARNING)
+        started_ray = True
+    serve.start(http_options={"host": host, "port": int(port)})
+    try:
+        handle = serve.run(app, name=name, route_prefix=route_prefix, blocking=False)
+    except RuntimeError as e:  # a replica failed to start (e.g. no loadable model)
+        if started_ray:
+            serve.shutdown()
+            ray.shutdown()
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise CasebookError(
+            f"{first} (the replica's error is in /tmp/ray/session_latest/logs/serve/)"
+        ) from None
+    if not blocking:
+        return handle
+    prefix = route_prefix.rstrip("/")
+    print(f"serving on http://{host}:{port}{prefix}/ (health: {prefix}/health); Ctrl-C to stop")
+    try:
+        while True:
+            time.sleep(1.0)
+    except KeyboardInterrupt:
+        print("stopping")
+    finally:
+        serve.shutdown()
+        if started_ray:
+            ray.shutdown()
+    return handle

@@ -1,0 +1,263 @@
+"""Ray Serve glue: a real local app around a registry model, bad input, and corrupt artifacts.
+
+One Ray instance for the module; every deployment uses num_cpus=0 so a 2-core CI machine fits.
+"""
+
+import os
+import sys
+
+import pytest
+import requests
+import torch
+from fastapi import HTTPException
+from pydantic import BaseModel, Field
+
+from shared.artifacts import Registry, load_artifact, sanity_check, save_artifact
+from shared.serving import (
+    MAX_BODY_BYTES,
+    ReloadableModel,
+    free_port,
+    make_app,
+    run_app,
+    validated,
+)
+
+
+class ToyRequest(BaseModel):
+    x: list[float] = Field(min_length=3, max_length=3)
+
+
+class ToyModel:
+    """y = w . x, loaded from an artifact; the sanity check runs before it is accepted."""
+
+    def __init__(self, w: torch.Tensor, version: str) -> None:
+        self.w = w
+        self.version = version
+
+    @classmethod
+    def load(cls, path):
+        art = load_artifact(path)
+        w = art.tensors["w"]
+        sanity_check(w @ torch.eye(3))
+        return cls(w, path.name)
+
+    def predict(self, x: list[float]) -> float:
+        return float(self.w @ torch.tensor(x))
+
+
+def _register(reg: Registry, tmp, w, name):
+    src = save_artifact(tmp / f"src-{name}", {"w": torch.tensor(w)}, {}, {}, "toy")
+    return reg.register(src, name=name)
+
+
+def _corrupt(version_dir):
+    path = version_dir / "weights.safetensors"
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def _build_deployment():
+    from fastapi.responses import JSONResponse
+    from ray import serve
+
+    app = make_app("toy")
+
+    @serve.deployment(ray_actor_options={"num_cpus": 0}, max_ongoing_requests=8)
+    @serve.ingress(app)
+    class ToyServer:
+        def __init__(self, registry_root: str) -> None:
+            self.model = ReloadableModel(registry_root, ToyModel.load)
+
+        @app.post("/predict")
+        def predict(self, req: ToyRequest) -> dict:
+            m = self.model.get()
+            return {"y": m.predict(req.x), "version": m.version}
+
+        @app.post("/reload")
+        def reload(self) -> JSONResponse:
+            status = self.model.reload()
+            return JSONResponse(status, status_code=200 if status["ok"] else 409)
+
+        @app.get("/status")
+        def status(self) -> dict:
+            return self.model.status()
+
+    return ToyServer
+
+
+@pytest.fixture(scope="module")
+def serve_url():
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no network from tests
+    ray = pytest.importorskip("ray")
+    from ray import serve
+
+    # Deployments defined in this test module travel by value: workers cannot import tests/.
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    port = free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    yield f"http://127.0.0.1:{port}"
+    serve.shutdown()
+    ray.shutdown()
+
+
+def _deploy(name: str, registry_root, url: str) -> str:
+    # run_app with blocking=False: Ray and Serve are already up, so it only deploys.
+    port = int(url.rsplit(":", 1)[1])
+    app = _build_deployment().bind(str(registry_root))
+    run_app(app, "127.0.0.1", port, blocking=False, name=name, route_prefix=f"/{name}")
+    return f"{url}/{name}"
+
+
+@pytest.mark.serve
+def test_requests_and_bad_input(serve_url, tmp_path):
+    reg = Registry(tmp_path / "registry")
+    _register(reg, tmp_path, [1.0, 2.0, 3.0], "v1")
+    reg.promote("v1")
+    base = _deploy("toy", reg.root, serve_url)
+
+    r = requests.post(f"{base}/predict", json={"x": [1, 1, 1]}, timeout=30)
+    assert r.status_code == 200 and r.json() == {"y": 6.0, "version": "v1"}
+    assert requests.get(f"{base}/health", timeout=10).json() == {"status": "ok"}
+
+    bad = [
+        ({"data": b"{not json"}, 400, "not valid JSON"),
+        (
+            {"data": b"\x00\xff\xfe binary", "headers": {"Content-Type": "application/json"}},
+            400,
+            "JSON",
+        ),
+        ({"json": {"x": ["a", 1, 2]}}, 422, "x.0"),
+        ({"json": {"x": [1, 2]}}, 422, "x"),
+        ({"json": {"y": [1, 2, 3]}}, 422, "x: Field required"),
+        ({"json": [1, 2, 3]}, 422, "invalid request"),
+        ({"data": b"\x89PNG", "headers": {"Content-Type": "image/png"}}, 400, "JSON"),
+        ({"data": b"x" * (MAX_BODY_BYTES + 1)}, 413, "limit"),
+        ({"data": iter([b" " * 65536] * 20)}, 413, "limit"),  # chunked: no Content-Length
+    ]
+    for kwargs, status, text in bad:
+        r = requests.post(f"{base}/predict", timeout=30, **kwargs)
+        assert r.status_code == status, (kwargs.get("json"), r.status_code, r.text[:200])
+        assert text in r.json()["error"], r.text[:200]
+    assert requests.get(f"{base}/nope", timeout=10).status_code == 404
+
+
+@pytest.mark.serve
+def test_corrupt_champion_on_reload_keeps_serving_the_old_model(serve_url, tmp_path):
+    reg = Registry(tmp_path / "registry")
+    _register(reg, tmp_path, [1.0, 2.0, 3.0], "v1")
+    reg.promote("v1")
+    base = _deploy("reload", reg.root, serve_url)
+    assert requests.post(f"{base}/predict", json={"x": [1, 0, 0]}, timeout=30).json()["y"] == 1.0
+
+    # A new champion lands, then a byte of it is damaged on disk before the replica reloads.
+    v2 = _register(reg, tmp_path, [10.0, 20.0, 30.0], "v2")
+    reg.promote("v2")
+    _corrupt(v2)
+    r = requests.post(f"{base}/reload", timeout=30)
+    assert r.status_code == 409
+    assert r.json()["serving"] == "v1"
+    assert "weights.safetensors" in r.json()["error"] and "corrupt" in r.json()["error"]
+    for _ in range(5):
+        r = requests.post(f"{base}/predict", json={"x": [1, 0, 0]}, timeout=30)
+        assert r.status_code == 200 and r.json() == {"y": 1.0, "version": "v1"}
+    assert "weights.safetensors" in requests.get(f"{base}/status", timeout=10).json()["last_error"]
+
+    # Once a good champion is promoted, reload picks it up.
+    _register(reg, tmp_path, [5.0, 0.0, 0.0], "v3")
+    reg.promote("v3")
+    assert requests.post(f"{base}/reload", timeout=30).json()["serving"] == "v3"
+    assert requests.post(f"{base}/predict", json={"x": [1, 0, 0]}, timeout=30).json()["y"] == 5.0
+
+
+@pytest.mark.serve
+def test_corrupt_champion_at_start_up_serves_previous(serve_url, tmp_path):
+    reg = Registry(tmp_path / "registry")
+    _register(reg, tmp_path, [1.0, 2.0, 3.0], "v1")
+    _register(reg, tmp_path, [4.0, 5.0, 6.0], "v2")
+    reg.promote("v1")
+    reg.promote("v2")
+    _corrupt(reg.resolve("champion"))
+    base = _deploy("fallback", reg.root, serve_url)
+    r = requests.post(f"{base}/predict", json={"x": [0, 0, 1]}, timeout=30)
+    assert r.status_code == 200 and r.json() == {"y": 3.0, "version": "v1"}
+    assert requests.get(f"{base}/status", timeout=10).json()["alias"] == "previous"
+
+
+@pytest.mark.serve
+def test_no_loadable_model_is_a_one_line_error(serve_url, tmp_path):
+    from shared.errors import CasebookError
+
+    port = int(serve_url.rsplit(":", 1)[1])
+    app = (
+        _build_deployment()
+        .options(max_constructor_retry_count=1)
+        .bind(str(tmp_path / "no-registry"))
+    )
+    with pytest.raises(CasebookError, match="broken"):
+        run_app(app, "127.0.0.1", port, blocking=False, name="broken", route_prefix="/broken")
+
+
+def test_validated_without_ray():
+    assert validated(ToyRequest, b'{"x": [1, 2, 3]}').x == [1.0, 2.0, 3.0]
+    assert validated(ToyRequest, {"x": [1, 2, 3]}).x == [1.0, 2.0, 3.0]
+    for payload, status in [
+        (b"{bad", 400),
+        (b"\xff\xfe\x00", 400),
+        ({"x": "abc"}, 422),
+        (b"1" * (MAX_BODY_BYTES + 1), 413),
+    ]:
+        with pytest.raises(HTTPException) as e:
+            validated(ToyRequest, payload)
+        assert e.value.status_code == status and e.value.detail
+
+
+def test_free_port_is_bindable():
+    import socket
+
+    port = free_port()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", port))
+
+
+def test_make_app_error_mapping_without_ray():
+    """The same FastAPI app under plain uvicorn (fast): model errors are 400, limits hold."""
+    import threading
+    import time
+
+    import uvicorn
+
+    from shared.errors import DataError
+
+    app = make_app("plain", max_body_bytes=1000)
+
+    @app.post("/predict")
+    def predict(req: ToyRequest) -> dict:
+        if req.x[0] < 0:
+            raise DataError("x[0] must be >= 0")
+        return {"y": sum(req.x)}
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        for _ in range(100):
+            if server.started:
+                break
+            time.sleep(0.05)
+        url = f"http://127.0.0.1:{port}"
+        assert requests.post(f"{url}/predict", json={"x": [1, 2, 3]}, timeout=5).json() == {
+            "y": 6.0
+        }
+        r = requests.post(f"{url}/predict", json={"x": [-1, 2, 3]}, timeout=5)
+        assert r.status_code == 400 and r.json()["error"] == "x[0] must be >= 0"
+        r = requests.post(f"{url}/predict", json={"x": [1.0] * 400}, timeout=5)
+        assert r.status_code == 413
+        r = requests.post(f"{url}/predict", json={"x": [1.0] * 4}, timeout=5)
+        assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "x"]
+        assert requests.get(f"{url}/health", timeout=5).status_code == 200
+    finally:
+        server.should_exit = True
+        thread.join(timeout=5)
