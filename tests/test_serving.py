@@ -3,9 +3,6 @@
 One Ray instance for the module; every deployment uses num_cpus=0 so a 2-core CI machine fits.
 """
 
-import os
-import sys
-
 import pytest
 import requests
 import torch
@@ -87,19 +84,9 @@ def _build_deployment():
 
 
 @pytest.fixture(scope="module")
-def serve_url():
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no network from tests
-    ray = pytest.importorskip("ray")
-    from ray import serve
-
-    # Deployments defined in this test module travel by value: workers cannot import tests/.
-    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    port = free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
-    yield f"http://127.0.0.1:{port}"
-    serve.shutdown()
-    ray.shutdown()
+def serve_url(serve_port):
+    # One Ray + Serve for the session (tests/conftest.py); this module's apps go after it.
+    return f"http://127.0.0.1:{serve_port}"
 
 
 def _deploy(name: str, registry_root, url: str) -> str:

@@ -1,0 +1,41 @@
+"""Fixtures shared by the test modules.
+
+Ray takes 15-20 s to start on two cores, so the whole session shares one Ray instance and one
+Serve HTTP proxy on 127.0.0.1; each module that serves gets `serve_port` and its applications are
+deleted when the module ends.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def _ray_serve_session():
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no network calls from Ray in tests
+    import ray
+    from ray import serve
+
+    from shared.serving import free_port
+
+    port = free_port()
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    yield port
+    serve.shutdown()
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def serve_port(request, _ray_serve_session):
+    """The port of the session's Serve proxy on 127.0.0.1; apps are removed after the module."""
+    import ray
+    from ray import serve
+
+    # Deployments defined inside a test module must travel by value: workers cannot import tests/.
+    ray.cloudpickle.register_pickle_by_value(request.module)
+    yield _ray_serve_session
+    for name in list(serve.status().applications):
+        serve.delete(name)
