@@ -139,11 +139,12 @@ def build_parser() -> argparse.ArgumentParser:
     bench_sub.add_parser("all", help="every benchmark").add_argument(
         "--quick", action="store_true", help="tiny sizes (seconds, for smoke tests)"
     )
-    for name, path in available_benchmarks().items():
-        p = bench_sub.add_parser(name, help=f"benchmarks/{path.name}")
+    for name in available_benchmarks():
+        module = load_benchmark(name)
+        p = bench_sub.add_parser(name, help=module.SUMMARY, description=module.SUMMARY)
         p.add_argument("--quick", action="store_true", help="tiny sizes (seconds, for smoke tests)")
         p.add_argument("--out", type=Path, default=None, help="output folder")
-        p.set_defaults(_bench_path=path)
+        module.add_arguments(p)
 
     serve_p = sub.add_parser("serve", help="serve a case's champion model over HTTP (Ray Serve)")
     serve_p.add_argument("case", choices=list(available_cases()), help="which case")
@@ -232,9 +233,9 @@ def run_all(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
     try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
         if args.command == "list":
             print("cases:")
             for name in available_cases():
