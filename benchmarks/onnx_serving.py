@@ -1,0 +1,725 @@
+"""Serving the cases' models: PyTorch eager vs onnxruntime fp32 vs int8, then Ray Serve end to end.
+
+    casebook bench serving             # both parts, about 2-3 minutes on 2 cores
+    casebook bench serving --quick     # tiny models and a short load (seconds, plus Ray start-up)
+    casebook bench serving --no-ray    # only the in-process runtime comparison
+
+Part 1, in process: for each served model that exists in this checkout (the mobile keyboard's
+LSTM step and the video ranker; a stand-in MLP, labelled as such, if neither imports) the latency
+and throughput of PyTorch eager, onnxruntime fp32 and onnxruntime dynamic int8 at batch 1..64,
+with the int8 error against fp32.
+
+Part 2, over the network: the keyboard step served by Ray Serve on 127.0.0.1 as a stateful
+deployment (the replica keeps each user's LSTM state, so a keystroke costs one step; PyTorch eager
+as the keyboard case serves it, or `--serve-runtime ort`), with and
+without `@serve.batch`, under closed-loop load with N requests in flight (1, 8, 32), over HTTP and
+through a deployment handle: p50/p99 latency, requests/s, mean batch size, and Serve's overhead
+against calling the same predict function in process. Load is bounded in count and time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+NAME = "serving"
+SUMMARY = "PyTorch eager vs onnxruntime fp32/int8, then Ray Serve batched vs unbatched under load"
+
+
+@dataclass
+class ServingBenchConfig:
+    """Sizes and load of one run."""
+
+    vocab: int = 10_000  # keyboard model: Gboard-sized
+    embed: int = 96
+    hidden: int = 670
+    ranker_items: int = 100_000  # video ranker catalogue
+    batches: tuple[int, ...] = (1, 8, 32, 64)
+    repeats: int = 30
+    min_time_s: float = 0.3
+    in_flight: tuple[int, ...] = (1, 8, 32)
+    max_requests: int = 600  # per load run
+    max_seconds: float = 12.0  # per load run
+    max_batch_size: int = 32  # @serve.batch
+    batch_wait_s: float = 0.002
+    n_users: int = 1_000  # distinct keyboard sessions in the load
+
+
+PRESETS = {
+    "full": ServingBenchConfig(),
+    "quick": ServingBenchConfig(
+        vocab=500,
+        embed=16,
+        hidden=48,
+        ranker_items=1_000,
+        batches=(1, 8),
+        repeats=3,
+        min_time_s=0.0,
+        in_flight=(1, 8),
+        max_requests=40,
+        max_seconds=5.0,
+        max_batch_size=8,
+        n_users=20,
+    ),
+}
+
+
+# ----------------------------------------------------------------------------- served models
+
+
+class ServingBenchMLP(nn.Module):
+    """Stand-in model used only when no case model imports: (B, 64) -> (B, 1)."""
+
+    def __init__(self, d_in: int = 64, hidden: int = 256):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Linear(d_in, hidden),
+            nn.ReLU(),
+            nn.Linear(hidden, hidden),
+            nn.ReLU(),
+            nn.Linear(hidden, 1),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)  # (B, 1)
+
+
+@dataclass
+class _Served:
+    """A model as served: the module, how to make a batch, and its ONNX names."""
+
+    name: str
+    module: nn.Module
+    make_inputs: Callable[[int], tuple[torch.Tensor, ...]]
+    input_names: list[str]
+    output_names: list[str]
+    dynamic_axes: dict[str, dict[int, str]]
+    note: str
+
+
+def _keyboard(cfg: ServingBenchConfig) -> _Served | None:
+    try:
+        from cases.mobile_keyboard.model import KeyboardLSTM
+    except Exception:
+        return None
+    torch.manual_seed(0)
+    model = KeyboardLSTM(cfg.vocab, cfg.embed, cfg.hidden).eval()
+    step = _KeyboardStepLogits(model).eval()
+    H = cfg.hidden
+
+    def make(b: int):
+        g = torch.Generator().manual_seed(b)
+        return (
+            torch.randint(0, cfg.vocab, (b,), generator=g),
+            0.1 * torch.randn(1, b, H, generator=g),
+            0.1 * torch.randn(1, b, H, generator=g),
+        )
+
+    axes = {n: {0: "batch"} for n in ("token", "logits")}
+    axes.update({n: {1: "batch"} for n in ("h", "c", "h_out", "c_out")})
+    return _Served(
+        "keyboard_lstm_step",
+        step,
+        make,
+        ["token", "h", "c"],
+        ["logits", "h_out", "c_out"],
+        axes,
+        f"cases.mobile_keyboard KeyboardLSTM({cfg.vocab}, {cfg.embed}, {cfg.hidden}), "
+        "one step, untrained weights (int8 error on their near-zero "
+        "logits overstates it; `bench rnn` measures it on a trained model)",
+    )
+
+
+class _KeyboardStepLogits(nn.Module):
+    """(token (B,), h, c) -> (logits (B, V), h, c) through the model's own step()."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, token, h, c):
+        logits, (h1, c1) = self.model.step(token, (h, c))
+        return logits, h1, c1
+
+
+def _ranker(cfg: ServingBenchConfig) -> _Served | None:
+    try:
+        from cases.video_recommendation.model import N_DENSE, VideoRecRanker, VideoRecRankerServing
+    except Exception:
+        return None
+    torch.manual_seed(0)
+    n_topics = 50
+    ranker = VideoRecRanker(cfg.ranker_items, n_topics, slate_size=10).eval()
+    serving = VideoRecRankerServing(ranker).eval()
+
+    def make(b: int):
+        g = torch.Generator().manual_seed(b)
+        return (
+            torch.randint(1, cfg.ranker_items + 1, (b,), generator=g),
+            torch.randint(1, n_topics + 1, (b,), generator=g),
+            torch.randn(b, N_DENSE, generator=g),
+        )
+
+    names = ["item", "topic", "dense"]
+    axes = {n: {0: "batch"} for n in [*names, "scores"]}
+    return _Served(
+        "video_ranker",
+        serving,
+        make,
+        names,
+        ["scores"],
+        axes,
+        f"cases.video_recommendation VideoRecRankerServing, {cfg.ranker_items} items; "
+        "batch = candidates scored",
+    )
+
+
+def _stand_in() -> _Served:
+    torch.manual_seed(0)
+    mlp = ServingBenchMLP().eval()
+
+    def make(b: int):
+        return (torch.randn(b, 64, generator=torch.Generator().manual_seed(b)),)
+
+    return _Served(
+        "stand_in_mlp",
+        mlp,
+        make,
+        ["x"],
+        ["y"],
+        {"x": {0: "batch"}, "y": {0: "batch"}},
+        "STAND-IN MLP (no case model importable)",
+    )
+
+
+# ----------------------------------------------------------------------------- part 1
+
+
+def _runtime_rows(served: _Served, cfg: ServingBenchConfig, workdir: Path, threads: int):
+    from shared.bench import time_fn
+    from shared.onnx_utils import export_onnx, make_session, quantize_dynamic_onnx
+
+    fp32 = export_onnx(
+        served.module,
+        served.make_inputs(4),
+        workdir / f"{served.name}.onnx",
+        served.input_names,
+        served.output_names,
+        served.dynamic_axes,
+    )
+    int8 = quantize_dynamic_onnx(fp32, workdir / f"{served.name}_int8.onnx")
+    sessions = {
+        "ort_fp32": make_session(fp32, threads=threads),
+        "ort_int8": make_session(int8, threads=threads),
+    }
+    sizes = {
+        "eager_fp32": sum(
+            p.numel() * p.element_size() for p in served.module.state_dict().values()
+        ),
+        "ort_fp32": fp32.stat().st_size,
+        "ort_int8": int8.stat().st_size,
+    }
+    rows = []
+    for b in cfg.batches:
+        inputs = served.make_inputs(b)
+        feeds = {n: t.numpy() for n, t in zip(served.input_names, inputs, strict=True)}
+        with torch.inference_mode():
+            ref = served.module(*inputs)
+            ref = (ref[0] if isinstance(ref, tuple) else ref).numpy()
+            t_eager = time_fn(
+                lambda inputs=inputs: served.module(*inputs),
+                warmup=3,
+                repeats=cfg.repeats,
+                min_time_s=cfg.min_time_s,
+                items_per_call=b,
+            )
+        timings = {"eager_fp32": (t_eager, 0.0, 0.0)}
+        for label, sess in sessions.items():
+            out = sess.run(None, feeds)[0]
+            err = float(np.abs(out - ref).max())
+            rel = float(np.linalg.norm(out - ref) / max(np.linalg.norm(ref), 1e-12))
+            t = time_fn(
+                lambda sess=sess, feeds=feeds: sess.run(None, feeds),
+                warmup=3,
+                repeats=cfg.repeats,
+                min_time_s=cfg.min_time_s,
+                items_per_call=b,
+            )
+            timings[label] = (t, err, rel)
+        for label, (t, err, rel) in timings.items():
+            rows.append(
+                {
+                    "part": "runtime",
+                    "model": served.name,
+                    "runtime": label,
+                    "batch": b,
+                    "threads": threads,
+                    "p50_ms": t.p50_ms,
+                    "p99_ms": t.p99_ms,
+                    "items_per_s": t.items_per_s,
+                    "x_eager": t_eager.median_s / t.median_s,
+                    "model_bytes": sizes[label],
+                    "max_abs_err": err,
+                    "rel_err": rel,
+                }
+            )
+    return rows
+
+
+# ----------------------------------------------------------------------------- part 2
+
+
+class _KeyboardServer:
+    """Replica logic (plain class, wrapped into Serve deployments below).
+
+    Keeps each user's (h, c) in memory: a request is {"user_id": str, "token": int} and costs one
+    LSTM step, batched with whatever else is waiting when `@serve.batch` is on.
+    Answers {"top3": [ids]}.
+    """
+
+    def __init__(self, model_path: str, hidden: int, runtime: str = "torch", sizes=None):
+        self.runtime = runtime
+        if runtime == "ort":
+            from shared.onnx_utils import make_session
+
+            self.sess = make_session(model_path, threads=1)  # one core per replica
+        else:
+            from cases.mobile_keyboard.model import KeyboardLSTM
+
+            torch.set_num_threads(1)  # one core per replica; the proxy and clients share the rest
+            self.model = KeyboardLSTM(*sizes).eval()
+            self.model.load_state_dict(torch.load(model_path, weights_only=True))
+        self.hidden = hidden
+        self.states: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self.n_batches = 0
+        self.n_items = 0
+
+    def predict(self, bodies: list[dict]) -> list[dict]:
+        b = len(bodies)
+        zero = np.zeros(self.hidden, dtype=np.float32)
+        h = np.empty((1, b, self.hidden), dtype=np.float32)
+        c = np.empty((1, b, self.hidden), dtype=np.float32)
+        for i, body in enumerate(bodies):
+            h[0, i], c[0, i] = self.states.get(str(body["user_id"]), (zero, zero))
+        tokens = np.asarray([int(body["token"]) for body in bodies], dtype=np.int64)
+        if self.runtime == "ort":
+            logits, h1, c1 = self.sess.run(None, {"token": tokens, "h": h, "c": c})  # (B, V)
+        else:
+            with torch.inference_mode():
+                lg, (th, tc) = self.model.step(
+                    torch.from_numpy(tokens), (torch.from_numpy(h), torch.from_numpy(c))
+                )
+            logits, h1, c1 = lg.numpy(), th.numpy(), tc.numpy()  # (B, V), (1, B, H) x 2
+        for i, body in enumerate(bodies):
+            self.states[str(body["user_id"])] = (h1[0, i].copy(), c1[0, i].copy())
+        top = np.argpartition(-logits, 3, axis=1)[:, :3]  # (B, 3) unordered top-3
+        self.n_batches += 1
+        self.n_items += b
+        return [{"top3": [int(x) for x in row]} for row in top]
+
+    def stats(self) -> dict[str, float]:
+        out = {
+            "batches": self.n_batches,
+            "items": self.n_items,
+            "mean_batch": self.n_items / max(self.n_batches, 1),
+        }
+        self.n_batches = self.n_items = 0
+        return out
+
+
+def _build_deployments(cfg: ServingBenchConfig):
+    import sys
+
+    import ray.cloudpickle
+    from ray import serve
+
+    # This file is loaded by path (benchmarks/ is not a package), so Ray's workers cannot import
+    # it: ship its classes by value.
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+    opts = {"num_cpus": 0}  # the 2-core machine: do not let Ray's CPU accounting block placement
+
+    @serve.deployment(max_ongoing_requests=2 * cfg.max_batch_size, ray_actor_options=opts)
+    class KeyboardUnbatched(_KeyboardServer):
+        async def __call__(self, request) -> dict:
+            body = request if isinstance(request, dict) else await request.json()
+            return self.predict([body])[0]
+
+    @serve.deployment(max_ongoing_requests=2 * cfg.max_batch_size, ray_actor_options=opts)
+    class KeyboardBatched(_KeyboardServer):
+        # max_ongoing_requests >= max_batch_size, or batches are silently capped at the default 5.
+        @serve.batch(max_batch_size=cfg.max_batch_size, batch_wait_timeout_s=cfg.batch_wait_s)
+        async def _batched(self, bodies: list[dict]) -> list[dict]:
+            return self.predict(bodies)
+
+        async def __call__(self, request) -> dict:
+            body = request if isinstance(request, dict) else await request.json()
+            return await self._batched(body)
+
+    return KeyboardUnbatched, KeyboardBatched
+
+
+def _handle_closed_loop(handle, payloads, concurrency, max_requests, max_seconds):
+    """Closed loop through a deployment handle: `concurrency` threads, one call in flight each."""
+    lock = threading.Lock()
+    issued = 0
+    lat: list[float] = []
+    errors = 0
+    deadline = time.perf_counter() + max_seconds
+
+    def worker():
+        nonlocal issued, errors
+        while True:
+            with lock:
+                if issued >= max_requests or time.perf_counter() >= deadline:
+                    return
+                i = issued
+                issued += 1
+            t0 = time.perf_counter()
+            try:
+                handle.remote(payloads[i % len(payloads)]).result(timeout_s=30)
+            except Exception:
+                with lock:
+                    errors += 1
+            with lock:
+                lat.append((time.perf_counter() - t0) * 1e3)
+
+    t0 = time.perf_counter()
+    threads = [threading.Thread(target=worker, daemon=True) for _ in range(concurrency)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - t0
+    a = np.asarray(lat)
+    return {
+        "n": len(lat),
+        "errors": errors,
+        "p50_ms": float(np.percentile(a, 50)),
+        "p99_ms": float(np.percentile(a, 99)),
+        "rps": len(lat) / wall,
+    }
+
+
+def _serve_rows(
+    model_path: Path, cfg: ServingBenchConfig, port: int | None, runtime: str
+) -> list[dict]:
+    """Deploy both variants on 127.0.0.1 and load them; returns rows (part "serve")."""
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    import ray
+    from ray import serve
+
+    from shared.bench import time_fn
+    from shared.loadgen import closed_loop
+    from shared.serving import free_port
+
+    started_ray = not ray.is_initialized()
+    if started_ray:
+        ray.init(
+            num_cpus=os.cpu_count() or 2,
+            include_dashboard=False,
+            logging_level="ERROR",
+            log_to_driver=False,
+        )
+    port = port or free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    rng = np.random.default_rng(0)
+    payloads = [
+        {"user_id": f"u{int(u)}", "token": int(t)}
+        for u, t in zip(
+            rng.integers(0, cfg.n_users, 4096), rng.integers(0, cfg.vocab, 4096), strict=True
+        )
+    ]
+    rows: list[dict] = []
+
+    # In-process reference: the same predict() with no Serve in between.
+    sizes = (cfg.vocab, cfg.embed, cfg.hidden)
+    threads = torch.get_num_threads()
+    local = _KeyboardServer(str(model_path), cfg.hidden, runtime, sizes)  # sets 1 thread
+    try:  # timed on one thread, like the replica
+        t1 = time_fn(lambda: local.predict([payloads[0]]), warmup=5, repeats=200)
+        b = cfg.max_batch_size
+        tb = time_fn(lambda: local.predict(payloads[:b]), warmup=3, repeats=50, items_per_call=b)
+    finally:
+        torch.set_num_threads(threads)
+    rows.append(
+        {
+            "part": "serve",
+            "path": "in-process",
+            "variant": "unbatched",
+            "in_flight": 1,
+            "p50_ms": t1.p50_ms,
+            "p99_ms": t1.p99_ms,
+            "rps": 1e3 / t1.p50_ms,
+            "mean_batch": 1.0,
+            "errors": 0,
+            "n": t1.n,
+        }
+    )
+    rows.append(
+        {
+            "part": "serve",
+            "path": "in-process",
+            "variant": f"batch {b}",
+            "in_flight": b,
+            "p50_ms": tb.p50_ms,
+            "p99_ms": tb.p99_ms,
+            "rps": tb.items_per_s,
+            "mean_batch": float(b),
+            "errors": 0,
+            "n": tb.n,
+        }
+    )
+
+    unbatched, batched = _build_deployments(cfg)
+    names = {"unbatched": "bench-kb-unbatched", "batched": "bench-kb-batched"}
+    handles = {
+        "unbatched": serve.run(
+            unbatched.bind(str(model_path), cfg.hidden, runtime, sizes),
+            name=names["unbatched"],
+            route_prefix="/unbatched",
+        ),
+        "batched": serve.run(
+            batched.bind(str(model_path), cfg.hidden, runtime, sizes),
+            name=names["batched"],
+            route_prefix="/batched",
+        ),
+    }
+    try:
+        for variant, handle in handles.items():
+            url = f"http://127.0.0.1:{port}/{variant}"
+            # Warm up: first requests build the proxy's routes and the replica's ORT arena.
+            closed_loop(url, payloads[:8], concurrency=2, max_requests=16, max_seconds=10)
+            handle.remote(payloads[0]).result(timeout_s=30)
+            for n in cfg.in_flight:
+                for path in ("http", "handle"):
+                    handle.stats.remote().result(timeout_s=30)  # reset the replica's counters
+                    if path == "http":
+                        r = closed_loop(
+                            url,
+                            payloads,
+                            concurrency=n,
+                            max_requests=cfg.max_requests,
+                            max_seconds=cfg.max_seconds,
+                        )
+                        res = {
+                            "n": r.n,
+                            "errors": r.errors,
+                            "p50_ms": r.p50_ms,
+                            "p99_ms": r.p99_ms,
+                            "rps": r.rps,
+                        }
+                    else:
+                        res = _handle_closed_loop(
+                            handle, payloads, n, cfg.max_requests, cfg.max_seconds
+                        )
+                    st = handle.stats.remote().result(timeout_s=30)
+                    rows.append(
+                        {
+                            "part": "serve",
+                            "path": path,
+                            "variant": variant,
+                            "in_flight": n,
+                            "mean_batch": st["mean_batch"],
+                            **res,
+                        }
+                    )
+    finally:
+        for app_name in names.values():
+            try:
+                serve.delete(app_name)
+            except Exception:
+                pass
+        if started_ray:
+            serve.shutdown()
+            ray.shutdown()
+    base = rows[0]["p50_ms"]
+    for r in rows:
+        r["overhead_p50_ms"] = r["p50_ms"] - base if r["path"] != "in-process" else None
+    return rows
+
+
+# ----------------------------------------------------------------------------- entry points
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--no-ray", action="store_true", help="skip the Ray Serve part")
+    parser.add_argument(
+        "--serve-runtime",
+        choices=("torch", "ort"),
+        default="torch",
+        help="what the Serve replica runs: PyTorch eager (as the keyboard case serves) or ORT fp32",
+    )
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=0,
+        help="HTTP port for Serve on 127.0.0.1 (default: a free port; pass the "
+        "port of an already started Serve instance to reuse it)",
+    )
+
+
+def _find(rows, **kw):
+    for r in rows:
+        if all(r.get(k) == v for k, v in kw.items()):
+            return r
+    return None
+
+
+def run(args: argparse.Namespace) -> Path:
+    """Part 1 and (unless --no-ray) part 2; writes serving.json / .md / .png; returns the JSON."""
+    from shared.bench import machine_fingerprint, write_results
+
+    quick = bool(getattr(args, "quick", False))
+    cfg = PRESETS["quick" if quick else "full"]
+    out = getattr(args, "out", None)
+    out = Path(out) if out else Path("runs/bench/serving") / time.strftime("%Y%m%d-%H%M%S")
+    out.mkdir(parents=True, exist_ok=True)
+    t_start = time.perf_counter()
+    fp = machine_fingerprint(measure=not quick)
+    # One thread for every runtime: as served (one core per replica), and the same for all rows.
+    threads = 1
+    torch_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
+
+    models = [m for m in (_keyboard(cfg), _ranker(cfg)) if m is not None] or [_stand_in()]
+    rows: list[dict] = []
+    with tempfile.TemporaryDirectory(prefix="serving-bench-") as tmp:
+        try:
+            for served in models:
+                rows += _runtime_rows(served, cfg, Path(tmp), threads)
+        finally:
+            torch.set_num_threads(torch_threads)
+        serve_note = "skipped (--no-ray)"
+        if not getattr(args, "no_ray", False):
+            kb = next((m for m in models if m.name == "keyboard_lstm_step"), None)
+            if kb is None:
+                serve_note = "skipped: the keyboard model is not installed"
+            else:
+                runtime = getattr(args, "serve_runtime", "torch") or "torch"
+                if runtime == "ort":
+                    model_path = Path(tmp) / f"{kb.name}.onnx"
+                else:
+                    model_path = Path(tmp) / f"{kb.name}.pt"
+                    torch.save(kb.module.model.state_dict(), model_path)
+                port = int(getattr(args, "port", 0) or 0) or None
+                rows += _serve_rows(model_path, cfg, port, runtime)
+                label = (
+                    "onnxruntime fp32"
+                    if runtime == "ort"
+                    else "PyTorch eager, as the case serves it"
+                )
+                serve_note = f"keyboard step ({label}, 1 thread) in one replica"
+
+    summary: dict[str, Any] = {
+        "models": {m.name: m.note for m in models},
+        "serve": serve_note,
+        "config": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(cfg).items()},
+    }
+    for m in models:
+        for b in (1, 32):
+            r = _find(rows, part="runtime", model=m.name, runtime="ort_int8", batch=b)
+            if r:
+                summary[f"{m.name}_ort_int8_x_eager_b{b}"] = r["x_eager"]
+            r = _find(rows, part="runtime", model=m.name, runtime="ort_fp32", batch=b)
+            if r:
+                summary[f"{m.name}_ort_fp32_x_eager_b{b}"] = r["x_eager"]
+    top = max(cfg.in_flight)
+    for path in ("http", "handle"):
+        bt = _find(rows, part="serve", path=path, variant="batched", in_flight=top)
+        ub = _find(rows, part="serve", path=path, variant="unbatched", in_flight=top)
+        if bt and ub:
+            summary[f"{path}_batched_x_unbatched_rps_at_{top}"] = bt["rps"] / ub["rps"]
+            summary[f"{path}_batched_mean_batch_at_{top}"] = bt["mean_batch"]
+        one = _find(rows, part="serve", path=path, variant="unbatched", in_flight=1)
+        if one:
+            summary[f"{path}_overhead_p50_ms_at_1"] = one["overhead_p50_ms"]
+    summary["targets"] = {
+        "batched_x_unbatched_rps_at_32": ">= 1.5",
+        "ort_int8_x_eager_b1_and_b32": ">= 1.5",
+    }
+    summary["wall_s"] = time.perf_counter() - t_start
+
+    columns = [
+        "part",
+        "model",
+        "runtime",
+        "path",
+        "variant",
+        "batch",
+        "in_flight",
+        "p50_ms",
+        "p99_ms",
+        "items_per_s",
+        "rps",
+        "x_eager",
+        "mean_batch",
+        "overhead_p50_ms",
+        "model_bytes",
+        "rel_err",
+        "errors",
+    ]
+    path = write_results(out, "serving", rows, summary, columns=columns, fingerprint=fp)
+    _plot(rows, out / "serving.png")
+    return Path(path)
+
+
+def _plot(rows: list[dict], path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rt = [r for r in rows if r["part"] == "runtime"]
+    sv = [r for r in rows if r["part"] == "serve" and r["path"] != "in-process"]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for model, runtime in dict.fromkeys((r["model"], r["runtime"]) for r in rt):
+        mine = [r for r in rt if r["model"] == model and r["runtime"] == runtime]
+        axes[0].plot(
+            [r["batch"] for r in mine],
+            [r["items_per_s"] for r in mine],
+            "o-",
+            label=f"{model} {runtime}",
+        )
+    axes[0].set(
+        xscale="log", yscale="log", xlabel="batch", ylabel="items/s (log)", title="in process"
+    )
+    axes[0].legend(fontsize=7)
+    for p, variant in dict.fromkeys((r["path"], r["variant"]) for r in sv):
+        mine = [r for r in sv if r["path"] == p and r["variant"] == variant]
+        axes[1].plot(
+            [r["in_flight"] for r in mine], [r["rps"] for r in mine], "o-", label=f"{p} {variant}"
+        )
+    axes[1].set(
+        xscale="log",
+        xlabel="requests in flight",
+        ylabel="requests/s",
+        title="Ray Serve, keyboard step",
+    )
+    if sv:
+        axes[1].legend(fontsize=7)
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+if __name__ == "__main__":  # python benchmarks/onnx_serving.py [--quick] [--no-ray]
+    p = argparse.ArgumentParser(description=SUMMARY)
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--out", type=Path, default=None)
+    add_arguments(p)
+    print(run(p.parse_args()))

@@ -1,0 +1,125 @@
+"""KeyboardConfig: every knob of the mobile-keyboard case, with named presets.
+
+The resolved config is saved inside every artifact (config.json), so a model always carries the
+settings that built it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any
+
+from shared.errors import CasebookError
+
+
+@dataclass(frozen=True)
+class KeyboardConfig:
+    # --- built-in text (data.KeyboardTextGenerator) ---
+    n_messages: int = 12_000  # generated messages for the base corpus (about 11 words each)
+    n_users: int = 16  # simulated users for personalization and federated averaging
+    user_messages: int = 80  # messages per simulated user (half adapt/train, half evaluate)
+    split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)  # by document or line
+
+    # --- vocabulary ---
+    vocab_size: int = 4_000  # most frequent training words + <unk>, <s>; Gboard uses 10K
+    min_count: int = 2  # words rarer than this map to <unk>
+
+    # --- KeyboardLSTM (Gboard-style: small tied-embedding LSTM) ---
+    embed_dim: int = 64  # tied input/output embedding width
+    hidden_dim: int = 128  # LSTM units (Gboard CIFG: 670)
+    num_layers: int = 1
+    bptt: int = 24  # tokens per training sequence (truncated backprop through time)
+    batch_size: int = 32  # sequences per step
+    epochs: int = 6
+    lr: float = 3e-3  # Adam
+    dropout: float = 0.1  # on embeddings and LSTM output
+    clip_norm: float = 1.0  # gradient norm clip; LSTMs blow up without it
+    max_train_minutes: float = 1.0  # wall-clock cap on training, so `make run` stays bounded
+    train_threads: int = 1  # torch threads while training; at this size a second thread mostly
+    # spins (measured: 7x the CPU time per step when the machine is busy), so one is the default
+
+    # --- Kneser-Ney baseline ---
+    ngram_order: int = 3
+    kn_discount: float = 0.75  # absolute discount D (Chen & Goodman's usual value)
+
+    # --- evaluation ---
+    eval_tokens: int = 6_000  # test tokens scored for top-k and KSR (caps cost on big corpora)
+    latency_keystrokes: int = 300  # timed single-keystroke steps for the p95
+
+    # --- spell check ---
+    spell_train_words: int = 6_000  # dictionary words whose generated misspellings train the
+    # error model (disjoint from the evaluation words)
+    spell_eval_words: int = 600  # built-in evaluation misspellings
+    spell_prior_weight: float = 1.0  # lambda in log P(typo|w) + lambda * log P(w)
+    spell_context_weight: float = 0.5  # weight of the language model's log P(w | context)
+
+    # --- personalization ---
+    fed_rounds: int = 3  # federated-averaging rounds
+    fed_clients_per_round: int = 8
+    fed_local_steps: int = 10  # local SGD steps per client per round
+    fed_lr: float = 0.3  # client SGD learning rate
+    cache_weight: float = 0.15  # weight of the per-user unigram/bigram cache in the mixture
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["split_fractions"] = list(self.split_fractions)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> KeyboardConfig:
+        known = {f.name for f in fields(cls)}
+        kwargs = {k: v for k, v in d.items() if k in known}
+        if "split_fractions" in kwargs:
+            kwargs["split_fractions"] = tuple(kwargs["split_fractions"])
+        return cls(**kwargs)
+
+
+PRESETS: dict[str, KeyboardConfig] = {
+    # `casebook run mobile-keyboard` default: about 1-2 minutes on 2 cores.
+    "fast": KeyboardConfig(),
+    # Gboard-sized: ~10K vocabulary, ~1.3M parameters; for real corpora (--corpus).
+    "full": KeyboardConfig(
+        n_messages=40_000,
+        vocab_size=10_000,
+        embed_dim=96,
+        hidden_dim=256,
+        bptt=32,
+        batch_size=32,
+        epochs=6,
+        dropout=0.0,  # a 14-minute budget sees ~1-3 epochs of a 1M-token corpus: no overfitting
+        train_threads=1,
+        max_train_minutes=14.0,
+        eval_tokens=20_000,
+        spell_train_words=20_000,
+        spell_eval_words=2_000,
+        fed_rounds=5,
+        fed_local_steps=20,
+    ),
+    # For tests: seconds, not minutes.
+    "tiny": KeyboardConfig(
+        n_messages=600,
+        n_users=6,
+        user_messages=30,
+        vocab_size=600,
+        embed_dim=16,
+        hidden_dim=32,
+        bptt=16,
+        batch_size=16,
+        epochs=1,
+        max_train_minutes=0.2,
+        eval_tokens=600,
+        latency_keystrokes=30,
+        spell_train_words=800,
+        spell_eval_words=60,
+        fed_rounds=1,
+        fed_clients_per_round=3,
+        fed_local_steps=2,
+    ),
+}
+
+
+def get_config(preset: str = "fast", **overrides: Any) -> KeyboardConfig:
+    """The named preset with `overrides` applied (unknown names raise CasebookError)."""
+    if preset not in PRESETS:
+        raise CasebookError(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
+    return replace(PRESETS[preset], **overrides)

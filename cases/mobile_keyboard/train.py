@@ -1,0 +1,217 @@
+"""Train the keyboard's models: the LSTM language model and the spelling error model.
+
+    from cases.mobile_keyboard.config import get_config
+    from cases.mobile_keyboard.train import train
+    model, vocab, info = train(get_config("fast"))           # built-in text, about a minute
+
+Loss: cross-entropy of the next word over the full vocabulary softmax. With V <= 10K and
+E <= 96 the full softmax costs V*E multiply-adds per token (about 1M), no more than the LSTM
+itself, so sampled or hierarchical softmax would only add bias and code for no speed we need;
+they pay off at V >= 100K. Cross-entropy is also what top-k and keystroke savings reward: a
+calibrated next-word distribution.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from .config import KeyboardConfig
+from .data import KeyboardCorpus, builtin_corpus, generated_spell_pairs
+from .model import KeyboardLSTM, KeyboardVocab
+from .spell import KeyboardErrorModel, load_frequency_dictionary
+
+
+def token_stream(sentences: Sequence[Sequence[str]], vocab: KeyboardVocab) -> np.ndarray:
+    """One id stream: <s> w1 w2 ... <s> w1 ... (the LSTM carries no state across <s>-bounded
+    messages in training other than what it learns to reset)."""
+    bos = vocab.stoi["<s>"]
+    out: list[int] = []
+    for s in sentences:
+        out.append(bos)
+        out.extend(vocab.encode(s))
+    return np.asarray(out, dtype=np.int64)
+
+
+def make_batches(stream: np.ndarray, bptt: int, batch_size: int, rng: np.random.Generator):
+    """Shuffled (inputs, targets) batches of shape (B, bptt) cut from the stream."""
+    n = (len(stream) - 1) // bptt
+    if n == 0:
+        return
+    x = torch.from_numpy(stream[: n * bptt].reshape(n, bptt))  # (N, T)
+    y = torch.from_numpy(stream[1 : n * bptt + 1].reshape(n, bptt))  # (N, T)
+    order = rng.permutation(n)
+    for i in range(0, n, batch_size):
+        idx = torch.from_numpy(order[i : i + batch_size])
+        yield x[idx], y[idx]
+
+
+@torch.no_grad()
+def evaluate_nll(model: KeyboardLSTM, stream: np.ndarray, chunk: int = 2048) -> float:
+    """Mean next-token cross-entropy (nats) over the stream, state carried across chunks."""
+    model.eval()
+    if len(stream) < 2:
+        return float("nan")
+    state, total = None, 0.0
+    for i in range(0, len(stream) - 1, chunk):
+        x = torch.from_numpy(stream[i : i + chunk][None, :])  # (1, T)
+        y = torch.from_numpy(stream[i + 1 : i + chunk + 1][None, :])  # (1, T')
+        x = x[:, : y.shape[1]]
+        logits, state = model(x, state)  # (1, T, V)
+        total += float(F.cross_entropy(logits[0], y[0], reduction="sum"))
+    return total / (len(stream) - 1)
+
+
+def train_lm(
+    cfg: KeyboardConfig,
+    corpus: KeyboardCorpus,
+    vocab: KeyboardVocab,
+    seed: int = 0,
+    log: Callable[[str], None] = print,
+) -> tuple[KeyboardLSTM, dict]:
+    """Train KeyboardLSTM on corpus.train; keep the weights with the best validation loss."""
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(max(1, cfg.train_threads))
+    try:
+        return _train_lm(cfg, corpus, vocab, rng, log)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train_lm(cfg, corpus, vocab, rng, log):
+    model = KeyboardLSTM(len(vocab), cfg.embed_dim, cfg.hidden_dim, cfg.num_layers, cfg.dropout)
+    train_ids = token_stream(corpus.train, vocab)
+    # Start the output bias at log unigram frequencies: step 0 already predicts like a unigram
+    # model, so a short (time-capped) run spends its steps on context, not on word frequency.
+    counts = np.bincount(train_ids, minlength=len(vocab)).astype(np.float64) + 1.0
+    with torch.no_grad():
+        model.head.bias.copy_(torch.from_numpy(np.log(counts / counts.sum())).float())
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    val_ids = token_stream(corpus.val, vocab)[:50_000]  # cap the validation cost on big corpora
+    steps_per_epoch = max(1, math.ceil(((len(train_ids) - 1) // cfg.bptt) / cfg.batch_size))
+    # Learning rate: linear warm-up then cosine decay to 5% over the planned steps. The plan is
+    # all epochs, or, once 30 steps have been timed, as many steps as fit in the time cap, so a
+    # capped run still ends with a decayed (well-converged) learning rate.
+    planned = steps_per_epoch * cfg.epochs
+    warmup = max(1, planned // 20)
+
+    def lr_at(step: int) -> float:
+        if step < warmup:
+            return cfg.lr * (step + 1) / warmup
+        frac = min(1.0, (step - warmup) / max(1, planned - warmup))
+        return cfg.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * frac)))
+
+    best, best_state, history = float("inf"), None, []
+    t0 = time.perf_counter()
+    deadline = t0 + cfg.max_train_minutes * 60
+    step = 0
+    stopped_early = False
+    for epoch in range(cfg.epochs):
+        model.train()
+        bar = tqdm(
+            make_batches(train_ids, cfg.bptt, cfg.batch_size, rng),
+            total=steps_per_epoch,
+            desc=f"lstm epoch {epoch + 1}/{cfg.epochs}",
+            disable=None,
+            leave=False,
+        )
+        total, count = 0.0, 0
+        for x, y in bar:
+            logits, _ = model(x)  # (B, T, V); each sequence starts from a zero state
+            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
+            for g in opt.param_groups:
+                g["lr"] = lr_at(step)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_norm)
+            opt.step()
+            step += 1
+            if step % 30 == 0:
+                # Re-plan from the measured speed (machine load changes during a run), so the
+                # cosine decay ends near the time cap rather than long before it.
+                per_step = (time.perf_counter() - t0) / step
+                fit = step + int((deadline - time.perf_counter()) / per_step)
+                new_plan = max(min(fit, steps_per_epoch * cfg.epochs), warmup + 1, step + 1)
+                if step == 30 and new_plan < planned:
+                    total_steps = steps_per_epoch * cfg.epochs
+                    log(f"  lstm: the time cap allows about {new_plan} of {total_steps} steps")
+                planned = new_plan
+            total += float(loss.detach()) * y.numel()
+            count += y.numel()
+            if time.perf_counter() > deadline:
+                stopped_early = True
+                break
+        val = evaluate_nll(model, val_ids)
+        history.append({"epoch": epoch + 1, "train_nll": total / max(count, 1), "val_nll": val})
+        log(
+            f"  lstm epoch {epoch + 1}: train nll {total / max(count, 1):.3f}, "
+            f"val nll {val:.3f} (ppl {math.exp(min(val, 50)):.1f})"
+        )
+        if val < best:
+            best = val
+            best_state = {k: v.clone() for k, v in model.state_dict().items()}
+        if stopped_early:
+            log(f"  lstm: stopped at the {cfg.max_train_minutes} min training cap")
+            break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+        model.head.weight = model.embed.weight
+    model.eval()
+    info = {
+        "history": history,
+        "best_val_nll": best,
+        "train_seconds": time.perf_counter() - t0,
+        "train_tokens": int(len(train_ids)),
+        "n_params": model.n_params(),
+        "stopped_early": stopped_early,
+    }
+    return model, info
+
+
+def spell_word_lists(cfg: KeyboardConfig) -> tuple[list[str], list[str]]:
+    """Disjoint dictionary words for the error model's training pairs and for built-in evaluation.
+
+    Both come from the 30,000 most frequent alphabetic words of symspellpy's dictionary; every
+    tenth word is reserved for evaluation, so no evaluation word (or its misspelling) is ever
+    seen by the error model.
+    """
+    freq = load_frequency_dictionary()
+    ranked = sorted(freq, key=freq.__getitem__, reverse=True)
+    pool = [w for w in ranked[:30_000] if len(w) >= 3 and w.isalpha()]
+    train_words = [w for i, w in enumerate(pool) if i % 10 != 0][: cfg.spell_train_words]
+    eval_words = [w for i, w in enumerate(pool) if i % 10 == 0][: cfg.spell_eval_words]
+    return train_words, eval_words
+
+
+def train_error_model(
+    cfg: KeyboardConfig,
+    seed: int = 0,
+    extra_pairs: Sequence[tuple[str, str]] = (),
+) -> KeyboardErrorModel:
+    """Fit the noisy channel on generated keyboard misspellings (+ user-given real pairs)."""
+    train_words, _ = spell_word_lists(cfg)
+    # Two misspellings per word; seed stream 1000+ never overlaps the evaluation stream.
+    pairs = generated_spell_pairs(train_words, seed=1000 + seed, per_word=2)
+    return KeyboardErrorModel().fit(list(pairs) + list(extra_pairs))
+
+
+def train(
+    cfg: KeyboardConfig,
+    corpus: KeyboardCorpus | None = None,
+    seed: int = 0,
+    log: Callable[[str], None] = print,
+) -> tuple[KeyboardLSTM, KeyboardVocab, dict]:
+    """Train the LSTM on `corpus` (built-in text when None); returns (model, vocab, info)."""
+    if corpus is None:
+        corpus = builtin_corpus(cfg.n_messages, seed, cfg.split_fractions)
+    vocab = KeyboardVocab.build(corpus.train, cfg.vocab_size, cfg.min_count)
+    model, info = train_lm(cfg, corpus, vocab, seed, log)
+    return model, vocab, info

@@ -1,0 +1,186 @@
+"""Language models: LSTM shapes and training, Kneser-Ney, cached decoding, int8 and ONNX, data."""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from cases.mobile_keyboard.baseline import KeyboardKneserNey
+from cases.mobile_keyboard.data import KeyboardTextGenerator, builtin_corpus, load_corpus
+from cases.mobile_keyboard.model import (
+    KeyboardLSTM,
+    KeyboardVocab,
+    export_step_onnx,
+    int8_package,
+    is_quantized,
+    quantize_int8,
+)
+from shared.errors import DataError
+
+
+@pytest.fixture(scope="module")
+def corpus():
+    return builtin_corpus(400, seed=1)
+
+
+@pytest.fixture(scope="module")
+def vocab(corpus):
+    return KeyboardVocab.build(corpus.train, 200)
+
+
+def test_lstm_shapes_and_tied_weights():
+    m = KeyboardLSTM(50, 8, 16, num_layers=2)
+    logits, (h, c) = m(torch.randint(0, 50, (3, 7)))
+    assert logits.shape == (3, 7, 50)
+    assert h.shape == c.shape == (2, 3, 16)
+    step_logits, _ = m.step(torch.tensor([1, 2, 3]), (h, c))
+    assert step_logits.shape == (3, 50)
+    assert m.head.weight is m.embed.weight  # tied
+    assert "head.weight" not in m.state_tensors()
+
+
+@pytest.fixture()
+def one_thread():
+    # Tiny models: a second torch thread only spins (and crawls when the machine is busy).
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def test_lstm_overfits_one_batch(one_thread):
+    torch.manual_seed(0)
+    m = KeyboardLSTM(30, 16, 32)
+    x = torch.randint(2, 30, (4, 12))
+    y = torch.roll(x, -1, dims=1)
+    opt = torch.optim.Adam(m.parameters(), lr=1e-2)
+    for _ in range(150):
+        logits, _ = m(x)
+        loss = F.cross_entropy(logits.reshape(-1, 30), y.reshape(-1))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert float(loss.detach()) < 0.3
+
+
+def test_cached_step_decoding_equals_full_recompute():
+    torch.manual_seed(0)
+    m = KeyboardLSTM(40, 8, 16).eval()
+    tokens = torch.randint(0, 40, (2, 9))
+    with torch.no_grad():
+        full, _ = m(tokens)  # (2, 9, 40)
+        state, steps = None, []
+        for t in range(tokens.shape[1]):
+            logits, state = m.step(tokens[:, t], state)  # one keystroke's word at a time
+            steps.append(logits)
+    assert torch.allclose(torch.stack(steps, 1), full, atol=1e-5)
+    # The LSTMCell inference path gives the same numbers.
+    with torch.no_grad():
+        state = None
+        for t in range(tokens.shape[1]):
+            fast, state = m.fast_step(tokens[:, t], state)
+            assert torch.allclose(fast, steps[t], atol=1e-5)
+
+
+def test_kneser_ney_sums_to_one(corpus, vocab):
+    kn = KeyboardKneserNey(vocab).fit(corpus.train)
+    contexts = [[], [vocab.stoi["the"]], [vocab.stoi["do"], vocab.stoi["you"]], [0, 0], [5, 9]]
+    for ctx in contexts:
+        p = kn.prob_next(ctx)
+        assert p.shape == (len(vocab),)
+        assert np.all(p > 0)
+        assert p.sum() == pytest.approx(1.0, abs=1e-9)
+    # The model learned something: after "do you", "want" is the likeliest word.
+    p = kn.prob_next([vocab.stoi["do"], vocab.stoi["you"]])
+    assert vocab.itos[int(np.argmax(p))] == "want"
+
+
+def test_vocab_prefix_index(vocab):
+    ids = vocab.prefix_ids("th")
+    words = [vocab.itos[i] for i in ids]
+    assert words and all(w.startswith("th") for w in words)
+    assert set(words) == {w for w in vocab.itos[2:] if w.startswith("th")}
+    assert len(vocab.prefix_ids("zzzz")) == 0
+    lp = np.zeros(len(vocab))
+    lp[vocab.stoi["the"]] = 5.0
+    assert vocab.top_words(lp, "t", 3)[0] == "the"
+    assert KeyboardVocab.from_json(vocab.to_json()).itos == vocab.itos
+
+
+def test_int8_really_quantizes_and_stays_close():
+    torch.manual_seed(0)
+    m = KeyboardLSTM(300, 32, 64).eval()
+    q = quantize_int8(m)
+    assert is_quantized(q) and not is_quantized(m)
+    x = torch.randint(0, 300, (2, 10))
+    with torch.no_grad():
+        a = torch.log_softmax(m(x)[0], -1)
+        b = torch.log_softmax(q(x)[0], -1)
+    assert float((a - b).abs().max()) < 0.05
+    pkg = int8_package(m)
+    # int8 rows + a scale per row: about a quarter of the fp32 size.
+    assert len(pkg) < 0.35 * 4 * m.n_params()
+
+
+def test_onnx_step_parity(tmp_path):
+    torch.manual_seed(0)
+    m = KeyboardLSTM(60, 8, 16).eval()
+    path, diff = export_step_onnx(m, tmp_path / "step.onnx")
+    assert path.is_file() and diff < 1e-4
+
+
+def test_generator_is_deterministic_and_zipfian():
+    a = KeyboardTextGenerator(3).messages(50)
+    assert a == KeyboardTextGenerator(3).messages(50)
+    assert a != KeyboardTextGenerator(4).messages(50)
+    c = builtin_corpus(2000, seed=0)
+    counts = {}
+    for s in c.train:
+        for t in s:
+            counts[t] = counts.get(t, 0) + 1
+    freq = np.sort(np.asarray(list(counts.values())))[::-1]
+    # Long tail: the top 10 words carry a big share, and many words are rare.
+    assert freq[:10].sum() / freq.sum() > 0.25
+    assert (freq <= 5).sum() > 20
+
+
+def test_users_differ_by_cohort():
+    gen = KeyboardTextGenerator(0)
+    users = gen.users(4)
+    assert [u.cohort for u in users] == ["mainstream", "niche", "mainstream", "niche"]
+    niche_text = " ".join(gen.user_messages(users[1], 40))
+    assert any(f in niche_text for f in users[1].friends)
+
+
+def test_corpus_folder_loader(tmp_path):
+    folder = tmp_path / "texts"
+    folder.mkdir()
+    para = "The cat sat on the mat. It was happy!\nThe dog ran to the park; it barked.\n"
+    for i in range(4):
+        (folder / f"book{i}.txt").write_text(para * 60)
+    (folder / "README").write_text("not a text file of the corpus")
+    c = load_corpus(folder)
+    assert c.name == "texts"
+    n = c.n_tokens()
+    assert n["train"] > n["test"] > 0 and n["val"] > 0
+    assert c.train[0][:3] == ["the", "cat", "sat"]
+    again = load_corpus(folder)
+    assert again.test == c.test  # deterministic split
+    single = load_corpus(folder / "book0.txt")
+    assert single.n_tokens()["train"] > 0
+
+
+def test_corpus_loader_errors(tmp_path):
+    with pytest.raises(DataError, match="does not exist"):
+        load_corpus(tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="no .txt files"):
+        load_corpus(tmp_path / "empty")
+    b = tmp_path / "bin.txt"
+    b.write_bytes(b"\x00\x01\x02" * 100)
+    with pytest.raises(DataError, match="binary"):
+        load_corpus(b)
+    t = tmp_path / "tiny.txt"
+    t.write_text("two words")
+    with pytest.raises(DataError, match="too small"):
+        load_corpus(t)
