@@ -1,0 +1,554 @@
+"""Data: a platform simulator with ground truth, real-data loaders, and the data gate.
+
+Every source ends in a `VideoRecData`, whose `interactions` are columns
+    user (int64, 0..U-1), item (int64, 0..I-1), timestamp (int64 seconds), weight (float32)
+The simulator also emits the impression log the ranker trains on, one row per shown video:
+    session, day, user, item, timestamp, position, propensity, click, watch_frac, watch_time,
+    satisfied
+and its watch events (click rows) are the interactions, weight = watch fraction.
+
+Real formats (`--data FORMAT:PATH`):
+    movielens:DIR        100K `u.data`, 1M `ratings.dat` or latest `ratings.csv` (layout detected);
+                         every rating counts as a watch (explicit -> implicit), weight = rating / 5
+    interactions:FILE    CSV user,item,timestamp[,weight], header optional
+    lastfm:DIR           `user_artists.dat` (userID, artistID, plays); no timestamps in that file,
+                         so file order stands in for time (stated in the report)
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from shared.errors import DataError
+
+from .config import VideoRecConfig
+
+INTERACTION_COLUMNS = ("user", "item", "timestamp", "weight")
+IMPRESSION_COLUMNS = (
+    "session",
+    "day",
+    "user",
+    "item",
+    "timestamp",
+    "position",
+    "propensity",
+    "click",
+    "watch_frac",
+    "watch_time",
+    "satisfied",
+)
+DAY_S = 86400
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+@dataclass
+class VideoRecData:
+    """One data source, remapped to contiguous ids."""
+
+    interactions: dict[str, np.ndarray]
+    n_users: int
+    n_items: int
+    source: str
+    item_topic: np.ndarray  # (I,) int; -1 where unknown
+    item_upload_s: np.ndarray | None = None  # (I,) upload time in seconds, simulator only
+    user_ids: np.ndarray | None = None  # original ids, index = contiguous id
+    item_ids: np.ndarray | None = None
+    impressions: dict[str, np.ndarray] | None = None  # simulator only
+    simulator: VideoRecSimulator | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+# ---------------------------------------------------------------------------------------------
+# Simulator
+
+
+class VideoRecSimulator:
+    """A video platform with known ground truth.
+
+    Users have a latent taste vector (a Dirichlet mixture of topic centroids) and an activity
+    cohort (new: joins late; casual; heavy). Videos have a topic, a taste vector near the topic's
+    centroid, quality, clickbait, duration, an upload day and a creator whose popularity follows a
+    power law. Outcomes at slot k of a slate:
+        examine ~ Bernoulli(1 / (k + 1) ** position_decay)               position bias
+        click   ~ Bernoulli(sigmoid(1.2 a + 1.5 bait + 0.4 log-pop + fresh - 0.8))
+        watch_frac ~ Beta(8 p, 8 (1 - p)), p = sigmoid(1.5 a + quality - 2 bait)   E = p exactly
+        satisfied ~ Bernoulli(sigmoid(2 a + 1.2 quality - 2.5 bait - 0.5))        given a click
+    with affinity a = 2.5 u.v. Clickbait raises clicks and lowers watch time and satisfaction, so a
+    click-trained ranker and a watch-time-trained one disagree in a measurable way.
+    """
+
+    def __init__(
+        self,
+        cfg: VideoRecConfig,
+        seed: int = 0,
+        n_users: int | None = None,
+        n_items: int | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.seed = seed
+        rng = np.random.default_rng(seed)
+        U = n_users or cfg.n_users
+        I = n_items or cfg.n_items
+        T, d = cfg.n_topics, cfg.latent_dim
+        self.n_users, self.n_items, self.n_days = U, I, cfg.n_days
+        centroids = rng.normal(size=(T, d))
+        centroids /= np.linalg.norm(centroids, axis=1, keepdims=True)  # (T, d)
+        mix = rng.dirichlet(np.full(T, 0.3), size=U)  # (U, T) sparse-ish interests
+        u = mix @ centroids + 0.3 * rng.normal(size=(U, d)) / math.sqrt(d)
+        self.user_vec = u / np.linalg.norm(u, axis=1, keepdims=True)  # (U, d)
+        self.user_interest = mix
+        # Cohorts: new users join in the last 20% of days; heavy ones come about daily.
+        r = rng.random(U)
+        self.user_cohort = np.where(
+            r < cfg.new_user_fraction,
+            "new",
+            np.where(r < cfg.new_user_fraction + cfg.heavy_user_fraction, "heavy", "casual"),
+        )
+        self.user_rate = np.select(
+            [self.user_cohort == "new", self.user_cohort == "heavy"], [0.6, 0.9], 0.25
+        )
+        late = int(cfg.n_days * 0.8)
+        self.user_join_day = np.where(
+            self.user_cohort == "new", rng.integers(late, max(late + 1, cfg.n_days), U), 0
+        )
+        self.item_topic = rng.integers(0, T, I)
+        v = centroids[self.item_topic] + 0.6 * rng.normal(size=(I, d)) / math.sqrt(d) * 2
+        self.item_vec = v / np.linalg.norm(v, axis=1, keepdims=True)  # (I, d)
+        self.item_quality = rng.normal(size=I)
+        self.item_bait = rng.beta(1.0, 4.0, size=I) * 2.0  # mostly small, a few strong clickbaits
+        self.item_duration_s = np.exp(rng.normal(math.log(300.0), 0.8, size=I))
+        # Uploads spread over the 60 days before logging starts and the logging window itself.
+        self.item_upload_day = rng.uniform(-60, cfg.n_days, size=I)
+        # Creator popularity: Zipf over creators (exponent 1.1), items assigned uniformly.
+        n_creators = max(2, min(cfg.n_creators, I))
+        creator_pop = 1.0 / np.arange(1, n_creators + 1) ** 1.1
+        self.item_creator = rng.integers(0, n_creators, I)
+        pop = creator_pop[self.item_creator]
+        self.item_logpop = np.log(pop / pop.max())  # <= 0, head creators near 0
+        # The legacy logging policy's noisy view of user taste (a previous model's estimate).
+        self._user_est = self.user_vec + 0.8 * rng.normal(size=(U, d)) / math.sqrt(d)
+
+    # --- ground truth ---
+    def affinity(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """True affinity a = 2.5 u.v; users (S,) and items (S, K) -> (S, K)."""
+        return 2.5 * np.einsum("sd,skd->sk", self.user_vec[users], self.item_vec[items])
+
+    def freshness(self, items: np.ndarray, day: float) -> np.ndarray:
+        """Click bonus of a new upload: 0.8 on its first day, decaying with a 3-day scale."""
+        age = np.maximum(day - self.item_upload_day[items], 0.0)
+        return 0.8 * np.exp(-age / 3.0)
+
+    def examine_prob(self, k: int) -> np.ndarray:
+        return 1.0 / (np.arange(k) + 1.0) ** self.cfg.position_decay  # (K,)
+
+    def probabilities(self, users: np.ndarray, slates: np.ndarray, day: float) -> dict:
+        """Per-slot outcome probabilities, (S, K) each, with no position effect (slot 0)."""
+        a = self.affinity(users, slates)
+        p_click = _sigmoid(
+            1.2 * a
+            + 1.5 * self.item_bait[slates]
+            + 0.4 * self.item_logpop[slates]
+            + self.freshness(slates, day)
+            - 0.8
+        )
+        p_watch = _sigmoid(1.5 * a + self.item_quality[slates] - 2.0 * self.item_bait[slates])
+        p_sat = _sigmoid(
+            2.0 * a + 1.2 * self.item_quality[slates] - 2.5 * self.item_bait[slates] - 0.5
+        )
+        return {"click": p_click, "watch_frac": p_watch, "satisfied": p_sat}
+
+    def expected_value(self, users: np.ndarray, slates: np.ndarray, day: float) -> dict:
+        """Expected watch seconds, satisfied views and clicks per request for slates (S, K)."""
+        p = self.probabilities(users, slates, day)
+        e = self.examine_prob(slates.shape[1])[None, :]  # (1, K)
+        clicks = e * p["click"]
+        watch = clicks * p["watch_frac"] * self.item_duration_s[slates]
+        return {
+            "watch_time": watch.sum(1),
+            "satisfied": (clicks * p["satisfied"]).sum(1),
+            "clicks": clicks.sum(1),
+        }
+
+    def sample_outcomes(self, users, slates, day, rng) -> dict:
+        """Sample clicks, watch fractions and satisfaction for slates (S, K)."""
+        p = self.probabilities(users, slates, day)
+        S, K = slates.shape
+        examine = rng.random((S, K)) < self.examine_prob(K)[None, :]
+        click = examine & (rng.random((S, K)) < p["click"])
+        kappa = 8.0
+        pw = np.clip(p["watch_frac"], 1e-4, 1 - 1e-4)
+        frac = np.where(click, rng.beta(kappa * pw, kappa * (1 - pw)), 0.0)
+        sat = click & (rng.random((S, K)) < p["satisfied"])
+        return {
+            "click": click.astype(np.int8),
+            "watch_frac": frac.astype(np.float32),
+            "watch_time": (frac * self.item_duration_s[slates]).astype(np.float32),
+            "satisfied": sat.astype(np.int8),
+        }
+
+    # --- the logging policy ---
+    def logging_probs(self, users: np.ndarray, day: float, exclude: np.ndarray | None = None):
+        """The legacy policy's distribution over the catalog per request, (S, I); rows sum to 1.
+
+        Score = 0.7 log-popularity + noisy taste estimate + freshness, softmax at the configured
+        temperature, over videos already uploaded and not yet watched by the user.
+        """
+        est = 2.5 * self._user_est[users] @ self.item_vec.T  # (S, I)
+        all_items = np.arange(self.n_items)[None, :]
+        score = est + 0.7 * self.item_logpop[None, :] + self.freshness(all_items, day)
+        score = score / self.cfg.logging_temperature
+        score = np.where(self.item_upload_day[None, :] <= day, score, -np.inf)
+        if exclude is not None:
+            score = np.where(exclude, -np.inf, score)
+        score = score - score.max(1, keepdims=True)
+        p = np.exp(score)
+        return p / p.sum(1, keepdims=True)
+
+    def simulate(
+        self, rng: np.random.Generator | None = None, policy=None
+    ) -> dict[str, np.ndarray]:
+        """Log `n_days` of home-feed sessions; returns the impression log (columns).
+
+        `policy(users, day, watched) -> (slates (S, K), propensities (S, K))`; the default samples
+        slates from `logging_probs` by Plackett-Luce (Gumbel top-k) and records each shown video's
+        first-draw probability as its propensity.
+        """
+        rng = rng or np.random.default_rng(self.seed + 1)
+        K = self.cfg.slate_size
+        watched = np.zeros((self.n_users, self.n_items), dtype=bool)
+        cols: dict[str, list[np.ndarray]] = {c: [] for c in IMPRESSION_COLUMNS}
+        session0 = 0
+        for day in range(self.n_days):
+            active = np.flatnonzero(
+                (self.user_join_day <= day) & (rng.random(self.n_users) < self.user_rate)
+            )
+            if active.size == 0:
+                continue
+            if policy is None:
+                probs = self.logging_probs(active, day, exclude=watched[active])
+                slates = gumbel_top_k(np.log(probs + 1e-30), K, rng)
+                prop = np.take_along_axis(probs, slates, 1)
+            else:
+                slates, prop = policy(active, day, watched[active])
+            out = self.sample_outcomes(active, slates, day, rng)
+            S = active.size
+            start = day * DAY_S + rng.integers(0, DAY_S - 3600, S)
+            cols["session"].append(np.repeat(np.arange(session0, session0 + S), K))
+            cols["day"].append(np.full(S * K, day))
+            cols["user"].append(np.repeat(active, K))
+            cols["item"].append(slates.reshape(-1))
+            # Slot k is seen about k * 20 s after the session starts: watches stay time-ordered.
+            cols["timestamp"].append((start[:, None] + 20 * np.arange(K)[None, :]).reshape(-1))
+            cols["position"].append(np.tile(np.arange(K), S))
+            cols["propensity"].append(prop.reshape(-1))
+            for c in ("click", "watch_frac", "watch_time", "satisfied"):
+                cols[c].append(out[c].reshape(-1))
+            watched[active[:, None], slates] |= out["click"].astype(bool)
+            session0 += S
+        dtypes = {
+            "propensity": np.float32,
+            "click": np.int8,
+            "satisfied": np.int8,
+            "watch_frac": np.float32,
+            "watch_time": np.float32,
+        }
+        return {
+            c: np.concatenate(v).astype(dtypes.get(c, np.int64)) if v else np.zeros(0)
+            for c, v in cols.items()
+        }
+
+
+def gumbel_top_k(logits: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
+    """k distinct columns per row, sampled in Plackett-Luce order; (S, I) -> (S, k)."""
+    g = logits - np.log(-np.log(rng.random(logits.shape) + 1e-12) + 1e-12)
+    top = np.argpartition(-g, k - 1, axis=1)[:, :k]
+    order = np.argsort(-np.take_along_axis(g, top, 1), axis=1)
+    return np.take_along_axis(top, order, 1)
+
+
+def impressions_to_interactions(imp: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Watch events (clicked impressions) in the shared interaction schema, time-ordered."""
+    m = imp["click"] > 0
+    order = np.lexsort((imp["timestamp"][m], imp["user"][m]))
+    return {
+        "user": imp["user"][m][order].astype(np.int64),
+        "item": imp["item"][m][order].astype(np.int64),
+        "timestamp": imp["timestamp"][m][order].astype(np.int64),
+        "weight": imp["watch_frac"][m][order].astype(np.float32),
+    }
+
+
+def make_builtin(cfg: VideoRecConfig, seed: int = 0) -> VideoRecData:
+    """Simulate the platform and return its logs."""
+    sim = VideoRecSimulator(cfg, seed=seed)
+    imp = sim.simulate(np.random.default_rng(seed + 1))
+    inter = impressions_to_interactions(imp)
+    return VideoRecData(
+        interactions=inter,
+        n_users=sim.n_users,
+        n_items=sim.n_items,
+        source="builtin",
+        item_topic=sim.item_topic.astype(np.int64),
+        item_upload_s=(sim.item_upload_day * DAY_S).astype(np.int64),
+        impressions=imp,
+        simulator=sim,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Real-data loaders
+
+
+def _remap(
+    users: np.ndarray,
+    items: np.ndarray,
+    ts: np.ndarray,
+    w: np.ndarray,
+    source: str,
+    topics: dict | None = None,
+) -> VideoRecData:
+    """Contiguous ids; one row per (user, item), keeping the first time it happened; time order."""
+    if users.size == 0:
+        raise DataError(f"{source}: no interactions found")
+    if not np.all(np.isfinite(w)):
+        raise DataError(f"{source}: non-numeric or infinite weights")
+    user_ids, u = np.unique(users, return_inverse=True)
+    item_ids, i = np.unique(items, return_inverse=True)
+    order = np.lexsort((np.arange(u.size), ts, u))  # by user, then time, ties by file order
+    u, i, ts, w = u[order], i[order], ts[order], w[order]
+    key = u.astype(np.int64) * len(item_ids) + i
+    _, first = np.unique(key, return_index=True)
+    keep = np.sort(first)
+    topic = np.full(len(item_ids), -1, dtype=np.int64)
+    if topics:
+        names = {}
+        for j, orig in enumerate(item_ids):
+            g = topics.get(str(orig))
+            if g is not None:
+                topic[j] = names.setdefault(g, len(names))
+    return VideoRecData(
+        interactions={
+            "user": u[keep].astype(np.int64),
+            "item": i[keep].astype(np.int64),
+            "timestamp": ts[keep].astype(np.int64),
+            "weight": w[keep].astype(np.float32),
+        },
+        n_users=len(user_ids),
+        n_items=len(item_ids),
+        source=source,
+        item_topic=topic,
+        user_ids=user_ids,
+        item_ids=item_ids,
+    )
+
+
+def _read_rows(path: Path, sep: str, n_min: int, header_word: str | None = None):
+    rows = []
+    with open(path, encoding="utf-8", errors="replace", newline="") as f:
+        if sep == ",":
+            reader = csv.reader(f)
+        else:
+            reader = (line.rstrip("\r\n").split(sep) for line in f)
+        for lineno, row in enumerate(reader, 1):
+            if not row or all(not c.strip() for c in row):
+                continue
+            if lineno == 1 and header_word and header_word in row[0].lower():
+                continue
+            if len(row) < n_min:
+                raise DataError(f"{path}:{lineno}: expected {n_min}+ fields, got {len(row)}")
+            rows.append(row)
+    return rows
+
+
+def _numbers(rows, col: int, path: Path, what: str, dtype=float) -> np.ndarray:
+    try:
+        return np.array([dtype(r[col]) for r in rows])
+    except ValueError as e:
+        raise DataError(f"{path}: column {what} is not numeric ({e})") from None
+
+
+def load_movielens(directory: str | Path) -> VideoRecData:
+    """MovieLens 100K (u.data), 1M (ratings.dat) or latest (ratings.csv); genres as topics."""
+    d = Path(directory).expanduser()
+    if not d.is_dir():
+        raise DataError(f"movielens: {d} is not a directory")
+    topics: dict[str, str] = {}
+    if (d / "ratings.csv").exists():
+        path, rows = d / "ratings.csv", _read_rows(d / "ratings.csv", ",", 4, "userid")
+        movies = d / "movies.csv"
+        if movies.exists():
+            for r in _read_rows(movies, ",", 3, "movieid"):
+                topics[r[0]] = r[-1].split("|")[0]
+    elif (d / "ratings.dat").exists():
+        path, rows = d / "ratings.dat", _read_rows(d / "ratings.dat", "::", 4)
+        movies = d / "movies.dat"
+        if movies.exists():
+            with open(movies, encoding="latin-1") as f:
+                for line in f:
+                    p = line.rstrip("\n").split("::")
+                    if len(p) >= 3:
+                        topics[p[0]] = p[2].split("|")[0]
+    elif (d / "u.data").exists():
+        path, rows = d / "u.data", _read_rows(d / "u.data", "\t", 4)
+    else:
+        raise DataError(f"movielens: {d} has none of ratings.csv, ratings.dat, u.data")
+    users = np.array([r[0].strip() for r in rows])
+    items = np.array([r[1].strip() for r in rows])
+    rating = _numbers(rows, 2, path, "rating")
+    ts = _numbers(rows, 3, path, "timestamp", int)
+    users, items = _as_int_if_possible(users), _as_int_if_possible(items)
+    data = _remap(users, items, ts, rating / 5.0, f"movielens:{d}", topics)
+    data.notes.append("every rating counts as a watch (implicit feedback), weight = rating / 5")
+    return data
+
+
+def _as_int_if_possible(x: np.ndarray) -> np.ndarray:
+    try:
+        return x.astype(np.int64)
+    except ValueError:
+        return x
+
+
+def load_interactions(file: str | Path) -> VideoRecData:
+    """CSV user,item,timestamp[,weight]; a first row with a non-numeric timestamp is a header."""
+    path = Path(file).expanduser()
+    if not path.is_file():
+        raise DataError(f"interactions: {path} is not a file")
+    rows = _read_rows(path, ",", 3)
+    if rows and not _is_number(rows[0][2]):
+        rows = rows[1:]
+    if not rows:
+        raise DataError(f"interactions: {path} has no rows")
+    users = _as_int_if_possible(np.array([r[0].strip() for r in rows]))
+    items = _as_int_if_possible(np.array([r[1].strip() for r in rows]))
+    ts = _numbers(rows, 2, path, "timestamp", float).astype(np.int64)
+    has_w = all(len(r) >= 4 and r[3].strip() for r in rows)
+    w = _numbers(rows, 3, path, "weight") if has_w else np.ones(len(rows))
+    return _remap(users, items, ts, w, f"interactions:{path}")
+
+
+def _is_number(s: str) -> bool:
+    try:
+        float(s)
+        return True
+    except ValueError:
+        return False
+
+
+def load_lastfm(directory: str | Path) -> VideoRecData:
+    """HetRec Last.fm `user_artists.dat` (userID, artistID, weight = play count), tab-separated."""
+    d = Path(directory).expanduser()
+    path = d / "user_artists.dat" if d.is_dir() else d
+    if not path.is_file():
+        raise DataError(f"lastfm: {path} not found (expected user_artists.dat)")
+    rows = _read_rows(path, "\t", 3, "userid")
+    users = _numbers(rows, 0, path, "userID", int)
+    items = _numbers(rows, 1, path, "artistID", int)
+    plays = _numbers(rows, 2, path, "weight")
+    if np.any(plays < 0):
+        raise DataError(f"lastfm: {path} has negative play counts")
+    ts = np.arange(len(rows), dtype=np.int64)  # no timestamps: file order stands in for time
+    data = _remap(users, items, ts, np.log1p(plays), f"lastfm:{d}")
+    data.notes.append("user_artists.dat has no timestamps; file order stands in for time")
+    return data
+
+
+def load_data(spec: str, cfg: VideoRecConfig, seed: int = 0) -> VideoRecData:
+    """`builtin` or FORMAT:PATH (movielens, interactions, lastfm)."""
+    if spec == "builtin":
+        return make_builtin(cfg, seed)
+    fmt, sep, path = spec.partition(":")
+    if not sep or not path:
+        raise DataError(f"--data {spec!r}: expected 'builtin' or FORMAT:PATH")
+    loaders = {
+        "movielens": load_movielens,
+        "interactions": load_interactions,
+        "lastfm": load_lastfm,
+    }
+    if fmt not in loaders:
+        raise DataError(f"--data: unknown format {fmt!r}; choose from {', '.join(loaders)}")
+    data = loaders[fmt](path)
+    if data.n_users < 3 or data.n_items < 3:
+        raise DataError(f"{spec}: too little data ({data.n_users} users, {data.n_items} items)")
+    return data
+
+
+# ---------------------------------------------------------------------------------------------
+# The data gate: every daily impression batch is checked before it may be trained on.
+
+
+def impression_schema(slate_size: int):
+    """The impression log's schema for shared.gate; watch_time in seconds (at most 6 h)."""
+    from shared.gate import ColumnSpec, Schema
+
+    return Schema(
+        columns={
+            "session": ColumnSpec("int", min=0, drift=False),
+            "day": ColumnSpec("int", min=0, drift=False),
+            "timestamp": ColumnSpec("int", min=0, drift=False),
+            "user": ColumnSpec("int", min=0, drift=False),  # ids move day to day: no shift check
+            "item": ColumnSpec("int", min=0, drift=False),
+            "position": ColumnSpec("int", min=0, max=slate_size - 1, drift=False),
+            "propensity": ColumnSpec("float", min=0.0, max=1.0),
+            "click": ColumnSpec("int", min=0, max=1),
+            "watch_frac": ColumnSpec("float", min=0.0, max=1.0),
+            "watch_time": ColumnSpec("float", min=0.0, max=6 * 3600.0),
+            "satisfied": ColumnSpec("int", min=0, max=1),
+        },
+        target="click",
+        key=("session", "item"),
+    )
+
+
+def split_batches(imp: dict[str, np.ndarray]) -> list[dict[str, np.ndarray]]:
+    """One batch per simulated day."""
+    out = []
+    for day in np.unique(imp["day"]):
+        m = imp["day"] == day
+        out.append({c: v[m] for c, v in imp.items()})
+    return out
+
+
+def corrupt_batch(batch: dict[str, np.ndarray], kind: str, seed: int = 0) -> dict[str, np.ndarray]:
+    """A copy of `batch` with one realistic failure injected.
+
+    duplicates: 30% of rows logged twice (a retrying client); bot_flood: one user with 20x the
+    batch's clicks, every one a click; zero_watch: watch_time all zero (a broken player beacon);
+    schema_drift: watch_time reported in milliseconds.
+    """
+    rng = np.random.default_rng(seed)
+    b = {c: v.copy() for c, v in batch.items()}
+    n = b["user"].size
+    if kind == "duplicates":
+        idx = np.concatenate([np.arange(n), rng.choice(n, int(0.3 * n), replace=False)])
+        return {c: v[idx] for c, v in b.items()}
+    if kind == "bot_flood":
+        m = 5 * n
+        src = rng.integers(0, n, m)
+        bot = {c: v[src].copy() for c, v in b.items()}
+        bot["user"][:] = b["user"].max() + 1
+        bot["session"] = b["session"].max() + 1 + np.arange(m) // 10
+        bot["item"] = rng.integers(0, int(b["item"].max()) + 1, m)
+        bot["click"][:] = 1
+        bot["watch_frac"][:] = 0.01
+        bot["watch_time"][:] = 1.0
+        return {c: np.concatenate([b[c], bot[c]]) for c in b}
+    if kind == "zero_watch":
+        b["watch_time"][:] = 0.0
+        b["watch_frac"][:] = 0.0
+        return b
+    if kind == "schema_drift":
+        b["watch_time"] = b["watch_time"] * 1000.0
+        return b
+    raise ValueError(f"unknown corruption {kind!r}")
+
+
+CORRUPTIONS = ("duplicates", "bot_flood", "zero_watch", "schema_drift")

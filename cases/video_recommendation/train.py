@@ -1,0 +1,408 @@
+"""Training: the leave-last-out split, the retrieval models, and the multi-task ranker.
+
+Every retriever has `score(H, seqs) -> (B, I)`: H is the history as a CSR user x item matrix,
+seqs the same histories as time-ordered item arrays (the sequential models need the order).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from tqdm import tqdm
+
+from shared.splits import leave_last_out
+
+from .baseline import EASE, ItemKNN, Popularity, RecentPopularity
+from .config import VideoRecConfig
+from .data import VideoRecData
+from .model import VideoRecSASRec, VideoRecTwoTower
+
+
+@dataclass
+class RetrievalSplit:
+    """Time-ordered leave-last-one-out: last watch -> test, the one before -> validation."""
+
+    n_users: int
+    n_items: int
+    X_train: sp.csr_matrix  # (U, I) train watches
+    X_trainval: sp.csr_matrix  # (U, I) train + validation watches (the history at test time)
+    seqs_train: list[np.ndarray]  # per user, time-ordered train items
+    seqs_trainval: list[np.ndarray]
+    val_item: np.ndarray  # (U,) -1 where the user has no validation item
+    test_item: np.ndarray  # (U,) -1 where the user has no test item
+    train_ts: np.ndarray  # timestamps of train rows (for recent popularity)
+    train_items: np.ndarray  # items of train rows
+
+    @property
+    def test_users(self) -> np.ndarray:
+        return np.flatnonzero(self.test_item >= 0)
+
+    @property
+    def val_users(self) -> np.ndarray:
+        return np.flatnonzero(self.val_item >= 0)
+
+
+def _csr(users, items, n_users, n_items) -> sp.csr_matrix:
+    X = sp.csr_matrix(
+        (np.ones(len(users), dtype=np.float32), (users, items)), shape=(n_users, n_items)
+    )
+    X.data[:] = 1.0  # a repeated watch counts once
+    return X
+
+
+def _seqs(users, items, ts, n_users) -> list[np.ndarray]:
+    order = np.lexsort((np.arange(len(users)), ts, users))
+    u, i = users[order], items[order]
+    bounds = np.searchsorted(u, np.arange(n_users + 1))
+    return [i[bounds[k] : bounds[k + 1]] for k in range(n_users)]
+
+
+def make_split(data: VideoRecData) -> RetrievalSplit:
+    it = data.interactions
+    u, i, t = it["user"], it["item"], it["timestamp"]
+    tr, va, te = leave_last_out(u, t, n_holdout=2)
+    trva = np.sort(np.concatenate([tr, va]))
+    val_item = np.full(data.n_users, -1, dtype=np.int64)
+    val_item[u[va]] = i[va]
+    test_item = np.full(data.n_users, -1, dtype=np.int64)
+    test_item[u[te]] = i[te]
+    return RetrievalSplit(
+        n_users=data.n_users,
+        n_items=data.n_items,
+        X_train=_csr(u[tr], i[tr], data.n_users, data.n_items),
+        X_trainval=_csr(u[trva], i[trva], data.n_users, data.n_items),
+        seqs_train=_seqs(u[tr], i[tr], t[tr], data.n_users),
+        seqs_trainval=_seqs(u[trva], i[trva], t[trva], data.n_users),
+        val_item=val_item,
+        test_item=test_item,
+        train_ts=t[tr],
+        train_items=i[tr],
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Baselines behind the common interface
+
+
+class BaselineRetriever:
+    def __init__(self, model):
+        self.model = model
+
+    def fit(self, split: RetrievalSplit):
+        self.model.fit(split.X_train, split.train_ts, split.train_items)
+        return self
+
+    def score(self, H: sp.csr_matrix, seqs: list[np.ndarray]) -> np.ndarray:
+        return self.model.score(H)
+
+
+def make_baselines(cfg: VideoRecConfig) -> dict[str, BaselineRetriever]:
+    return {
+        "popularity": BaselineRetriever(Popularity()),
+        "recent_popularity": BaselineRetriever(RecentPopularity()),
+        "item_knn": BaselineRetriever(ItemKNN(k=cfg.knn_neighbours)),
+        "ease": BaselineRetriever(EASE(lam=cfg.ease_lambda, max_items=cfg.ease_max_items)),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Sequence helpers
+
+
+def pad_left(seqs: list[np.ndarray], L: int) -> np.ndarray:
+    """The last L items of each sequence, shifted +1 (0 = pad), left-padded; -> (B, L) int64."""
+    out = np.zeros((len(seqs), L), dtype=np.int64)
+    for r, s in enumerate(seqs):
+        s = s[-L:]
+        if len(s):
+            out[r, L - len(s) :] = s + 1
+    return out
+
+
+def sasrec_windows(seqs: list[np.ndarray], L: int) -> tuple[np.ndarray, np.ndarray]:
+    """Next-item windows of length L per sequence, newest first: (N, L) inputs and targets."""
+    inp, tgt = [], []
+    for s in seqs:
+        s = s + 1
+        end = len(s)
+        while end >= 2:
+            start = max(0, end - L - 1)
+            chunk = s[start:end]
+            x, y = np.zeros(L, np.int64), np.zeros(L, np.int64)
+            x[L - len(chunk) + 1 :] = chunk[:-1]
+            y[L - len(chunk) + 1 :] = chunk[1:]
+            inp.append(x)
+            tgt.append(y)
+            end = start + 1  # the next window ends where this one's inputs began
+            if start == 0:
+                break
+    if not inp:
+        return np.zeros((0, L), np.int64), np.zeros((0, L), np.int64)
+    return np.stack(inp), np.stack(tgt)
+
+
+def _progress(it, desc: str):
+    return tqdm(it, desc=desc, leave=False, disable=None)
+
+
+class SASRecRetriever:
+    """Trains `VideoRecSASRec` on next-item windows of the training sequences."""
+
+    def __init__(self, cfg: VideoRecConfig, seed: int = 0, epochs: int | None = None):
+        self.cfg, self.seed = cfg, seed
+        self.epochs = cfg.seq_epochs if epochs is None else epochs
+        self.history_: list[float] = []
+
+    def fit(self, split: RetrievalSplit, seqs: list[np.ndarray] | None = None):
+        cfg = self.cfg
+        torch.manual_seed(self.seed)
+        rng = np.random.default_rng(self.seed)
+        self.model = VideoRecSASRec(
+            split.n_items,
+            cfg.embed_dim,
+            cfg.seq_len,
+            cfg.seq_layers,
+            cfg.seq_heads,
+            cfg.seq_dropout,
+        )
+        X, Y = sasrec_windows(seqs if seqs is not None else split.seqs_train, cfg.seq_len)
+        if len(X) == 0:
+            self.model.eval()
+            return self
+        opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        Xt, Yt = torch.from_numpy(X), torch.from_numpy(Y)
+        self.model.train()
+        for _ in _progress(range(self.epochs), "sasrec"):
+            perm = torch.from_numpy(rng.permutation(len(X)))
+            total, n = 0.0, 0
+            for b in range(0, len(X), cfg.seq_batch):
+                idx = perm[b : b + cfg.seq_batch]
+                loss = self.model.loss(Xt[idx], Yt[idx], cfg.seq_negatives)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                total, n = total + loss.item(), n + 1
+            self.history_.append(total / max(n, 1))
+        self.model.eval()
+        return self
+
+    @torch.no_grad()
+    def score(self, H: sp.csr_matrix, seqs: list[np.ndarray]) -> np.ndarray:
+        out = []
+        for b in range(0, len(seqs), 256):
+            x = torch.from_numpy(pad_left(seqs[b : b + 256], self.cfg.seq_len))
+            out.append(self.model(x)[:, 1:].numpy())  # drop the pad column -> (B, I)
+        return np.concatenate(out) if out else np.zeros((0, H.shape[1]), np.float32)
+
+
+class TwoTowerRetriever:
+    """Trains `VideoRecTwoTower` on (history -> next watch) pairs with logQ-corrected softmax."""
+
+    def __init__(
+        self, cfg: VideoRecConfig, item_topic: np.ndarray, seed: int = 0, epochs: int | None = None
+    ):
+        self.cfg, self.seed = cfg, seed
+        self.item_topic = item_topic
+        self.epochs = cfg.tower_epochs if epochs is None else epochs
+        self.history_: list[float] = []
+
+    def _topics(self, items: torch.Tensor) -> torch.Tensor:
+        """items (+1 indexed) -> topic index +1 (0 = unknown or pad)."""
+        t = torch.from_numpy(np.r_[-1, self.item_topic] + 1)
+        return t[items]
+
+    def fit(self, split: RetrievalSplit, seqs: list[np.ndarray] | None = None):
+        cfg = self.cfg
+        torch.manual_seed(self.seed)
+        rng = np.random.default_rng(self.seed)
+        n_topics = int(self.item_topic.max()) + 1 if self.item_topic.size else 0
+        self.model = VideoRecTwoTower(split.n_items, n_topics, cfg.embed_dim)
+        seqs = seqs if seqs is not None else split.seqs_train
+        L = cfg.seq_len
+        hist, pos = [], []
+        for s in seqs:
+            for t in range(1, len(s)):
+                hist.append(s[max(0, t - L) : t])
+                pos.append(s[t])
+        if not pos:
+            self.model.eval()
+            return self
+        H = torch.from_numpy(pad_left(hist, L))  # (N, L)
+        P = torch.from_numpy(np.asarray(pos) + 1)  # (N,)
+        counts = np.bincount(np.asarray(pos), minlength=split.n_items) + 1.0
+        # In-batch negatives arrive in proportion to popularity: q_j = count_j / total.
+        log_q = torch.from_numpy(np.log(np.r_[1.0, counts] / counts.sum()).astype(np.float32))
+        opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
+        self.model.train()
+        for _ in _progress(range(self.epochs), "two-tower"):
+            perm = torch.from_numpy(rng.permutation(len(P)))
+            total, n = 0.0, 0
+            for b in range(0, len(P), cfg.tower_batch):
+                idx = perm[b : b + cfg.tower_batch]
+                p = P[idx]
+                loss = self.model.loss(H[idx], p, self._topics(p), log_q[p])
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                total, n = total + loss.item(), n + 1
+            self.history_.append(total / max(n, 1))
+        self.model.eval()
+        self._cache_items()
+        return self
+
+    @torch.no_grad()
+    def _cache_items(self):
+        items = torch.arange(1, self.model.item_emb.num_embeddings)
+        self.item_vectors_ = self.model.item_vectors(items, self._topics(items)).numpy()  # (I, D)
+
+    @torch.no_grad()
+    def user_vectors(self, seqs: list[np.ndarray]) -> np.ndarray:
+        x = torch.from_numpy(pad_left(seqs, self.cfg.seq_len))
+        return self.model.user_vectors(x).numpy()  # (B, D)
+
+    def score(self, H: sp.csr_matrix, seqs: list[np.ndarray]) -> np.ndarray:
+        return self.user_vectors(seqs) @ self.item_vectors_.T  # (B, I)
+
+
+def timed_fit(model, split: RetrievalSplit) -> tuple[object, float]:
+    t0 = time.perf_counter()
+    model.fit(split)
+    return model, time.perf_counter() - t0
+
+
+# ---------------------------------------------------------------------------------------------
+# The multi-task ranker
+
+
+def ranker_features(
+    imp: dict[str, np.ndarray],
+    data: VideoRecData,
+    tower: TwoTowerRetriever,
+    t_end: float,
+    item_views: np.ndarray,
+) -> dict[str, np.ndarray]:
+    """Ranker inputs for impression rows, from each user's watches before the session started.
+
+    Returns item (+1), topic (+1) and dense (N, 6): log duration, log video age (days), log item
+    views, topic affinity (share of the user's past watches in this topic), two-tower score, and
+    example age in days (t_end - impression time; set to 0 at serving, Covington et al. 2016).
+    """
+    from .data import DAY_S
+
+    sim = data.simulator
+    it = data.interactions
+    order = np.lexsort((it["timestamp"], it["user"]))
+    wu, wi, wt = it["user"][order], it["item"][order], it["timestamp"][order]
+    bounds = np.searchsorted(wu, np.arange(data.n_users + 1))
+    # One history per (user, session): watches strictly before the session's first impression.
+    sess, first = np.unique(imp["session"], return_index=True)
+    s_user, s_time = imp["user"][first], imp["timestamp"][first]
+    hists = []
+    for u, t in zip(s_user, s_time, strict=True):
+        a, b = bounds[u], bounds[u + 1]
+        k = a + np.searchsorted(wt[a:b], t, side="left")
+        hists.append(wi[a:k])
+    n_topics = int(data.item_topic.max()) + 1
+    topic_share = np.zeros((len(sess), n_topics), dtype=np.float32)
+    for r, h in enumerate(hists):
+        if len(h):
+            topic_share[r] = np.bincount(data.item_topic[h], minlength=n_topics) / len(h)
+    uvec = tower.user_vectors(hists)  # (S, D)
+    row_sess = np.searchsorted(sess, imp["session"])  # impression -> session row
+    items = imp["item"]
+    topic = data.item_topic[items]
+    dense = np.stack(
+        [
+            np.log(sim.item_duration_s[items]),
+            np.log1p(np.maximum(imp["timestamp"] - data.item_upload_s[items], 0) / DAY_S),
+            np.log1p(item_views[items]),
+            topic_share[row_sess, topic],
+            np.einsum("nd,nd->n", uvec[row_sess], tower.item_vectors_[items]),
+            (t_end - imp["timestamp"]) / DAY_S,
+        ],
+        1,
+    ).astype(np.float32)
+    return {"item": items + 1, "topic": topic + 1, "dense": dense}
+
+
+def train_ranker(
+    feats: dict[str, np.ndarray],
+    imp: dict[str, np.ndarray],
+    cfg: VideoRecConfig,
+    n_items: int,
+    n_topics: int,
+    seed: int = 0,
+    weight_watch: bool = True,
+    use_position: bool = True,
+):
+    """Fit `VideoRecRanker` on logged impressions.
+
+    Losses: click BCE; watch head = BCE on the click label with positives weighted by watch
+    time / mean watch time and negatives by 1, so exp(logit) tracks expected watch time
+    (Covington et al. 2016); `weight_watch=False` is the ablation (plain click weights);
+    satisfaction BCE on clicked rows only.
+    """
+    from .model import VideoRecRanker
+
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    model = VideoRecRanker(
+        n_items, n_topics, cfg.slate_size, cfg.rank_hidden, use_position=use_position
+    )
+    item = torch.from_numpy(feats["item"])
+    topic = torch.from_numpy(feats["topic"])
+    dense = torch.from_numpy(feats["dense"])
+    pos = torch.from_numpy(imp["position"].astype(np.int64))
+    click = torch.from_numpy(imp["click"].astype(np.float32))
+    sat = torch.from_numpy(imp["satisfied"].astype(np.float32))
+    wt = imp["watch_time"].astype(np.float32)
+    mean_wt = float(wt[imp["click"] > 0].mean()) if (imp["click"] > 0).any() else 1.0
+    w_watch = np.where(imp["click"] > 0, wt / mean_wt, 1.0) if weight_watch else np.ones_like(wt)
+    w_watch = torch.from_numpy(w_watch.astype(np.float32))
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    bce = torch.nn.functional.binary_cross_entropy_with_logits
+    model.train()
+    n = len(click)
+    for _ in _progress(range(cfg.rank_epochs), "ranker"):
+        perm = torch.from_numpy(rng.permutation(n))
+        for b in range(0, n, cfg.rank_batch):
+            idx = perm[b : b + cfg.rank_batch]
+            out = model(item[idx], topic[idx], dense[idx], pos[idx])  # (B, 3)
+            c = click[idx]
+            loss = bce(out[:, 0], c) + bce(out[:, 1], c, weight=w_watch[idx])
+            if c.sum() > 0:
+                per = bce(out[:, 2], sat[idx], reduction="none")
+                loss = loss + (per * c).sum() / c.sum()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    model.eval()
+    return model
+
+
+@torch.no_grad()
+def ranker_logits(model, feats: dict[str, np.ndarray], position: np.ndarray | None = None):
+    """(N, 3) logits; with `position` the position tower is applied (as in training)."""
+    out = []
+    n = len(feats["item"])
+    for b in range(0, n, 8192):
+        sl = slice(b, b + 8192)
+        p = None if position is None else torch.from_numpy(position[sl].astype(np.int64))
+        out.append(
+            model(
+                torch.from_numpy(feats["item"][sl]),
+                torch.from_numpy(feats["topic"][sl]),
+                torch.from_numpy(feats["dense"][sl]),
+                p,
+            ).numpy()
+        )
+    return np.concatenate(out) if out else np.zeros((0, 3), np.float32)
+
+
+def serving_score(logits: np.ndarray, sat_weight: float = 1.0) -> np.ndarray:
+    """Rank by expected watch time (the watch head's log-odds) plus log P(satisfied)."""
+    return logits[..., 1] - sat_weight * np.logaddexp(0.0, -logits[..., 2])

@@ -1,0 +1,71 @@
+"""Video recommendation end to end on the tiny preset: metrics.json, report, artifact, registry."""
+
+import argparse
+import json
+
+import numpy as np
+import pytest
+
+from cases.video_recommendation import cli
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("vr") / "run"
+    args = argparse.Namespace(
+        preset="tiny",
+        data="builtin",
+        out=out,
+        seed=0,
+        seq_epochs=None,
+        tower_epochs=None,
+        skip_loop=False,
+    )
+    path = cli.run(args)
+    assert path == out / "metrics.json"
+    return out
+
+
+def test_metrics_has_the_retrieval_table(run_dir):
+    doc = json.loads((run_dir / "metrics.json").read_text())
+    table = doc["tables"]["retrieval"]
+    for row in ("popularity", "item_knn", "ease", "two_tower", "sasrec"):
+        for metric in ("recall@10", "ndcg@10", "recall@50", "ndcg@50", "coverage@10"):
+            assert 0.0 <= table[row][metric] <= 1.0, (row, metric)
+    assert doc["production_model"] in table
+    for name in ("ranking", "data_gate", "ab_test", "off_policy", "feedback_loop_final_round"):
+        assert name in doc["tables"], name
+    gate = doc["tables"]["data_gate"]
+    assert all(
+        gate[f"injected_{k}"]["quarantined"] == 1
+        for k in ("duplicates", "bot_flood", "zero_watch", "schema_drift")
+    )
+    assert list((run_dir / "quarantine").glob("*.npz"))
+    assert (run_dir / "feedback_loop.png").exists()
+    assert "retrieval_ndcg@10" in doc["cohorts"]
+
+
+def test_artifact_loads_and_recommends(run_dir):
+    from cases.video_recommendation.predictor import VideoRecPredictor
+
+    art = next((run_dir / "artifacts").iterdir())
+    p = VideoRecPredictor.load(art)
+    out = p.recommend_batch([1, "stranger"], [None, None], 5)
+    assert len(out[0]["items"]) == 5 and not out[0]["cold_start"]
+    assert out[1]["cold_start"] and len(out[1]["items"]) == 5
+    assert np.all(np.isfinite([x["score"] for x in out[0]["items"]]))
+
+
+def test_tampered_artifact_is_refused(run_dir, tmp_path):
+    import shutil
+
+    from cases.video_recommendation.predictor import VideoRecPredictor
+    from shared.errors import ArtifactError
+
+    art = next((run_dir / "artifacts").iterdir())
+    copy = tmp_path / "copy"
+    shutil.copytree(art, copy)
+    with open(copy / "ranker.onnx", "ab") as f:
+        f.write(b"x")
+    with pytest.raises(ArtifactError):
+        VideoRecPredictor.load(copy)

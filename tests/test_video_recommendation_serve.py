@@ -1,0 +1,90 @@
+"""Video recommendation served through a real local Ray Serve app (127.0.0.1)."""
+
+import argparse
+
+import pytest
+import requests
+
+pytestmark = pytest.mark.serve
+
+
+@pytest.fixture(scope="module")
+def artifact(tmp_path_factory):
+    from cases.video_recommendation import cli
+
+    out = tmp_path_factory.mktemp("vr") / "run"
+    args = argparse.Namespace(
+        preset="tiny", data="builtin", out=out, seed=0, seq_epochs=1, tower_epochs=1, skip_loop=True
+    )
+    cli.run(args)
+    return next((out / "artifacts").iterdir())
+
+
+@pytest.fixture(scope="module")
+def served(artifact, serve_port):
+    # The session's Ray + Serve (tests/conftest.py); both apps are deleted after this module.
+    from ray import serve
+
+    from cases.video_recommendation.serve import build_app
+
+    serve.run(build_app(str(artifact)), name="ok", route_prefix="/ok")
+    serve.run(build_app(str(artifact), fail_ranker=True), name="broken", route_prefix="/broken")
+    return f"http://127.0.0.1:{serve_port}"
+
+
+def test_known_user_gets_k_ranked_items_with_sources(served):
+    r = requests.post(f"{served}/ok/recommend", json={"user_id": 1, "k": 5}, timeout=30)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert len(body["items"]) == 5 and not body["cold_start"] and not body["fallback"]
+    assert all({"item", "score", "source"} <= set(x) for x in body["items"])
+    assert len({x["item"] for x in body["items"]}) == 5
+
+
+def test_history_in_the_request_and_watched_removed(served):
+    r = requests.post(f"{served}/ok/recommend", json={"history": [3, 4, 5], "k": 10}, timeout=30)
+    assert r.status_code == 200, r.text
+    items = [x["item"] for x in r.json()["items"]]
+    assert not {3, 4, 5} & set(items)
+
+
+def test_unknown_user_gets_the_cold_start_list(served):
+    r = requests.post(f"{served}/ok/recommend", json={"user_id": "nobody", "k": 4}, timeout=30)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["cold_start"] and len(body["items"]) == 4
+    assert {x["source"] for x in body["items"]} == {"cold_start"}
+
+
+@pytest.mark.parametrize(
+    "payload, status",
+    [
+        ({"user_id": 1, "k": 0}, 422),
+        ({"user_id": 1, "k": "ten"}, 422),
+        ({"history": "not a list"}, 422),
+        ({"history": [10**9]}, 400),
+    ],
+)
+def test_bad_input_is_a_4xx_with_a_message(served, payload, status):
+    r = requests.post(f"{served}/ok/recommend", json=payload, timeout=30)
+    assert r.status_code == status, r.text
+    assert r.json()["error"]
+
+
+def test_not_json_is_400(served):
+    r = requests.post(
+        f"{served}/ok/recommend",
+        data=b"{oops",
+        timeout=30,
+        headers={"content-type": "application/json"},
+    )
+    assert r.status_code == 400
+
+
+def test_ranker_failure_serves_the_fallback_list(served):
+    r = requests.post(f"{served}/broken/recommend", json={"user_id": 1, "k": 5}, timeout=30)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["fallback"] and len(body["items"]) == 5
+    s = requests.get(f"{served}/broken/status", timeout=30).json()
+    assert s["ranker_failures"] >= 1
