@@ -84,21 +84,29 @@ def grouped_auc(y, score, groups) -> float:
     g = np.asarray(groups).reshape(-1)
     if len(g) != len(ya):
         raise ValueError(f"grouped_auc: {len(ya)} labels but {len(g)} group ids")
-    order = np.argsort(g, kind="stable")
-    g_sorted = g[order]
-    starts = np.flatnonzero(np.r_[True, g_sorted[1:] != g_sorted[:-1]])
-    ends = np.r_[starts[1:], len(g_sorted)]
-    total = weight = 0.0
-    for lo, hi in zip(starts, ends, strict=True):
-        idx = order[lo:hi]
-        yg = ya[idx]
-        if yg.min() == yg.max():
-            continue
-        total += len(idx) * roc_auc_score(yg, sa[idx])
-        weight += len(idx)
-    if weight == 0:
+    # Vectorised rank-sum form (one sort, no per-group loop: 40K sessions in milliseconds):
+    # AUC_g = (R_pos - n_pos (n_pos + 1) / 2) / (n_pos n_neg), R_pos = sum of positive ranks
+    # within the group, ties given their average rank (the Mann-Whitney U statistic).
+    _, gi = np.unique(g, return_inverse=True)
+    order = np.lexsort((sa, gi))  # by group, then by score
+    gs, ss = gi[order], sa[order]
+    n = np.bincount(gi)
+    first = np.r_[0, np.cumsum(n)[:-1]]  # index of each group's first row in sorted order
+    # Runs of equal (group, score) are ties; each gets the mean of its positions.
+    new_run = np.r_[True, (gs[1:] != gs[:-1]) | (ss[1:] != ss[:-1])]
+    run_id = np.cumsum(new_run) - 1
+    pos = np.arange(len(gs), dtype=np.float64)
+    run_mean = np.bincount(run_id, weights=pos) / np.bincount(run_id)
+    rank = run_mean[run_id] - first[gs] + 1.0  # 1-based, within the group
+    yo = ya[order].astype(np.float64)
+    n_pos = np.bincount(gs, weights=yo, minlength=len(n))
+    r_pos = np.bincount(gs, weights=rank * yo, minlength=len(n))
+    n_neg = n - n_pos
+    ok = (n_pos > 0) & (n_neg > 0)
+    if not ok.any():
         raise ValueError("grouped_auc: no group has both a positive and a negative label")
-    return float(total / weight)
+    auc = (r_pos[ok] - n_pos[ok] * (n_pos[ok] + 1) / 2) / (n_pos[ok] * n_neg[ok])
+    return float(np.sum(n[ok] * auc) / np.sum(n[ok]))
 
 
 def precision_at_recall(y, score, recall: float) -> tuple[float, float]:

@@ -105,3 +105,19 @@ def test_reliability_plot_overlays_models():
     reliability_plot(y, p**2, ax=fig.axes[0], label="overconfident")
     assert len(fig.axes[0].lines) == 3  # diagonal + two models
     assert "ECE" in fig.axes[0].get_legend().get_texts()[1].get_text()
+
+
+def test_grouped_auc_matches_per_group_sklearn_with_ties():
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(0)
+    g = rng.integers(0, 50, 1000)
+    y = (rng.random(1000) < 0.3).astype(int)
+    s = np.round(rng.random(1000) * 4) / 4  # coarse scores: many ties inside groups
+    total = weight = 0.0
+    for k in np.unique(g):
+        m = g == k
+        if y[m].min() != y[m].max():
+            total += m.sum() * roc_auc_score(y[m], s[m])
+            weight += m.sum()
+    assert grouped_auc(y, s, g) == pytest.approx(total / weight, abs=1e-12)

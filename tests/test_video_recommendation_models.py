@@ -164,14 +164,3 @@ def test_rerank_removes_watched_caps_topics_and_diversifies():
     # relevance only and no cap: plain score order
     pick = rerank(items, scores, topics, k=3, mmr_lambda=1.0, max_per_topic=99)
     assert list(items[pick]) == [0, 1, 2]
-
-
-def test_fast_grouped_auc_matches_the_shared_definition():
-    from cases.video_recommendation.evaluate import fast_grouped_auc
-    from shared.classification import grouped_auc
-
-    rng = np.random.default_rng(0)
-    g = rng.integers(0, 30, 400)
-    y = rng.integers(0, 2, 400)
-    s = np.round(rng.normal(size=400) + 0.5 * y, 1)  # with ties
-    assert fast_grouped_auc(y, s, g) == pytest.approx(grouped_auc(y, s, g), abs=1e-12)
