@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from shared.errors import DataError
+from shared.synth import power_law_weights
 
 # A token is a lower-case word, optionally with an apostrophe part ("don't", "it's").
 WORD_RE = re.compile(r"[a-z]+(?:'[a-z]+)*")
@@ -148,8 +149,7 @@ _PRIVATE_NAMES = (
 
 @functools.lru_cache(maxsize=256)
 def _zipf_cdf(n: int, s: float) -> np.ndarray:
-    w = 1.0 / np.arange(1, n + 1) ** s
-    return np.cumsum(w / w.sum())
+    return np.cumsum(power_law_weights(n, s))  # P(rank r) proportional to r^-s
 
 
 def _zipf_choice(rng: np.random.Generator, items: list, s: float = 1.1):

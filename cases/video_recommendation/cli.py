@@ -547,6 +547,7 @@ def _chunked_top1(pred, users: np.ndarray) -> np.ndarray:
 def _latency(art_dir: Path, report) -> None:
     """In-process latency of one /recommend call through the predictor (batch 1)."""
     from shared.bench import time_fn
+    from shared.costs import serving_cost
 
     from .predictor import VideoRecPredictor
 
@@ -564,6 +565,18 @@ def _latency(art_dir: Path, report) -> None:
         "serving_latency_inprocess",
         {"predictor_batch1": {"p50_ms": t.p50_ms, "p95_ms": t.p95_ms, "p99_ms": t.p99_ms}},
         note="One request through retrieval + ONNX ranker + re-ranking, in process.",
+    )
+    # What that latency would cost at YouTube scale: 300K QPS at peak (README, requirements),
+    # one core per replica serving one request at a time, run at half load.
+    cost = serving_cost(qps=300_000, p50_latency_ms=t.p50_ms, cores_per_replica=1, headroom=2.0)
+    report.extra["serving_cost_at_300k_qps"] = cost
+    report.section(
+        "Serving cost at peak (back of the envelope, shared.costs.serving_cost)",
+        f"At the measured p50 of {t.p50_ms:.1f} ms one single-core replica serves "
+        f"{cost['per_replica_rps']:.0f} requests/s; 300K QPS at half load needs "
+        f"{cost['replicas']:,} cores, about ${cost['usd_per_month']:,.0f} a month at "
+        f"$0.04 per core-hour (${cost['usd_per_million_requests']:.3f} per million requests). "
+        "This is why the funnel keeps the ranker to a few hundred candidates per request.",
     )
 
 
