@@ -41,7 +41,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from shared.errors import ArtifactError, CasebookError
-from shared.io import atomic_write_json
+from shared.io import atomic_write_json, to_jsonable
 
 logger = logging.getLogger("casebook")
 
@@ -58,23 +58,8 @@ _SAFE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
 _FORMAT = 1
 
 
-def _jsonable(value: Any) -> Any:
-    """numpy/torch scalars to Python numbers, tuples to lists, NaN/inf to None."""
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, Path):
-        return str(value)
-    if hasattr(value, "item") and callable(value.item) and getattr(value, "ndim", 0) == 0:
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
 def _json_bytes(obj: Any) -> bytes:
-    return (json.dumps(_jsonable(obj), indent=2, allow_nan=False) + "\n").encode("utf-8")
+    return (json.dumps(to_jsonable(obj), indent=2, allow_nan=False) + "\n").encode("utf-8")
 
 
 def _sha256(data: bytes) -> str:

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from shared.io import atomic_write_json, atomic_write_text
+from shared.io import atomic_write_json, atomic_write_text, to_jsonable
 
 
 @dataclass
@@ -205,20 +205,6 @@ def _cell(x: Any) -> str:
     return f"{x:.4g}"
 
 
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, Path):
-        return str(value)
-    if hasattr(value, "item") and callable(value.item) and getattr(value, "ndim", 0) == 0:
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
 def markdown_rows(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None) -> str:
     """A Markdown table of `rows` (dicts); columns default to every key, first seen first."""
     if columns is None:
@@ -246,7 +232,7 @@ def write_results(
     """
     out_dir = Path(out_dir)
     fp = machine_fingerprint() if fingerprint is None else fingerprint
-    doc = _jsonable({"name": name, "rows": rows, "summary": summary, "fingerprint": fp})
+    doc = to_jsonable({"name": name, "rows": rows, "summary": summary, "fingerprint": fp})
     path = atomic_write_json(out_dir / f"{name}.json", doc)
     summary_lines = "\n".join(f"- {k}: {_cell(v)}" for k, v in doc["summary"].items())
     machine = (

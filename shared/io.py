@@ -7,10 +7,27 @@ Each write goes to a temporary file in the same directory, is flushed and fsynce
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+
+def to_jsonable(value: Any) -> Any:
+    """numpy/torch scalars to Python numbers, tuples to lists, paths to str, NaN/inf to None."""
+    if isinstance(value, Mapping):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_jsonable(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    if hasattr(value, "item") and callable(value.item) and getattr(value, "ndim", 0) == 0:
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:

@@ -18,26 +18,12 @@ delta = (model - baseline) / |baseline| for every metric where the baseline is n
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from shared.io import atomic_write_json, atomic_write_text
-
-
-def _clean(value: Any) -> Any:
-    """Make a value JSON-safe: numpy scalars to Python numbers, NaN/inf to None."""
-    if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
-    if hasattr(value, "item") and callable(value.item) and getattr(value, "ndim", 0) == 0:
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
+from shared.io import atomic_write_json, atomic_write_text, to_jsonable
 
 
 def format_number(x: Any) -> str:
@@ -111,7 +97,7 @@ class RunReport:
         note: str = "",
     ) -> None:
         """Add a model-vs-model table; `baseline` names the row the deltas are taken against."""
-        self.tables[name] = _clean(rows)
+        self.tables[name] = to_jsonable(rows)
         self._baselines[name] = baseline
         text = f"### Table `{name}`\n\n"
         if note:
@@ -123,7 +109,7 @@ class RunReport:
 
     def cohort(self, name: str, value: Any, markdown: str | None = None) -> None:
         """Add a cohort result (any JSON-able structure); `markdown` is how the report shows it."""
-        self.cohorts[name] = _clean(value)
+        self.cohorts[name] = to_jsonable(value)
         if markdown:
             self._sections.append(f"### Cohorts: {name}\n\n{markdown.strip()}")
 
@@ -161,7 +147,7 @@ class RunReport:
             "timings": self.timings,
         }
         if self.extra:
-            doc["extra"] = _clean(self.extra)
+            doc["extra"] = to_jsonable(self.extra)
         return doc
 
     def write(self) -> Path:
