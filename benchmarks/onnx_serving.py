@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import os
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -371,44 +370,23 @@ def _build_deployments(cfg: ServingBenchConfig):
 
 
 def _handle_closed_loop(handle, payloads, concurrency, max_requests, max_seconds):
-    """Closed loop through a deployment handle: `concurrency` threads, one call in flight each."""
-    lock = threading.Lock()
-    issued = 0
-    lat: list[float] = []
-    errors = 0
-    deadline = time.perf_counter() + max_seconds
+    """Closed loop through a deployment handle (shared.loadgen's loop, a handle as transport)."""
+    from shared.loadgen import run_closed_loop
 
-    def worker():
-        nonlocal issued, errors
-        while True:
-            with lock:
-                if issued >= max_requests or time.perf_counter() >= deadline:
-                    return
-                i = issued
-                issued += 1
-            t0 = time.perf_counter()
-            try:
-                handle.remote(payloads[i % len(payloads)]).result(timeout_s=30)
-            except Exception:
-                with lock:
-                    errors += 1
-            with lock:
-                lat.append((time.perf_counter() - t0) * 1e3)
+    def send(i: int) -> tuple[str, str | None]:
+        try:
+            handle.remote(payloads[i % len(payloads)]).result(timeout_s=30)
+        except Exception as e:  # any failure of the call counts as an error row
+            return type(e).__name__, str(e)[:200]
+        return "200", None
 
-    t0 = time.perf_counter()
-    threads = [threading.Thread(target=worker, daemon=True) for _ in range(concurrency)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    wall = time.perf_counter() - t0
-    a = np.asarray(lat)
+    res = run_closed_loop(send, concurrency, max_requests, max_seconds)
     return {
-        "n": len(lat),
-        "errors": errors,
-        "p50_ms": float(np.percentile(a, 50)),
-        "p99_ms": float(np.percentile(a, 99)),
-        "rps": len(lat) / wall,
+        "n": res.n,
+        "errors": res.errors,
+        "p50_ms": res.p50_ms,
+        "p99_ms": res.p99_ms,
+        "rps": res.rps,
     }
 
 

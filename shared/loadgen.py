@@ -16,6 +16,7 @@ import ipaddress
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 from urllib.parse import urlparse
@@ -61,23 +62,18 @@ def check_loopback(url: str) -> None:
     raise CasebookError(f"load generator refuses {host or url!r}: only loopback hosts are allowed")
 
 
-def closed_loop(
-    url: str,
-    payloads: list[dict],
+def run_closed_loop(
+    send: Callable[[int], tuple[str, str | None]],
     concurrency: int,
     max_requests: int,
     max_seconds: float,
-    timeout_s: float = 10,
 ) -> LoadResult:
-    """Send POST requests with JSON `payloads` (cycled) to a loopback `url`, closed-loop.
+    """Closed loop over any transport: `concurrency` threads, one request in flight each.
 
-    An empty `payloads` list sends GET requests instead. Bounded by `max_requests` and
-    `max_seconds` (a request already in flight at the deadline is allowed to finish, within
-    `timeout_s`).
+    `send(i)` performs request number i and returns (status key, error note or None); a status
+    key that is a 2xx code counts as success. Bounded by `max_requests` and `max_seconds` (a
+    request in flight at the deadline finishes). Latency is measured around each `send`.
     """
-    import requests
-
-    check_loopback(url)
     if concurrency < 1 or max_requests < 1 or max_seconds <= 0:
         raise CasebookError("load generator: concurrency, max_requests, max_seconds must be > 0")
     lock = threading.Lock()
@@ -90,31 +86,20 @@ def closed_loop(
 
     def worker() -> None:
         nonlocal issued
-        with requests.Session() as session:
-            session.trust_env = False  # never route loopback traffic through a proxy
-            while True:
-                with lock:
-                    if issued >= max_requests or time.perf_counter() >= deadline:
-                        return
-                    i = issued
-                    issued += 1
-                t0 = time.perf_counter()
-                try:
-                    if payloads:
-                        r = session.post(url, json=payloads[i % len(payloads)], timeout=timeout_s)
-                    else:
-                        r = session.get(url, timeout=timeout_s)
-                    key = str(r.status_code)
-                    note = None if r.ok else f"{r.status_code}: {r.text[:200]}"
-                except requests.RequestException as e:
-                    key = type(e).__name__
-                    note = f"{key}: {str(e)[:200]}"
-                dt = (time.perf_counter() - t0) * 1e3
-                with lock:
-                    latencies.append(dt)
-                    statuses[key] += 1
-                    if note and len(samples) < 5:
-                        samples.append(note)
+        while True:
+            with lock:
+                if issued >= max_requests or time.perf_counter() >= deadline:
+                    return
+                i = issued
+                issued += 1
+            t0 = time.perf_counter()
+            key, note = send(i)
+            dt = (time.perf_counter() - t0) * 1e3
+            with lock:
+                latencies.append(dt)
+                statuses[key] += 1
+                if note and len(samples) < 5:
+                    samples.append(note)
 
     threads = [
         threading.Thread(target=worker, name=f"loadgen-{k}", daemon=True)
@@ -145,3 +130,39 @@ def closed_loop(
         concurrency=concurrency,
         error_samples=samples,
     )
+
+
+def closed_loop(
+    url: str,
+    payloads: list[dict],
+    concurrency: int,
+    max_requests: int,
+    max_seconds: float,
+    timeout_s: float = 10,
+) -> LoadResult:
+    """Send POST requests with JSON `payloads` (cycled) to a loopback `url`, closed-loop.
+
+    An empty `payloads` list sends GET requests instead. Bounded by `max_requests` and
+    `max_seconds` (a request already in flight at the deadline is allowed to finish, within
+    `timeout_s`). Each worker thread keeps its own HTTP session (keep-alive).
+    """
+    import requests
+
+    check_loopback(url)
+    local = threading.local()
+
+    def send(i: int) -> tuple[str, str | None]:
+        if not hasattr(local, "session"):
+            local.session = requests.Session()
+            local.session.trust_env = False  # never route loopback traffic through a proxy
+        try:
+            if payloads:
+                r = local.session.post(url, json=payloads[i % len(payloads)], timeout=timeout_s)
+            else:
+                r = local.session.get(url, timeout=timeout_s)
+        except requests.RequestException as e:
+            key = type(e).__name__
+            return key, f"{key}: {str(e)[:200]}"
+        return str(r.status_code), None if r.ok else f"{r.status_code}: {r.text[:200]}"
+
+    return run_closed_loop(send, concurrency, max_requests, max_seconds)
