@@ -63,6 +63,36 @@ def test_lstm_overfits_one_batch(one_thread):
     assert float(loss.detach()) < 0.3
 
 
+def test_sampled_softmax_masks_accidental_hits_and_trains_the_full_softmax(one_thread):
+    from cases.mobile_keyboard.train import sampled_softmax_loss
+
+    torch.manual_seed(0)
+    m = KeyboardLSTM(40, 16, 32)
+    q = torch.zeros(40)
+    q[5] = 1.0  # every sample is word 5: with target 5 all negatives are accidental hits
+    z = m.features(torch.randint(2, 40, (2, 3))).reshape(-1, 16)  # (6, E)
+    loss = sampled_softmax_loss(m, z, torch.full((6,), 5), q.log(), q, 8)
+    assert float(loss) == pytest.approx(0.0, abs=1e-6)  # only the true word is left
+
+    # Trained with the sampled loss only, the full-softmax loss on the batch falls too.
+    x = torch.randint(2, 40, (4, 12))
+    y = torch.roll(x, -1, dims=1)
+    q = torch.full((40,), 1 / 40)
+    opt = torch.optim.Adam(m.parameters(), lr=1e-2)
+
+    def full_loss():
+        return float(F.cross_entropy(m(x)[0].reshape(-1, 40), y.reshape(-1)))
+
+    before = full_loss()
+    for _ in range(300):
+        z = m.features(x).reshape(-1, 16)
+        loss = sampled_softmax_loss(m, z, y.reshape(-1), q.log(), q, 39)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert full_loss() < 0.3 < before
+
+
 def test_cached_step_decoding_equals_full_recompute():
     torch.manual_seed(0)
     m = KeyboardLSTM(40, 8, 16).eval()

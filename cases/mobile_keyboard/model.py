@@ -109,6 +109,11 @@ class KeyboardLSTM(nn.Module):
         logits = self.head(self.proj(self.drop(out)))  # (B, T, E) -> (B, T, V)
         return logits, (h, c)
 
+    def features(self, tokens: torch.Tensor) -> torch.Tensor:
+        """tokens (B, T) -> (B, T, E): the projected LSTM output the head scores (zero state)."""
+        out, _ = self.lstm(self.drop(self.embed(tokens)))  # (B, T, H)
+        return self.proj(self.drop(out))  # (B, T, E)
+
     def step(
         self, token: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor] | None = None
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:

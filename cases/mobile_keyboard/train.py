@@ -4,11 +4,16 @@
     from cases.mobile_keyboard.train import train
     model, vocab, info = train(get_config("fast"))           # built-in text, about a minute
 
-Loss: cross-entropy of the next word over the full vocabulary softmax. With V <= 10K and
-E <= 96 the full softmax costs V*E multiply-adds per token (about 1M), no more than the LSTM
-itself, so sampled or hierarchical softmax would only add bias and code for no speed we need;
-they pay off at V >= 100K. Cross-entropy is also what top-k and keystroke savings reward: a
-calibrated next-word distribution.
+Loss: cross-entropy of the next word. Cross-entropy is what top-k and keystroke savings reward:
+a calibrated next-word distribution. The full softmax costs V*E multiply-adds per token forward
+(about 1M at V = 10K, E = 96), three times the LSTM's 4H(E+H) = 0.36M at H = 256, and on a CPU
+its (tokens x V) logit matrix and gradient are memory-bound on top: measured on one core, the
+head is 90% of a training step (144 of 157 ms for 1,024 tokens). So training uses a sampled
+softmax (Jean et al. 2015): the true word against K words drawn from the unigram^0.75
+distribution, with the logQ correction, logit_w - log(K q_w), which keeps the estimate of the
+full softmax's gradient consistent. The best sampled weights are then fine-tuned with the full
+softmax (`full_softmax_frac` of the time), so the model ends calibrated over the whole vocabulary.
+Training stops early when validation loss has not improved for `patience` epochs.
 """
 
 from __future__ import annotations
@@ -52,6 +57,29 @@ def make_batches(stream: np.ndarray, bptt: int, batch_size: int, rng: np.random.
         yield x[idx], y[idx]
 
 
+def sampled_softmax_loss(
+    model: KeyboardLSTM,
+    z: torch.Tensor,
+    y: torch.Tensor,
+    log_q: torch.Tensor,
+    q: torch.Tensor,
+    k: int,
+) -> torch.Tensor:
+    """Sampled softmax cross-entropy; z (N, E) projected outputs, y (N,) targets.
+
+    K negatives are drawn with replacement from q (V,) and shared by the batch; every logit gets
+    -log(K q_w) (the logQ correction) and a negative equal to the target is masked out.
+    """
+    neg = torch.multinomial(q, k, replacement=True)  # (K,)
+    W, b = model.head.weight, model.head.bias  # (V, E), (V,)
+    correction = log_q + math.log(k)  # (V,)
+    pos = (z * W[y]).sum(-1) + b[y] - correction[y]  # (N,)
+    negs = z @ W[neg].T + (b[neg] - correction[neg])[None, :]  # (N, K)
+    negs = negs.masked_fill(neg[None, :] == y[:, None], float("-inf"))  # accidental hits
+    logits = torch.cat([pos[:, None], negs], 1)  # (N, 1 + K)
+    return F.cross_entropy(logits, torch.zeros(len(y), dtype=torch.long))
+
+
 @torch.no_grad()
 def evaluate_nll(model: KeyboardLSTM, stream: np.ndarray, chunk: int = 2048) -> float:
     """Mean next-token cross-entropy (nats) over the stream, state carried across chunks."""
@@ -87,6 +115,9 @@ def train_lm(
 
 
 def _train_lm(cfg, corpus, vocab, rng, log):
+    """Phase 1: sampled (or full) softmax, cosine schedule, early stopping on validation.
+    Phase 2 (sampled runs only): the best phase-1 weights fine-tuned with the full softmax at the
+    schedule's final learning rate, kept only if validation improves."""
     model = KeyboardLSTM(len(vocab), cfg.embed_dim, cfg.hidden_dim, cfg.num_layers, cfg.dropout)
     train_ids = token_stream(corpus.train, vocab)
     # Start the output bias at log unigram frequencies: step 0 already predicts like a unigram
@@ -94,9 +125,18 @@ def _train_lm(cfg, corpus, vocab, rng, log):
     counts = np.bincount(train_ids, minlength=len(vocab)).astype(np.float64) + 1.0
     with torch.no_grad():
         model.head.bias.copy_(torch.from_numpy(np.log(counts / counts.sum())).float())
+    # The sampled softmax's proposal: unigram^0.75 (word2vec's choice: rare words get sampled
+    # more often than their frequency, so the head learns to push them down too).
+    q = torch.from_numpy(counts**0.75 / (counts**0.75).sum()).float()  # (V,)
+    log_q = q.log()
+    sampled = cfg.softmax_samples > 0
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     val_ids = token_stream(corpus.val, vocab)[:50_000]  # cap the validation cost on big corpora
     steps_per_epoch = max(1, math.ceil(((len(train_ids) - 1) // cfg.bptt) / cfg.batch_size))
+    t0 = time.perf_counter()
+    deadline = t0 + cfg.max_train_minutes * 60
+    # A sampled run keeps `full_softmax_frac` of the time for phase 2.
+    phase1_deadline = t0 + cfg.max_train_minutes * 60 * (1 - cfg.full_softmax_frac * sampled)
     # Learning rate: linear warm-up then cosine decay to 5% over the planned steps. The plan is
     # all epochs, or, once 30 steps have been timed, as many steps as fit in the time cap, so a
     # capped run still ends with a decayed (well-converged) learning rate.
@@ -109,60 +149,97 @@ def _train_lm(cfg, corpus, vocab, rng, log):
         frac = min(1.0, (step - warmup) / max(1, planned - warmup))
         return cfg.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * frac)))
 
-    best, best_state, history = float("inf"), None, []
-    t0 = time.perf_counter()
-    deadline = t0 + cfg.max_train_minutes * 60
-    step = 0
-    stopped_early = False
-    for epoch in range(cfg.epochs):
+    def loss_of(x, y, full: bool):
+        if full:
+            logits, _ = model(x)  # (B, T, V); each sequence starts from a zero state
+            return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
+        z = model.features(x)  # (B, T, E)
+        z = z.reshape(-1, z.shape[-1])
+        return sampled_softmax_loss(model, z, y.reshape(-1), log_q, q, cfg.softmax_samples)
+
+    def run_epoch(desc, full, lr_fn, until, max_steps):
+        nonlocal step
         model.train()
         bar = tqdm(
             make_batches(train_ids, cfg.bptt, cfg.batch_size, rng),
             total=steps_per_epoch,
-            desc=f"lstm epoch {epoch + 1}/{cfg.epochs}",
+            desc=desc,
             disable=None,
             leave=False,
         )
-        total, count = 0.0, 0
+        total, count, done, out_of_time = 0.0, 0, 0, False
         for x, y in bar:
-            logits, _ = model(x)  # (B, T, V); each sequence starts from a zero state
-            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
+            loss = loss_of(x, y, full)
             for g in opt.param_groups:
-                g["lr"] = lr_at(step)
+                g["lr"] = lr_fn(step)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_norm)
             opt.step()
-            step += 1
-            if step % 30 == 0:
-                # Re-plan from the measured speed (machine load changes during a run), so the
-                # cosine decay ends near the time cap rather than long before it.
-                per_step = (time.perf_counter() - t0) / step
-                fit = step + int((deadline - time.perf_counter()) / per_step)
-                new_plan = max(min(fit, steps_per_epoch * cfg.epochs), warmup + 1, step + 1)
-                if step == 30 and new_plan < planned:
-                    total_steps = steps_per_epoch * cfg.epochs
-                    log(f"  lstm: the time cap allows about {new_plan} of {total_steps} steps")
-                planned = new_plan
+            step, done = step + 1, done + 1
             total += float(loss.detach()) * y.numel()
             count += y.numel()
-            if time.perf_counter() > deadline:
-                stopped_early = True
+            if step % 30 == 0 and lr_fn is lr_at:
+                replan(until)
+            if time.perf_counter() > until:
+                out_of_time = True
                 break
+            if done >= max_steps:
+                break
+        return total / max(count, 1), out_of_time
+
+    def replan(until):
+        # Re-plan from the measured speed (machine load changes during a run), so the cosine
+        # decay ends near the time cap rather than long before it.
+        nonlocal planned
+        per_step = (time.perf_counter() - t0) / step
+        fit = step + int((until - time.perf_counter()) / per_step)
+        new_plan = max(min(fit, steps_per_epoch * cfg.epochs), warmup + 1, step + 1)
+        if step == 30 and new_plan < planned:
+            total_steps = steps_per_epoch * cfg.epochs
+            log(f"  lstm: the time cap allows about {new_plan} of {total_steps} steps")
+        planned = new_plan
+
+    best, best_state, history = float("inf"), None, []
+    step, stale, stopped_early, converged = 0, 0, False, False
+
+    def end_epoch(name, train_nll):
+        nonlocal best, best_state, stale
         val = evaluate_nll(model, val_ids)
-        history.append({"epoch": epoch + 1, "train_nll": total / max(count, 1), "val_nll": val})
+        history.append({"epoch": name, "train_nll": train_nll, "val_nll": val})
         log(
-            f"  lstm epoch {epoch + 1}: train nll {total / max(count, 1):.3f}, "
+            f"  lstm epoch {name}: train nll {train_nll:.3f}, "
             f"val nll {val:.3f} (ppl {math.exp(min(val, 50)):.1f})"
         )
         if val < best:
-            best = val
+            best, stale = val, 0
             best_state = {k: v.clone() for k, v in model.state_dict().items()}
-        if stopped_early:
-            log(f"  lstm: stopped at the {cfg.max_train_minutes} min training cap")
+        else:
+            stale += 1
+
+    for epoch in range(cfg.epochs):
+        desc = f"lstm epoch {epoch + 1}/{cfg.epochs}" + (" (sampled)" if sampled else "")
+        train_nll, out_of_time = run_epoch(desc, not sampled, lr_at, phase1_deadline, 10**12)
+        end_epoch(str(epoch + 1), train_nll)
+        if out_of_time:
+            stopped_early = True
+            log(f"  lstm: phase 1 stopped at its share of the {cfg.max_train_minutes} min cap")
+            break
+        if stale >= cfg.patience:
+            converged = True
+            log(f"  lstm: validation has not improved for {cfg.patience} epochs: stopping")
             break
     if best_state is not None:
         model.load_state_dict(best_state)
+        model.head.weight = model.embed.weight
+    phase1_steps = step
+    if sampled and best_state is not None:
+        # Phase 2: the full softmax at the final learning rate, up to one epoch (or the cap).
+        final_lr = cfg.lr * 0.05
+        n = max(1, min(steps_per_epoch, int(phase1_steps * cfg.full_softmax_frac)))
+        train_nll, _ = run_epoch("lstm full softmax", True, lambda _: final_lr, deadline, n)
+        end_epoch("full-softmax", train_nll)
+        model.load_state_dict(best_state)  # best_state is the better of the two phases
         model.head.weight = model.embed.weight
     model.eval()
     info = {
@@ -170,8 +247,11 @@ def _train_lm(cfg, corpus, vocab, rng, log):
         "best_val_nll": best,
         "train_seconds": time.perf_counter() - t0,
         "train_tokens": int(len(train_ids)),
+        "steps": step,
+        "phase1_steps": phase1_steps,
         "n_params": model.n_params(),
         "stopped_early": stopped_early,
+        "converged": converged,
     }
     return model, info
 
