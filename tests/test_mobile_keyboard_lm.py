@@ -93,6 +93,19 @@ def test_sampled_softmax_masks_accidental_hits_and_trains_the_full_softmax(one_t
     assert full_loss() < 0.3 < before
 
 
+def test_training_windows_start_at_message_starts():
+    from cases.mobile_keyboard.train import make_batches, window_starts
+
+    # <s> = 1 at 0, 4, 7 and 16; the message at 7 is longer than a window (5 tokens).
+    s = np.array([1, 5, 6, 7, 1, 8, 9, 1, 3, 4, 5, 6, 7, 8, 9, 2, 1, 4])
+    starts = window_starts(s, 5, bos=1)
+    np.testing.assert_array_equal(starts, [0, 4, 7, 12])  # 12: the long message continues
+    x, y = next(make_batches(s, 5, 8, np.random.default_rng(0), starts))
+    assert x.shape == y.shape == (4, 5)
+    assert sorted(x[:, 0].tolist()) == [1, 1, 1, 7]
+    np.testing.assert_array_equal(y[:, :-1], x[:, 1:])  # targets are the next tokens
+
+
 def test_cached_step_decoding_equals_full_recompute():
     torch.manual_seed(0)
     m = KeyboardLSTM(40, 8, 16).eval()
