@@ -7,6 +7,8 @@ import scipy.sparse as sp
 import torch
 
 from cases.video_recommendation.baseline import EASE, ItemKNN, Popularity
+from cases.video_recommendation.config import get_config
+from cases.video_recommendation.data import VideoRecData
 from cases.video_recommendation.model import (
     N_DENSE,
     VideoRecRanker,
@@ -15,7 +17,13 @@ from cases.video_recommendation.model import (
     VideoRecTwoTower,
 )
 from cases.video_recommendation.predictor import rerank
-from cases.video_recommendation.train import pad_left, sasrec_windows
+from cases.video_recommendation.train import (
+    RecencyEASERetriever,
+    make_split,
+    pad_left,
+    recency_weights,
+    sasrec_windows,
+)
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -44,6 +52,60 @@ def test_ease_on_a_capped_catalog_scores_only_the_head():
     m = EASE(lam=1.0, max_items=2).fit(Xb)
     s = m.score(sp.csr_matrix([[1.0, 0, 0]]))
     assert s.shape == (1, 3) and s[0, 2] == 0 and s[0, 1] > 0
+
+
+def test_ease_neighbours_keep_the_strongest_positive_weights_in_catalog_ids():
+    Xb = sp.csr_matrix(np.array([[1, 1, 0], [1, 0, 0], [0, 1, 1], [1, 1, 0]], dtype=np.float32))
+    m = EASE(lam=1.0, max_items=2).fit(Xb)  # items 0 and 1 only
+    idx, w = m.neighbours(2)
+    assert idx.shape == (3, 2) and w.shape == (3, 2)
+    assert idx[0, 0] == 1 and idx[1, 0] == 0 and w[0, 0] == pytest.approx(m.B_[0, 1])
+    assert (idx[2] == -1).all() and (w[2] == 0).all()  # outside EASE's head: no row
+    assert (idx[:2, 1] == -1).all()  # the diagonal (zero weight) is not a neighbour
+
+
+def test_recency_weights_decay_from_the_newest_watch_and_keep_the_max_on_repeats():
+    W = recency_weights([np.array([2, 0, 2, 1])], 3, tau=1.0, floor=0.1).toarray()[0]
+    decay = 0.1 + 0.9 * np.exp(-np.arange(4.0))  # r = 0 newest (item 1), 1, 2, 3
+    np.testing.assert_allclose(W, [decay[2], decay[0], decay[1]], rtol=1e-6)
+    flat = recency_weights([np.array([2, 0])], 3, tau=0.0, floor=0.1).toarray()[0]
+    np.testing.assert_allclose(flat, [1, 0, 1])  # tau 0: no decay, plain EASE's binary history
+
+
+def test_recency_ease_picks_a_decay_when_the_next_watch_follows_the_last_one():
+    # Three "series" of five videos, watched in order. Every user started one series long ago
+    # and stopped after 2-3 episodes, then moved to another one; the next watch continues the
+    # newer series, which only the recent watches say.
+    rng = np.random.default_rng(0)
+    users, items, ts = [], [], []
+    for u in range(90):
+        old, new = rng.choice(3, 2, replace=False) * 5
+        seq = [old + k for k in range(int(rng.integers(2, 4)))]
+        seq += [new + k for k in range(int(rng.integers(3, 6)))]
+        users += [u] * len(seq)
+        items += seq
+        ts += list(range(len(seq)))
+    data = VideoRecData(
+        interactions={
+            "user": np.array(users),
+            "item": np.array(items),
+            "timestamp": np.array(ts),
+            "weight": np.ones(len(users), np.float32),
+        },
+        n_users=90,
+        n_items=15,
+        source="test",
+        item_topic=np.zeros(15, np.int64),
+    )
+    split = make_split(data)
+    m = RecencyEASERetriever(get_config("tiny", ease_lambda=1.0)).fit(split)
+    assert m.tau_ > 0 and m.val_ndcg_[m.tau_] > m.val_ndcg_[0.0]
+    plain = RecencyEASERetriever(get_config("tiny", ease_lambda=1.0, recency_taus=(0.0,)))
+    plain.fit(split)
+    H = split.X_trainval[:5]
+    np.testing.assert_allclose(
+        plain.score(H, split.seqs_trainval[:5]), plain.ease.score(H), rtol=1e-5, atol=1e-6
+    )
 
 
 def test_item_knn_matches_hand_computed_cosine():

@@ -1,6 +1,7 @@
 """Video recommendation served through a real local Ray Serve app (127.0.0.1)."""
 
 import argparse
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
@@ -88,3 +89,24 @@ def test_ranker_failure_serves_the_fallback_list(served):
     assert body["fallback"] and len(body["items"]) == 5
     s = requests.get(f"{served}/broken/status", timeout=30).json()
     assert s["ranker_failures"] >= 1
+
+
+def test_concurrent_requests_are_batched_and_match_the_predictor(served, artifact):
+    from cases.video_recommendation.predictor import VideoRecPredictor
+
+    p = VideoRecPredictor.load(artifact)
+    users = [int(u) for u in list(p.user_histories)[:16]]
+    before = requests.get(f"{served}/ok/status", timeout=30).json()
+
+    def call(u):
+        return requests.post(f"{served}/ok/recommend", json={"user_id": u, "k": 5}, timeout=30)
+
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(call, users))
+    after = requests.get(f"{served}/ok/status", timeout=30).json()
+    for u, r in zip(users, answers, strict=True):
+        assert r.status_code == 200, r.text
+        want = [x["item"] for x in p.recommend(u, None, 5)["items"]]
+        assert [x["item"] for x in r.json()["items"]] == want
+    assert after["batched_requests"] - before["batched_requests"] == len(users)
+    assert after["batches"] - before["batches"] < len(users)  # some requests shared a batch

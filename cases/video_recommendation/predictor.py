@@ -8,9 +8,14 @@ weights, and runs the ranker through onnxruntime.
     -> {"items": [{"item": 431, "score": 2.1, "source": "sasrec"}, ...], "cold_start": False, ...}
 
 Candidate sources: the learned retriever(s) via a faiss inner-product index (exact `IndexFlatIP`
-for catalogs up to 50K videos, HNSW above), trending (recent popularity) and fresh uploads.
-Re-ranking: remove watched and blocked videos, a freshness bonus, then MMR over topics with a
-per-topic cap. An unknown user with no history gets the cold-start list (trending + fresh).
+for catalogs up to 50K videos, HNSW above), EASE's item-to-item table when the artifact carries
+one, trending (recent popularity) and fresh uploads. Re-ranking: remove watched and blocked
+videos, a freshness bonus, then MMR over topics with a per-topic cap. An unknown user with no
+history gets the cold-start list (trending + fresh).
+
+A predictor can hold only some stages (`stages=("retrieve",)`): each Ray Serve deployment loads
+the part it runs, so only the retrieval replica builds the faiss indexes (about 7 s each for
+100K videos on one core) and holds the towers.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -30,6 +36,18 @@ from .model import VideoRecSASRec, VideoRecTwoTower
 logger = logging.getLogger("casebook")
 DAY_S = 86400
 EXACT_INDEX_MAX = 50000  # above this many videos the index is HNSW (approximate)
+STAGES = ("prepare", "retrieve", "rank", "finish")  # prepare + finish = the ingress's part
+N_TRENDING, N_FRESH = 50, 20  # fill-in candidates per request from each list
+FILL_SCORE = -1e3  # retrieval score of a fill-in candidate: below every learned score
+
+
+class VideoRecCandidates(NamedTuple):
+    """One request's candidates, in the order their sources first listed them."""
+
+    items: np.ndarray  # (N,) int64 video ids
+    scores: np.ndarray  # (N,) float32 score from the source whose label the item carries
+    sources: np.ndarray  # (N,) str: two_tower, sasrec, ease, trending or fresh
+    tower_score: np.ndarray  # (N,) float32 <user vector, item vector>: a ranker feature
 
 
 def build_index(vectors: np.ndarray):
@@ -63,8 +81,10 @@ def rerank(
     (similarity = same topic), scores min-max normalised to [0, 1] first. Topic -1 (unknown)
     never counts as similar and has no cap. Returns indices into `item_ids`.
     """
-    exclude = exclude or set()
-    keep = np.array([int(i) not in exclude for i in item_ids], dtype=bool)
+    item_ids = np.asarray(item_ids)
+    keep = np.ones(item_ids.size, dtype=bool)
+    if exclude:
+        keep = ~np.isin(item_ids, np.fromiter(exclude, dtype=np.int64, count=len(exclude)))
     idx = np.flatnonzero(keep)
     if idx.size == 0:
         return []
@@ -72,40 +92,133 @@ def rerank(
     s = (s - s.min()) / (s.max() - s.min() + 1e-12)
     if upload_age_days is not None:
         s = s + freshness_boost * np.exp(-np.maximum(upload_age_days[idx], 0.0) / 3.0)
-    t = topics[idx]
+    # Per-topic state instead of per-candidate loops: code c of each candidate's topic, whether
+    # that topic was chosen already and how often. Topic -1 is never "seen" and never capped.
+    uniq, code = np.unique(topics[idx], return_inverse=True)  # (T',), (n,)
+    known = uniq >= 0  # (T',)
+    chosen_topic = np.zeros(uniq.size, dtype=bool)
+    per_topic = np.zeros(uniq.size, dtype=np.int64)
+    relevance = mmr_lambda * s
     chosen: list[int] = []
-    per_topic: dict[int, int] = {}
     available = np.ones(idx.size, dtype=bool)
     while len(chosen) < k and available.any():
-        seen = np.zeros(idx.size, dtype=bool)
-        for c in chosen:
-            if t[c] >= 0:
-                seen |= t == t[c]
-        mmr = mmr_lambda * s - (1.0 - mmr_lambda) * seen
-        capped = np.array([tt >= 0 and per_topic.get(int(tt), 0) >= max_per_topic for tt in t])
+        seen = chosen_topic[code]  # (n,)
+        capped = (per_topic >= max_per_topic)[code] & known[code]  # (n,)
+        mmr = relevance - (1.0 - mmr_lambda) * seen
         mmr = np.where(available & ~capped, mmr, -np.inf)
         if not np.isfinite(mmr).any():  # every remaining topic is capped: relax the cap
-            mmr = np.where(available, lambda_only(s, mmr_lambda), -np.inf)
+            mmr = np.where(available, relevance, -np.inf)
         j = int(np.argmax(mmr))
         chosen.append(j)
         available[j] = False
-        per_topic[int(t[j])] = per_topic.get(int(t[j]), 0) + 1
+        chosen_topic[code[j]] = known[code[j]]
+        per_topic[code[j]] += 1
     return [int(idx[j]) for j in chosen]
 
 
-def lambda_only(s: np.ndarray, lam: float) -> np.ndarray:
-    return lam * s
+def recency_weights(history: np.ndarray, tau: float | None, floor: float = 0.0) -> np.ndarray:
+    """Weight of each history position, oldest first: floor + (1 - floor) exp(-r / tau).
+
+    r = 0 for the newest watch, 1 for the one before, ...; tau None or <= 0 means every watch
+    weighs 1 (plain EASE). The same rule as `train.recency_weights`, which scored the table
+    offline.
+    """
+    n = len(history)
+    if not tau or tau <= 0:
+        return np.ones(n)
+    r = np.arange(n - 1, -1, -1, dtype=np.float64)  # (n,) 0 = newest
+    return floor + (1.0 - floor) * np.exp(-r / tau)
+
+
+def i2i_candidates(
+    histories: list[np.ndarray],
+    idx: np.ndarray,
+    w: np.ndarray,
+    row_of: np.ndarray,
+    n: int,
+    tau: float | None = None,
+    floor: float = 0.0,
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Item-to-item candidates: the top `n` videos by recency-weighted neighbour weight.
+
+    score_j = sum over the distinct videos h of the history of rw_h * w[row(h), k] for every k
+    with idx[row(h), k] = j, where rw_h is the recency weight of h's newest watch
+    (`recency_weights`; a video watched twice counts once, at its more recent weight, as the
+    offline scorer does). idx (R, K) holds neighbour ids (-1 = none), w (R, K) their weights,
+    row_of (I,) the table row of each video (-1 = no row). Returns per history (items, scores),
+    best first, ties by video id.
+    """
+    keys, vals, counts = [], [], []
+    n_items = len(row_of)
+    for b, h in enumerate(histories):
+        h = np.asarray(h, dtype=np.int64)
+        rw = recency_weights(h, tau, floor)  # (n,)
+        # The newest watch of each distinct video: unique over the reversed history.
+        uniq, first = np.unique(h[::-1], return_index=True)
+        rw = rw[::-1][first]
+        rows = row_of[uniq]
+        has = rows >= 0
+        nb = idx[rows[has]]  # (m, K) neighbour ids
+        contrib = w[rows[has]] * rw[has, None]  # (m, K)
+        ok = nb >= 0
+        keys.append(b * n_items + nb[ok])  # (request, video) as one int64 key
+        vals.append(contrib[ok])
+        counts.append(int(ok.sum()))
+    out: list[tuple[np.ndarray, np.ndarray]] = []
+    if not keys or sum(counts) == 0:
+        return [(np.zeros(0, np.int64), np.zeros(0, np.float32)) for _ in histories]
+    key, inv = np.unique(np.concatenate(keys), return_inverse=True)  # sorted by (request, video)
+    score = np.bincount(inv, weights=np.concatenate(vals))  # (P,) summed over history items
+    bounds = np.searchsorted(key, np.arange(len(histories) + 1) * n_items)
+    for b in range(len(histories)):
+        items = key[bounds[b] : bounds[b + 1]] - b * n_items  # ascending ids
+        s = score[bounds[b] : bounds[b + 1]]
+        order = np.argsort(-s, kind="stable")[:n]  # best first, ties by video id
+        out.append((items[order], s[order].astype(np.float32)))
+    return out
+
+
+def merge_sources(parts: list[tuple[np.ndarray, np.ndarray, str, bool]]) -> tuple:
+    """One candidate list from several sources: (items, scores, labels) in first-seen order.
+
+    parts: (items, scores, label, overrides) in source order. An item listed by several
+    sources keeps the position of its first listing; its score and label come from the last
+    overriding source that lists it (the learned retrievers: a later one wins), or else from
+    the first non-overriding one (the trending and fresh fill-ins).
+    """
+    items = np.concatenate([p[0] for p in parts]).astype(np.int64)  # (M,)
+    scores = np.concatenate([p[1] for p in parts]).astype(np.float32)
+    labels = np.array([p[2] for p in parts])
+    if items.size == 0:
+        return items, scores, labels[:0]
+    src = np.repeat(np.arange(len(parts)), [len(p[0]) for p in parts])  # (M,) source of each
+    # Precedence: overriding sources above fill-ins; later overriders and earlier fill-ins win.
+    prec = np.array([len(parts) + q if p[3] else -q for q, p in enumerate(parts)])[src]
+    uniq, first = np.unique(items, return_index=True)  # uniq ascending
+    o = np.lexsort((-prec, items))  # by item, the winning entry first
+    starts = np.r_[0, np.flatnonzero(np.diff(items[o])) + 1]
+    win = o[starts]  # (U,) winning entry per item in uniq order
+    win = win[np.argsort(first)]  # back to first-seen order
+    return items[win], scores[win], labels[src[win]]
 
 
 class VideoRecPredictor:
     """Loads an artifact; `recommend` runs the funnel for one request, `recommend_batch` many."""
 
-    def __init__(self, art, fail_ranker: bool = False):
+    def __init__(self, art, fail_ranker: bool = False, stages: tuple[str, ...] = STAGES):
+        unknown = set(stages) - set(STAGES)
+        if unknown:
+            raise CasebookError(f"unknown predictor stages {sorted(unknown)}; choose from {STAGES}")
         cfg = art.config
         self.cfg = cfg
+        self.stages = tuple(stages)
         self.version = art.path.name
         t = art.tensors
+        hp = cfg["hparams"]
         self.n_items = int(cfg["n_items"])
+        self.n_topics = int(cfg["n_topics"])
+        self.seq_len = int(hp["seq_len"])
+        self.n_candidates = int(hp["retrieval_candidates"])
         self.item_ids = np.asarray(cfg["item_ids"]) if cfg.get("item_ids") else None
         self.item_topic = t["item_topic"].numpy().astype(np.int64)
         self.item_age_days = t["item_age_days"].numpy().astype(np.float32)
@@ -113,14 +226,35 @@ class VideoRecPredictor:
         self.item_log_duration = t["item_log_duration"].numpy().astype(np.float32)
         self.trending = t["trending"].numpy().astype(np.int64)
         self.fresh = t["fresh"].numpy().astype(np.int64)
-        self.user_histories = json.loads(art.files["histories.json"].decode())
-        hp = cfg["hparams"]
-        n_topics = int(cfg["n_topics"])
-        self.seq_len = int(hp["seq_len"])
-        self.tower = VideoRecTwoTower(self.n_items, n_topics, hp["embed_dim"])
+        self.user_histories = (
+            json.loads(art.files["histories.json"].decode()) if "prepare" in stages else {}
+        )
+        self.tower = self.sasrec = self.tower_index = self.sasrec_index = self.i2i = None
+        if "retrieve" in stages:
+            self._load_retrieval(t, hp)
+        self.ranker = None
+        if "rank" in stages and "ranker.onnx" in art.files:
+            from shared.onnx_utils import make_session
+
+            self.ranker = make_session(art.path / "ranker.onnx", threads=1)
+        # The fill-in sources every request gets, after the learned ones (they never override).
+        trending, fresh = self.trending[:N_TRENDING], self.fresh[:N_FRESH]
+        self._fill = [
+            (trending, np.full(len(trending), FILL_SCORE, np.float32), "trending", False),
+            (fresh, np.full(len(fresh), FILL_SCORE, np.float32), "fresh", False),
+        ]
+        self.fail_ranker = fail_ranker
+        self.rerank_kw = {
+            "freshness_boost": float(hp["freshness_boost"]),
+            "mmr_lambda": float(hp["mmr_lambda"]),
+            "max_per_topic": int(hp["max_per_topic"]),
+        }
+        self.ranker_failures = 0
+
+    def _load_retrieval(self, t: dict, hp: dict) -> None:
+        self.tower = VideoRecTwoTower(self.n_items, self.n_topics, hp["embed_dim"])
         self.tower.load_state_dict(_prefixed(t, "tower."))
         self.tower.eval()
-        self.sasrec = None
         if any(k.startswith("sasrec.") for k in t):
             self.sasrec = VideoRecSASRec(
                 self.n_items, hp["embed_dim"], hp["seq_len"], hp["seq_layers"], hp["seq_heads"], 0.0
@@ -132,109 +266,137 @@ class VideoRecPredictor:
             topics = torch.from_numpy(np.r_[-1, self.item_topic] + 1)[items]
             self.tower_items = self.tower.item_vectors(items, topics).numpy()  # (I, D)
         self.tower_index = build_index(self.tower_items)
-        self.sasrec_index = None
         if self.sasrec is not None:
             self.sasrec_index = build_index(self.sasrec.item_emb.weight[1:].detach().numpy())
-        self.ranker = None
-        if "ranker.onnx" in art.files:
-            from shared.onnx_utils import make_session
-
-            path = art.path / "ranker.onnx"
-            self.ranker = make_session(path, threads=1)
-        self.fail_ranker = fail_ranker
-        self.n_candidates = int(hp["retrieval_candidates"])
-        self.rerank_kw = {
-            "freshness_boost": float(hp["freshness_boost"]),
-            "mmr_lambda": float(hp["mmr_lambda"]),
-            "max_per_topic": int(hp["max_per_topic"]),
-        }
-        self.ranker_failures = 0
+        if "i2i_idx" in t and "i2i_w" in t:
+            idx = t["i2i_idx"].numpy().astype(np.int64)  # (R, K)
+            # The table holds either one row per video (R = I) or rows for the videos listed
+            # in `i2i_rows` only (EASE covers the most-watched `ease_max_items`).
+            row_of = np.arange(self.n_items, dtype=np.int64)
+            if "i2i_rows" in t:
+                row_of = np.full(self.n_items, -1, dtype=np.int64)
+                row_of[t["i2i_rows"].numpy().astype(np.int64)] = np.arange(len(idx))
+            self.i2i = {
+                "idx": idx,
+                "w": t["i2i_w"].numpy().astype(np.float32),
+                "row_of": row_of,
+                "tau": hp.get("recency_tau") or None,
+                "floor": float(hp.get("recency_floor") or 0.0),
+            }
 
     @classmethod
-    def load(cls, path: Path, fail_ranker: bool = False) -> VideoRecPredictor:
+    def load(
+        cls, path: Path, fail_ranker: bool = False, stages: tuple[str, ...] = STAGES
+    ) -> VideoRecPredictor:
         art = load_artifact(path)
         if art.config.get("case") != "video-recommendation":
             raise ArtifactError(f"{path} is not a video-recommendation artifact")
-        p = cls(art, fail_ranker=fail_ranker)
-        out = p.recommend_batch([None], [list(map(int, p.trending[:3]))], 5)
-        sanity_check(np.array([x["score"] for x in out[0]["items"]], dtype=np.float32))
+        p = cls(art, fail_ranker=fail_ranker, stages=stages)
+        p._sanity()
         return p
+
+    def _sanity(self) -> None:
+        """Refuse an artifact whose loaded stages give non-finite scores on a golden request."""
+        hist = [list(map(int, self.trending[:3]))]
+        if set(STAGES) <= set(self.stages):
+            out = self.recommend_batch([None], hist, 5)
+            sanity_check(np.array([x["score"] for x in out[0]["items"]], dtype=np.float32))
+            return
+        if "retrieve" in self.stages:
+            cands = self.retrieve(hist)
+            sanity_check(np.r_[cands[0].scores, cands[0].tower_score])
+        if "rank" in self.stages and self.ranker is not None and not self.fail_ranker:
+            items = self.trending[:5]
+            zeros = np.zeros(len(items), np.float32)
+            cand = VideoRecCandidates(items, zeros, np.full(len(items), "trending"), zeros)
+            sanity_check(self.rank(hist, [cand])[0])
 
     # --- stages ---
     @torch.no_grad()
-    def retrieve(self, histories: list[list[int]]) -> list[tuple[np.ndarray, np.ndarray, list]]:
-        """Candidates per request: (items, scores, sources) from learned + trending + fresh."""
+    def retrieve(self, histories: list[list[int]]) -> list[VideoRecCandidates]:
+        """Candidates per request from the learned retrievers, EASE i2i, trending and fresh.
+
+        The user tower runs once per batch; its vector scores every candidate (`tower_score`),
+        which is the ranker's two-tower feature, so the ranking stage needs no towers.
+        """
         n = self.n_candidates
-        out: list[tuple[np.ndarray, np.ndarray, list]] = [None] * len(histories)  # type: ignore
         has = [i for i, h in enumerate(histories) if h]
-        found: dict[int, dict[int, tuple[float, str]]] = {i: {} for i in range(len(histories))}
+        learned: dict[int, list] = {i: [] for i in has}
+        u = np.zeros((0, self.tower_items.shape[1]), np.float32)
         if has:
             seqs = [np.asarray(histories[i][-self.seq_len :], dtype=np.int64) for i in has]
-            x = torch.from_numpy(_pad_left(seqs, self.seq_len))
-            u = self.tower.user_vectors(x).numpy()  # (B, D)
-            D, I = self.tower_index.search(np.ascontiguousarray(u), n)
-            for r, i in enumerate(has):
-                for item, s in zip(I[r], D[r], strict=True):
-                    if item >= 0:
-                        found[i].setdefault(int(item), (float(s), "two_tower"))
+            x = torch.from_numpy(_pad_left(seqs, self.seq_len))  # (B, L)
+            u = np.ascontiguousarray(self.tower.user_vectors(x).numpy())  # (B, D)
+            self._add_faiss(learned, has, self.tower_index, u, n, "two_tower")
             if self.sasrec_index is not None:
-                h = self.sasrec.hidden(x)[:, -1].numpy()  # (B, D)
-                D, I = self.sasrec_index.search(np.ascontiguousarray(h), n)
-                for r, i in enumerate(has):
-                    for item, s in zip(I[r], D[r], strict=True):
-                        if item >= 0:
-                            found[i][int(item)] = (float(s), "sasrec")  # sasrec label wins
+                h = np.ascontiguousarray(self.sasrec.hidden(x)[:, -1].numpy())  # (B, D)
+                self._add_faiss(learned, has, self.sasrec_index, h, n, "sasrec")
+            if self.i2i is not None:
+                e = self.i2i
+                found = i2i_candidates(seqs, e["idx"], e["w"], e["row_of"], n, e["tau"], e["floor"])
+                for i, (items, scores) in zip(has, found, strict=True):
+                    learned[i].append((items, scores, "ease", True))  # last: its label wins
+        row = {i: r for r, i in enumerate(has)}
+        out = []
         for i in range(len(histories)):
-            extra = [(int(t), "trending") for t in self.trending[:50]]
-            extra += [(int(f), "fresh") for f in self.fresh[:20]]
-            for item, src in extra:
-                found[i].setdefault(item, (-1e3, src))
-            items = np.fromiter(found[i].keys(), dtype=np.int64)
-            scores = np.array([found[i][j][0] for j in items], dtype=np.float32)
-            out[i] = (items, scores, [found[i][j][1] for j in items])
+            items, scores, sources = merge_sources(learned.get(i, []) + self._fill)
+            tower = np.zeros(len(items), np.float32)
+            if i in row:  # (N, D) @ (D,) -> (N,)
+                tower = (self.tower_items[items] @ u[row[i]]).astype(np.float32)
+            out.append(VideoRecCandidates(items, scores, sources, tower))
         return out
 
-    def rank(self, histories: list[list[int]], cands) -> list[np.ndarray]:
-        """Ranker scores per request (watch log-odds + log P(satisfied)); raises on failure."""
+    def _retrieval_order(self, c: VideoRecCandidates) -> np.ndarray:
+        """Scores without a ranker (real data has no impression logs to train one): the shipped
+        retriever's own scores, every other candidate below them in its listed order. Scores of
+        different sources are on different scales, so they must not be compared directly."""
+        main = c.sources == "ease"
+        if self.cfg.get("production_model") not in ("ease", "ease_recency") or not main.any():
+            return np.asarray(c.scores, dtype=np.float32)
+        s = np.asarray(c.scores, dtype=np.float32).copy()
+        lo, spread = s[main].min(), max(float(np.ptp(s[main])), 1e-6)
+        rest = np.flatnonzero(~main)
+        s[rest] = lo - spread * 1e-3 * (1 + np.arange(len(rest)))  # just below, in listed order
+        return s
+
+    @staticmethod
+    def _add_faiss(learned: dict, has: list[int], index, q: np.ndarray, n: int, label: str):
+        D, I = index.search(q, n)  # (B, n) scores and ids, -1 where fewer were found
+        for r, i in enumerate(has):
+            ok = I[r] >= 0
+            learned[i].append((I[r][ok], D[r][ok], label, True))
+
+    def rank(self, histories: list[list[int]], cands: list[VideoRecCandidates]) -> list[np.ndarray]:
+        """Ranker scores per request (watch log-odds + log P(satisfied)); raises on failure.
+
+        One ONNX call for the whole batch: every request's candidates stacked, (sum N, 6).
+        """
         if self.fail_ranker:
             raise RuntimeError("ranker unavailable (fault injected)")
         if self.ranker is None:
-            return [c[1] for c in cands]
-        rows_item, rows_topic, rows_dense, sizes = [], [], [], []
-        n_topics = int(self.cfg["n_topics"])
-        with torch.no_grad():  # every request's user vector in one forward pass, (B, D)
-            x = torch.from_numpy(
-                _pad_left([np.asarray(h[-self.seq_len :]) for h in histories], self.seq_len)
-            )
-            users = self.tower.user_vectors(x).numpy()
-        for r, (h, (items, _, _)) in enumerate(zip(histories, cands, strict=True)):
-            share = np.zeros(n_topics, np.float32)
+            return [self._retrieval_order(c) for c in cands]
+        sizes = np.array([len(c.items) for c in cands])
+        items = np.concatenate([c.items for c in cands]).astype(np.int64)  # (M,)
+        req = np.repeat(np.arange(len(cands)), sizes)  # (M,) request of each row
+        share = np.zeros((len(cands), self.n_topics), np.float32)  # (B, T) topic share of history
+        for r, h in enumerate(histories):
             if h:
-                share = np.bincount(self.item_topic[h], minlength=n_topics) / len(h)
-            u = users[r] if h else np.zeros(self.tower_items.shape[1], np.float32)
-            dense = np.stack(
-                [
-                    self.item_log_duration[items],
-                    np.log1p(np.maximum(self.item_age_days[items], 0.0)),
-                    np.log1p(self.item_views[items]),
-                    share[self.item_topic[items]],
-                    self.tower_items[items] @ u,
-                    np.zeros(len(items), np.float32),  # example age: 0 at serving
-                ],
-                1,
-            ).astype(np.float32)
-            rows_item.append(items + 1)
-            rows_topic.append(self.item_topic[items] + 1)
-            rows_dense.append(dense)
-            sizes.append(len(items))
+                share[r] = np.bincount(self.item_topic[h], minlength=self.n_topics) / len(h)
+        topic = self.item_topic[items]
+        dense = np.stack(
+            [
+                self.item_log_duration[items],
+                np.log1p(np.maximum(self.item_age_days[items], 0.0)),
+                np.log1p(self.item_views[items]),
+                share[req, topic],
+                np.concatenate([c.tower_score for c in cands]),
+                np.zeros(len(items), np.float32),  # example age: 0 at serving
+            ],
+            1,
+        ).astype(np.float32)  # (M, 6)
         logits = self.ranker.run(
-            None,
-            {
-                "item": np.concatenate(rows_item).astype(np.int64),
-                "topic": np.concatenate(rows_topic).astype(np.int64),
-                "dense": np.concatenate(rows_dense),
-            },
-        )[0]
+            None, {"item": items + 1, "topic": (topic + 1).astype(np.int64), "dense": dense}
+        )[0]  # (M, 3)
         score = logits[:, 1] - np.logaddexp(0.0, -logits[:, 2])
         if not np.all(np.isfinite(score)):
             raise RuntimeError("ranker returned non-finite scores")
@@ -260,12 +422,13 @@ class VideoRecPredictor:
     ) -> list[dict]:
         """Re-ranking and the response: filter, freshness, diversity; cold start as listed."""
         if scores is None:  # the ranker failed: retrieval order, trending last
-            scores = [np.where(np.asarray(c[2]) == "trending", -1e3, c[1]) for c in cands]
+            scores = [np.where(c.sources == "trending", FILL_SCORE, c.scores) for c in cands]
         results = []
-        for i, (items, _, sources) in enumerate(cands):
+        for i, c in enumerate(cands):
+            items, sources = c.items, c.sources
             exclude = set(hists[i]) | set(blocked[i] if blocked else [])
             if cold[i]:  # cold start: trending then fresh, in list order, topic-diversified
-                src = [j for j, s in enumerate(sources) if s in ("trending", "fresh")]
+                src = np.flatnonzero((sources == "trending") | (sources == "fresh"))
                 s_final = -np.arange(len(items), dtype=np.float32)
                 pick = rerank(
                     items[src],
@@ -276,7 +439,7 @@ class VideoRecPredictor:
                     None,
                     **self.rerank_kw,
                 )
-                chosen = [src[j] for j in pick]
+                chosen = [int(src[j]) for j in pick]
             else:
                 s_final = np.asarray(scores[i], dtype=np.float32)
                 chosen = rerank(
@@ -293,7 +456,7 @@ class VideoRecPredictor:
                 row = {
                     "item": int(items[j]),
                     "score": float(s_final[j]),
-                    "source": "cold_start" if cold[i] else sources[j],
+                    "source": "cold_start" if cold[i] else str(sources[j]),
                 }
                 if self.item_ids is not None:
                     row["external_id"] = self._external(int(items[j]))

@@ -1,19 +1,25 @@
 """Ray Serve: the funnel as three deployments behind one HTTP ingress.
 
-    Recommender (ingress, re-ranking)  --handle-->  Retriever (faiss)  --handle-->  Ranker (ONNX)
+    Recommender (ingress, re-ranking)  --handle-->  Retriever (faiss, user tower, i2i)
+                                       --handle-->  Ranker (ONNX)
 
     POST /recommend {"user_id": 12, "history": [3, 17]?, "k": 10, "blocked": [5]?}
     -> {"items": [{"item": 431, "score": 2.1, "source": "sasrec"}, ...], "cold_start": false,
         "fallback": false, "model_version": "v0001"}
 
-An unknown user without a history gets the cold-start list (trending and fresh videos); bad input
-gets a 4xx with a one-line error; if the Ranker fails, the ingress serves the retrieval order
-(`"fallback": true`) and logs the failure. Every deployment loads the registry's champion (or
-`previous` if the champion is refused).
+The ingress validates each request on its own (a bad one gets its 4xx and never joins a batch),
+then `@serve.batch` gathers the requests in flight and sends them to the Retriever and then the
+Ranker as one batch each: two handle calls per batch instead of two per request, one user-tower
+pass, one faiss search and one ONNX call for the whole batch. Re-ranking runs per request in the
+ingress. An unknown user without a history gets the cold-start list (trending and fresh videos);
+if the Ranker fails, the ingress serves the retrieval order (`"fallback": true`) and logs the
+failure. Every deployment loads the registry's champion (or `previous` if the champion is
+refused), and only the stages it runs (`VideoRecPredictor(stages=...)`).
 """
 
 # No `from __future__ import annotations` here: FastAPI must see the request model as a class
 # (Ray Serve pickles the ingress class by value, so string annotations would not resolve).
+import functools
 import logging
 from pathlib import Path
 
@@ -25,6 +31,20 @@ from .predictor import VideoRecPredictor
 
 logger = logging.getLogger("casebook")
 MAX_HISTORY = 1000  # watch-history items per request
+# Batching. On 2 cores the service is CPU-bound and each handle call costs the caller and the
+# callee a few ms of CPU whatever it carries, so bigger batches mean more requests per second.
+# Measured with 8 requests in flight (`--load-test`, 100K videos, shared machine): a 2 ms wait
+# gave batches of 2.0 and 98 req/s, 10 ms gave 5-6 and 130-150 req/s, 20 ms gave 8.0 and about
+# 150 req/s. A request waits at most BATCH_WAIT_S for company, which only costs latency when
+# fewer than MAX_BATCH are in flight. Two batches may run at once: one is ranked while the next
+# is retrieved.
+MAX_BATCH = 8
+BATCH_WAIT_S = 0.01
+CONCURRENT_BATCHES = 2
+# No per-request access log lines from the replicas (or from the proxy, where the caller passes
+# this to `serve.start`): formatting and writing one line per request per process is CPU the
+# 2-core target cannot spare. Warnings and errors (ranker failures) are still logged.
+LOGGING = {"enable_access_log": False}
 
 
 class VideoRecRequest(BaseModel):
@@ -34,52 +54,92 @@ class VideoRecRequest(BaseModel):
     blocked: list[int] = Field(default_factory=list, max_length=MAX_HISTORY)
 
 
+def one_thread() -> None:
+    """One compute thread per replica: on 2 cores the replicas, the proxy and the client share
+    the machine, and a second torch or faiss thread only contends with them."""
+    import torch
+
+    torch.set_num_threads(1)
+    try:
+        import faiss
+
+        faiss.omp_set_num_threads(1)
+    except ImportError:  # pragma: no cover - faiss is a core dependency
+        pass
+
+
 def build_app(registry_root: str, fail_ranker: bool = False, num_cpus: float = 0.0):
     """The application: ingress + retrieval + ranking deployments, each loading the champion.
 
     `fail_ranker` injects a ranker fault (for the fallback test); `num_cpus` per replica (0 lets
-    tests run on a small Ray instance).
+    tests run on a small Ray instance; Ray only uses it for placement, threads are set to one
+    per replica either way).
     """
     from ray import serve
 
     app = make_app("video-recommendation")
     opts = {"num_cpus": num_cpus}
+    deployment = functools.partial(serve.deployment, ray_actor_options=opts, logging_config=LOGGING)
 
-    @serve.deployment(ray_actor_options=opts, max_ongoing_requests=32)
+    # The Retriever and the Ranker get whole batches from the ingress, at most
+    # CONCURRENT_BATCHES at a time, so a few ongoing requests are enough. Their methods are
+    # async: a batch takes a few ms, so it runs on the replica's event loop instead of paying
+    # a hop to Serve's thread pool.
+    @deployment(max_ongoing_requests=4)
     class VideoRecRetriever:
         def __init__(self, root: str):
-            self.model = ReloadableModel(root, VideoRecPredictor.load)
+            one_thread()
+            self.model = ReloadableModel(
+                root, lambda p: VideoRecPredictor.load(p, stages=("retrieve",))
+            )
 
-        @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.002)
         async def __call__(self, hists: list[list[int]]) -> list:
             return self.model.get().retrieve(hists)
 
-    @serve.deployment(ray_actor_options=opts, max_ongoing_requests=32)
+    @deployment(max_ongoing_requests=4)
     class VideoRecRankerDeployment:
         def __init__(self, root: str, fail: bool):
+            one_thread()
             self.model = ReloadableModel(
-                root, lambda p: VideoRecPredictor.load(p, fail_ranker=fail)
+                root, lambda p: VideoRecPredictor.load(p, fail_ranker=fail, stages=("rank",))
             )
 
-        def __call__(self, hist: list[int], cand) -> list:
-            return self.model.get().rank([hist], [cand])[0]
+        async def __call__(self, hists: list[list[int]], cands: list) -> list:
+            return self.model.get().rank(hists, cands)
 
-    @serve.deployment(ray_actor_options=opts, max_ongoing_requests=64)
+    # max_ongoing_requests >= 2 x MAX_BATCH so one batch fills while another runs
+    # (shared/serving.py explains why a smaller value silently caps the batch).
+    @deployment(max_ongoing_requests=2 * MAX_BATCH)
     @serve.ingress(app)
     class VideoRecRecommender:
         def __init__(self, root: str, retriever, ranker):
-            self.model = ReloadableModel(root, VideoRecPredictor.load)
+            one_thread()
+            self.model = ReloadableModel(
+                root, lambda p: VideoRecPredictor.load(p, stages=("prepare", "finish"))
+            )
             self.retriever, self.ranker = retriever, ranker
             self.failures = 0
+            self.batches, self.batched = 0, 0  # funnel calls and the requests they carried
 
         @app.post("/recommend")
         async def recommend(self, req: VideoRecRequest) -> dict:
             p = self.model.get()
             hists, cold = p.prepare([req.user_id], [req.history])  # CasebookError -> 400
-            cand = await self.retriever.remote(hists[0])
+            cand, scores, fallback = await self.funnel(hists[0])
+            scores = None if scores is None else [scores]
+            return p.finish(hists, cold, [cand], scores, fallback, req.k, [req.blocked])[0]
+
+        @serve.batch(
+            max_batch_size=MAX_BATCH,
+            batch_wait_timeout_s=BATCH_WAIT_S,
+            max_concurrent_batches=CONCURRENT_BATCHES,
+        )
+        async def funnel(self, hists: list[list[int]]) -> list[tuple]:
+            """Retrieval and ranking for a batch: [(candidates, scores or None, fallback)]."""
+            self.batches, self.batched = self.batches + 1, self.batched + len(hists)
+            cands = await self.retriever.remote(hists)
             try:
-                scores = [await self.ranker.remote(hists[0], cand)]
-                fallback = False
+                scores, fallback = await self.ranker.remote(hists, cands), False
             except Exception as e:  # noqa: BLE001 - any ranker failure degrades, never 500s
                 self.failures += 1
                 logger.warning(
@@ -87,12 +147,17 @@ def build_app(registry_root: str, fail_ranker: bool = False, num_cpus: float = 0
                     self.failures,
                     str(e).splitlines()[0] if str(e) else type(e).__name__,
                 )
-                scores, fallback = None, True
-            return p.finish(hists, cold, [cand], scores, fallback, req.k, [req.blocked])[0]
+                scores, fallback = [None] * len(hists), True
+            return [(c, s, fallback) for c, s in zip(cands, scores, strict=True)]
 
         @app.get("/status")
         def status(self) -> dict:
-            return {**self.model.status(), "ranker_failures": self.failures}
+            return {
+                **self.model.status(),
+                "ranker_failures": self.failures,
+                "batches": self.batches,
+                "batched_requests": self.batched,
+            }
 
     root = str(Path(registry_root))
     return VideoRecRecommender.bind(
