@@ -172,12 +172,15 @@ class RecencyEASERetriever:
 
 
 def _ndcg10(scores: np.ndarray, H: sp.csr_matrix, target: np.ndarray) -> float:
-    """Mean NDCG@10 of one held-out item per row, history excluded: 1 / log2(rank + 2)."""
+    """Mean NDCG@10 of one held-out item per row, history excluded: 1 / log2(rank + 2).
+
+    rank = items scored above the target + half the other items tied with it (the expected rank
+    under random tie-breaking; many unrelated items tie at a score of exactly 0)."""
     s = scores.astype(np.float32, copy=True)
     r, c = H.nonzero()
     s[r, c] = -np.inf
     t = s[np.arange(len(target)), target][:, None]  # (B, 1)
-    rank = (s > t).sum(1)  # items strictly above the target
+    rank = (s > t).sum(1) + ((s == t).sum(1) - 1) / 2.0  # (B,)
     return float(np.where(rank < 10, 1.0 / np.log2(rank + 2.0), 0.0).mean()) if len(s) else 0.0
 
 
