@@ -69,3 +69,18 @@ def test_tampered_artifact_is_refused(run_dir, tmp_path):
         f.write(b"x")
     with pytest.raises(ArtifactError):
         VideoRecPredictor.load(copy)
+
+
+def test_load_test_payloads_mix_known_users_histories_and_visitors():
+    from cases.video_recommendation.cli import _load_payloads
+
+    hist = {"3": [1, 2, 3], "7": [4]}
+    out = _load_payloads(hist, 400, seed=0)
+    known = [p for p in out if isinstance(p.get("user_id"), int)]
+    given = [p for p in out if "history" in p]
+    visitors = [p for p in out if str(p.get("user_id", "")).startswith("visitor-")]
+    assert len(known) + len(given) + len(visitors) == 400
+    assert 0.6 < len(known) / 400 < 0.8 and 0.15 < len(given) / 400 < 0.35 and visitors
+    assert all(str(p["user_id"]) in hist for p in known)
+    assert all(p["history"] and set(p["history"]) <= {1, 2, 3, 4} for p in given)
+    assert _load_payloads(hist, 50, seed=1) == _load_payloads(hist, 50, seed=1)
