@@ -106,6 +106,24 @@ def test_training_windows_start_at_message_starts():
     np.testing.assert_array_equal(y[:, :-1], x[:, 1:])  # targets are the next tokens
 
 
+def test_train_lm_with_sampling_averaging_and_the_full_softmax_epoch(corpus, vocab, one_thread):
+    from cases.mobile_keyboard.config import get_config
+    from cases.mobile_keyboard.train import evaluate_nll, token_stream, train_lm
+
+    cfg = get_config(
+        "tiny", epochs=3, softmax_samples=50, ema_decay=0.9, lr=1e-2, max_train_minutes=1.0
+    )
+    model, info = train_lm(cfg, corpus, vocab, seed=0, log=lambda _: None)
+    names = [h["epoch"] for h in info["history"]]
+    assert names[-1] == "full-softmax" and len(names) >= 2
+    assert model.head.weight is model.embed.weight  # still tied after loading the best state
+    # The kept weights are the best validated ones (averaged or full-softmax), and they are
+    # what the model holds now.
+    val = token_stream(corpus.val, vocab)[:50_000]
+    assert evaluate_nll(model, val) == pytest.approx(info["best_val_nll"], rel=1e-5)
+    assert info["best_val_nll"] == min(h["val_nll"] for h in info["history"])
+
+
 def test_cached_step_decoding_equals_full_recompute():
     torch.manual_seed(0)
     m = KeyboardLSTM(40, 8, 16).eval()

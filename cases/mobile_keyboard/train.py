@@ -206,6 +206,11 @@ def _train_lm(cfg, corpus, vocab, rng, log):
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_norm)
             opt.step()
+            if ema is not None and lr_fn is lr_at:  # phase 1 keeps the running average
+                d = min(cfg.ema_decay, (1 + step) / (10 + step))  # short memory at the start
+                with torch.no_grad():
+                    for name, p in model.named_parameters():
+                        ema[name].lerp_(p, 1.0 - d)
             step, done = step + 1, done + 1
             total += float(loss.detach()) * y.numel()
             count += y.numel()
@@ -232,9 +237,21 @@ def _train_lm(cfg, corpus, vocab, rng, log):
 
     best, best_state, history = float("inf"), None, []
     step, stale, stopped_early, converged = 0, 0, False, False
+    # An exponential moving average of the weights (Polyak averaging; AWD-LSTM's averaged SGD
+    # is the same idea): the average of the last ~1/(1 - decay) steps generalises better than
+    # the last step. Phase 1 validates and keeps the averaged weights.
+    ema = None
+    if cfg.ema_decay > 0:
+        ema = {n: p.detach().clone() for n, p in model.named_parameters()}  # tied: stored once
 
-    def end_epoch(name, train_nll):
+    def end_epoch(name, train_nll, averaged=False):
         nonlocal best, best_state, stale
+        raw = None
+        if averaged and ema is not None:
+            raw = {n: p.detach().clone() for n, p in model.named_parameters()}
+            with torch.no_grad():
+                for n, p in model.named_parameters():
+                    p.copy_(ema[n])
         val = evaluate_nll(model, val_ids)
         history.append({"epoch": name, "train_nll": train_nll, "val_nll": val})
         log(
@@ -246,11 +263,15 @@ def _train_lm(cfg, corpus, vocab, rng, log):
             best_state = {k: v.clone() for k, v in model.state_dict().items()}
         else:
             stale += 1
+        if raw is not None:  # training goes on from the raw weights
+            with torch.no_grad():
+                for n, p in model.named_parameters():
+                    p.copy_(raw[n])
 
     for epoch in range(cfg.epochs):
         desc = f"lstm epoch {epoch + 1}/{cfg.epochs}" + (" (sampled)" if sampled else "")
         train_nll, out_of_time = run_epoch(desc, not sampled, lr_at, phase1_deadline, 10**12)
-        end_epoch(str(epoch + 1), train_nll)
+        end_epoch(str(epoch + 1), train_nll, averaged=True)
         if out_of_time:
             stopped_early = True
             log(f"  lstm: phase 1 stopped at its share of the {cfg.max_train_minutes} min cap")
