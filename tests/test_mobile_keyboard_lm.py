@@ -80,6 +80,7 @@ def test_sampled_softmax_masks_accidental_hits_and_trains_the_full_softmax(one_t
     q = torch.full((40,), 1 / 40)
     opt = torch.optim.Adam(m.parameters(), lr=1e-2)
 
+    @torch.no_grad()
     def full_loss():
         return float(F.cross_entropy(m(x)[0].reshape(-1, 40), y.reshape(-1)))
 
