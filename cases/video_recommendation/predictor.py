@@ -120,8 +120,7 @@ def recency_weights(history: np.ndarray, tau: float | None, floor: float = 0.0) 
     """Weight of each history position, oldest first: floor + (1 - floor) exp(-r / tau).
 
     r = 0 for the newest watch, 1 for the one before, ...; tau None or <= 0 means every watch
-    weighs 1 (plain EASE). The same rule as `train.recency_weights`, which scored the table
-    offline.
+    weighs 1 (plain EASE). `train.recency_weights` applies this rule offline.
     """
     n = len(history)
     if not tau or tau <= 0:

@@ -20,6 +20,7 @@ from .baseline import EASE, ItemKNN, Popularity, RecentPopularity
 from .config import VideoRecConfig
 from .data import VideoRecData
 from .model import VideoRecSASRec, VideoRecTwoTower
+from .predictor import recency_weights as position_weights
 
 
 @dataclass
@@ -113,14 +114,14 @@ def recency_weights(seqs: list[np.ndarray], n_items: int, tau: float, floor: flo
     """Histories as a (B, I) CSR of recency weights: w_r = floor + (1 - floor) exp(-r / tau).
 
     r = 0 for the newest watch, 1 for the one before, ...; tau <= 0 means no decay (w = 1). A
-    video watched twice keeps its larger (more recent) weight.
+    video watched twice keeps its larger (more recent) weight. The per-position rule is the
+    served one (`predictor.recency_weights`), so offline scores and the served table agree.
     """
     rows, cols, vals = [], [], []
     for b, s in enumerate(seqs):
         if len(s) == 0:
             continue
-        r = np.arange(len(s))[::-1].astype(np.float64)  # (n,) 0 = newest
-        w = np.ones(len(s)) if tau <= 0 else floor + (1.0 - floor) * np.exp(-r / tau)
+        w = position_weights(s, tau, floor)  # (n,) the served rule, oldest first
         rows.append(np.full(len(s), b))
         cols.append(s)
         vals.append(w)
