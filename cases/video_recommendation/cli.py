@@ -37,7 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--load-test",
         action="store_true",
         help="serve the run's model with Ray Serve on 127.0.0.1 and measure HTTP latency "
-        "with 8 requests in flight (about 2 minutes more)",
+        "with 8 requests in flight (about a minute more)",
     )
 
 
@@ -615,7 +615,8 @@ def _latency(art_dir: Path, report) -> None:
                 "p99_ms": t8.p99_ms,
             },
         },
-        note="Requests through retrieval + ONNX ranker + re-ranking, in process, "
+        note="Requests through retrieval, ranking (the ONNX ranker when the data trained one) "
+        "and re-ranking, in process, "
         f"{pred.n_items:,} videos; one call of 1 request, and one call of {LOAD_IN_FLIGHT}.",
     )
     # What that latency would cost at YouTube scale: 300K QPS at peak (README, requirements),
