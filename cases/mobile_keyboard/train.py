@@ -13,7 +13,8 @@ softmax (Jean et al. 2015): the true word against K words drawn from the unigram
 distribution, with the logQ correction, logit_w - log(K q_w), which keeps the estimate of the
 full softmax's gradient consistent. The best sampled weights are then fine-tuned with the full
 softmax (`full_softmax_frac` of the time), so the model ends calibrated over the whole vocabulary.
-Training stops early when validation loss has not improved for `patience` epochs.
+Training stops early when validation loss has not improved for `patience` epochs; with
+`ema_decay` > 0 what is validated and kept is an exponential moving average of the weights.
 """
 
 from __future__ import annotations
@@ -187,7 +188,9 @@ def _train_lm(cfg, corpus, vocab, rng, log):
         z = z.reshape(-1, z.shape[-1])
         return sampled_softmax_loss(model, z, y.reshape(-1), log_q, q, cfg.softmax_samples)
 
-    def run_epoch(desc, full, lr_fn, until, max_steps):
+    def run_epoch(desc, full, until, max_steps, phase1=True):
+        """One pass over the windows; phase 1 follows the schedule and keeps the average."""
+        final_lr = cfg.lr * 0.05  # the cosine schedule's floor: phase 2 continues from there
         nonlocal step
         model.train()
         bar = tqdm(
@@ -201,12 +204,12 @@ def _train_lm(cfg, corpus, vocab, rng, log):
         for x, y in bar:
             loss = loss_of(x, y, full)
             for g in opt.param_groups:
-                g["lr"] = lr_fn(step)
+                g["lr"] = lr_at(step) if phase1 else final_lr
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_norm)
             opt.step()
-            if ema is not None and lr_fn is lr_at:  # phase 1 keeps the running average
+            if ema is not None and phase1:  # phase 1 keeps the running average
                 d = min(cfg.ema_decay, (1 + step) / (10 + step))  # short memory at the start
                 with torch.no_grad():
                     for name, p in model.named_parameters():
@@ -214,7 +217,7 @@ def _train_lm(cfg, corpus, vocab, rng, log):
             step, done = step + 1, done + 1
             total += float(loss.detach()) * y.numel()
             count += y.numel()
-            if step % 30 == 0 and lr_fn is lr_at:
+            if step % 30 == 0 and phase1:
                 replan(until)
             if time.perf_counter() > until:
                 out_of_time = True
@@ -270,7 +273,7 @@ def _train_lm(cfg, corpus, vocab, rng, log):
 
     for epoch in range(cfg.epochs):
         desc = f"lstm epoch {epoch + 1}/{cfg.epochs}" + (" (sampled)" if sampled else "")
-        train_nll, out_of_time = run_epoch(desc, not sampled, lr_at, phase1_deadline, 10**12)
+        train_nll, out_of_time = run_epoch(desc, not sampled, phase1_deadline, 10**12)
         end_epoch(str(epoch + 1), train_nll, averaged=True)
         if out_of_time:
             stopped_early = True
@@ -286,9 +289,8 @@ def _train_lm(cfg, corpus, vocab, rng, log):
     phase1_steps = step
     if sampled and best_state is not None:
         # Phase 2: the full softmax at the final learning rate, up to one epoch (or the cap).
-        final_lr = cfg.lr * 0.05
         n = max(1, min(steps_per_epoch, int(phase1_steps * cfg.full_softmax_frac)))
-        train_nll, _ = run_epoch("lstm full softmax", True, lambda _: final_lr, deadline, n)
+        train_nll, _ = run_epoch("lstm full softmax", True, deadline, n, phase1=False)
         end_epoch("full-softmax", train_nll)
         model.load_state_dict(best_state)  # best_state is the better of the two phases
         model.head.weight = model.embed.weight
