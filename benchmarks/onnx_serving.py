@@ -394,13 +394,14 @@ def _serve_rows(
     model_path: Path, cfg: ServingBenchConfig, port: int | None, runtime: str
 ) -> list[dict]:
     """Deploy both variants on 127.0.0.1 and load them; returns rows (part "serve")."""
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    from shared.serving import free_port, serve_runtime_env
+
+    runtime_env = serve_runtime_env()
     import ray
     from ray import serve
 
     from shared.bench import time_fn
     from shared.loadgen import closed_loop
-    from shared.serving import free_port
 
     started_ray = not ray.is_initialized()
     if started_ray:
@@ -409,6 +410,7 @@ def _serve_rows(
             include_dashboard=False,
             logging_level="ERROR",
             log_to_driver=False,
+            runtime_env=runtime_env,
         )
     port = port or free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})

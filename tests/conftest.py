@@ -7,21 +7,19 @@ deleted when the module ends.
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
 
 @pytest.fixture(scope="session")
 def _ray_serve_session():
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no network calls from Ray in tests
+    from shared.serving import free_port, serve_runtime_env
+
+    runtime_env = serve_runtime_env()  # as served: no usage stats (no network), fast path
     import ray
     from ray import serve
 
-    from shared.serving import free_port
-
     port = free_port()
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, runtime_env=runtime_env)
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     yield port
     serve.shutdown()

@@ -648,15 +648,14 @@ def _load_test(art_dir: Path, report, seed: int = 0) -> None:
     measures a closed loop (`shared.loadgen.closed_loop`) over a mix of known users, explicit
     histories and unknown users. Serve (and a Ray this started) is shut down afterwards.
     """
-    import os
+    from shared.serving import free_port, serve_runtime_env
 
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no network calls from Ray
+    runtime_env = serve_runtime_env()  # no usage stats, Serve's fast request path
     import ray
     from ray import serve
 
     from shared.artifacts import Registry
     from shared.loadgen import closed_loop
-    from shared.serving import free_port
 
     from .serve import LOGGING, build_app
 
@@ -668,13 +667,19 @@ def _load_test(art_dir: Path, report, seed: int = 0) -> None:
     started = not ray.is_initialized()
     if started:
         ray.init(
-            num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING
+            num_cpus=2,
+            include_dashboard=False,
+            log_to_driver=False,
+            logging_level=logging.WARNING,
+            runtime_env=runtime_env,
         )
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port}, logging_config=LOGGING)
     try:
         # Three replicas at 0.5 CPU each fit a 2-CPU Ray with room for Serve's proxy.
-        serve.run(build_app(str(root), num_cpus=0.5), name=CASE, route_prefix="/")
+        serve.run(
+            build_app(str(root), num_cpus=0.5), name=CASE, route_prefix="/", logging_config=LOGGING
+        )
         deploy_s = time.perf_counter() - t0
         url = f"http://127.0.0.1:{port}/recommend"
         closed_loop(url, payloads, LOAD_IN_FLIGHT, LOAD_WARMUP, 60.0)
