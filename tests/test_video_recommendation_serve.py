@@ -110,3 +110,45 @@ def test_concurrent_requests_are_batched_and_match_the_predictor(served, artifac
         assert [x["item"] for x in r.json()["items"]] == want
     assert after["batched_requests"] - before["batched_requests"] == len(users)
     assert after["batches"] - before["batches"] < len(users)  # some requests shared a batch
+
+
+def test_casebook_serve_answers_on_its_port_through_direct_ingress(artifact):
+    # `casebook serve` in its own process (its own Ray): the ingress replica itself listens on
+    # --port (Serve's direct ingress); a good and a bad request, then Ctrl-C stops it cleanly.
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from shared.serving import free_port
+
+    port = free_port()
+    cmd = [sys.executable, "-m", "shared.cli", "serve", "video-recommendation"]
+    cmd += ["--artifact", str(artifact), "--port", str(port)]
+    env = {**os.environ, "RAY_ADDRESS": ""}  # a Ray of its own, never the tests' one
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
+    )
+    try:
+        deadline, lines = time.monotonic() + 120, []
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line and proc.poll() is not None:
+                break
+            lines.append(line)
+            if line.startswith("serving on"):
+                break
+        assert lines and lines[-1].startswith(f"serving on http://127.0.0.1:{port}/"), lines[-20:]
+        url = f"http://127.0.0.1:{port}/recommend"
+        r = requests.post(url, json={"user_id": 1, "k": 3}, timeout=30)
+        assert r.status_code == 200, r.text
+        assert len(r.json()["items"]) == 3
+        r = requests.post(url, json={"user_id": 1, "k": 0}, timeout=30)
+        assert r.status_code == 422 and "k" in r.json()["error"]
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=90) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
