@@ -61,6 +61,50 @@ def bootstrap_ci(
     return point, float(low), float(high)
 
 
+def ratio_ci(
+    numer, denom, n_boot: int = 1000, alpha: float = 0.05, seed: int = 0
+) -> tuple[float, float, float]:
+    """Paired percentile bootstrap of mean(numer) / mean(denom): (point, low, high).
+
+    numer[i] and denom[i] are two models' values on the same example i, so each resample
+    draws examples, not values, and keeps the pairs: the interval then reflects how often the
+    two models differ, not each model's own spread (scipy.stats.bootstrap, paired=True).
+    A zero mean(denom) gives nan.
+
+    Raises:
+        ValueError: different lengths, fewer than 2 examples, n_boot < 1 or alpha not in (0, 1).
+    """
+    from scipy.stats import bootstrap
+
+    a = np.asarray(numer, dtype=np.float64).reshape(-1)
+    b = np.asarray(denom, dtype=np.float64).reshape(-1)
+    if len(a) != len(b) or len(a) < 2:
+        raise ValueError(f"ratio_ci needs two equal-length arrays of 2+ values: {len(a)}, {len(b)}")
+    if n_boot < 1 or not 0 < alpha < 1:
+        raise ValueError(f"ratio_ci needs n_boot >= 1 and 0 < alpha < 1, got {n_boot}, {alpha}")
+
+    def ratio(x, y, axis=-1):
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.mean(x, axis=axis) / np.mean(y, axis=axis)
+
+    point = float(ratio(a, b))
+    if not np.isfinite(point):
+        return float("nan"), float("nan"), float("nan")
+    with np.errstate(all="ignore"):  # a resample whose denominator is 0 gives inf, not a warning
+        res = bootstrap(
+            (a, b),
+            ratio,
+            paired=True,
+            vectorized=True,
+            n_resamples=n_boot,
+            batch=max(1, _CHUNK_CELLS // len(a)),
+            confidence_level=1 - alpha,
+            method="percentile",
+            random_state=np.random.default_rng(seed),
+        )
+    return point, float(res.confidence_interval.low), float(res.confidence_interval.high)
+
+
 def cohort_table(
     per_example: dict[str, np.ndarray],
     cohorts: dict[str, np.ndarray],

@@ -5,7 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from shared.cohorts import bootstrap_ci, cohort_markdown, cohort_table, worst_examples
+from shared.cohorts import (
+    bootstrap_ci,
+    cohort_markdown,
+    cohort_table,
+    ratio_ci,
+    worst_examples,
+)
 
 
 def test_bootstrap_ci_contains_the_point_and_shrinks_with_n():
@@ -29,6 +35,26 @@ def test_bootstrap_ci_edges_and_custom_stat():
     assert p == 100.0 and hi == 100.0 and lo <= hi
     with pytest.raises(ValueError):
         bootstrap_ci([1.0, 2.0], alpha=1.5)
+
+
+def test_ratio_ci_is_paired():
+    rng = np.random.default_rng(0)
+    base = (rng.random(20_000) < 0.2).astype(float)
+    same = base.copy()
+    p, lo, hi = ratio_ci(same, base)
+    assert p == lo == hi == 1.0  # identical per-example values: every resample gives 1
+    better = base.copy()
+    better[rng.choice(np.flatnonzero(base == 0), 400, replace=False)] = 1.0  # 400 more hits
+    p, lo, hi = ratio_ci(better, base, seed=1)
+    assert p == pytest.approx(better.mean() / base.mean())
+    assert 1.0 < lo < p < hi  # paired: the 10% gain is clear although each mean has +-3%
+    # Unpaired, the same two samples' intervals overlap; the paired one is much narrower.
+    _, lo_b, hi_b = bootstrap_ci(base, seed=1)
+    _, lo_a, hi_a = bootstrap_ci(better, seed=1)
+    assert (hi - lo) < ((hi_a / lo_b) - (lo_a / hi_b)) / 2
+    assert all(np.isnan(ratio_ci([1.0, 0.0], [0.0, 0.0])))
+    with pytest.raises(ValueError):
+        ratio_ci([1.0, 0.0], [1.0])
 
 
 def test_cohort_table_and_markdown():

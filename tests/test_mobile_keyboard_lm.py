@@ -125,6 +125,41 @@ def test_train_lm_with_sampling_averaging_and_the_full_softmax_epoch(corpus, voc
     assert info["best_val_nll"] == min(h["val_nll"] for h in info["history"])
 
 
+def test_train_lm_cuts_the_learning_rate_on_a_plateau(corpus, vocab, one_thread):
+    from cases.mobile_keyboard.config import get_config
+    from cases.mobile_keyboard.train import train_lm
+
+    # Adam at rate 1.0 blows up within two epochs; cutting the rate from the best weights
+    # recovers instead of stopping at the first epoch's loss.
+    cfg = get_config("tiny", epochs=12, lr=1.0, dropout=0.0, plateau_decays=2, patience=1)
+    logs: list[str] = []
+    model, info = train_lm(cfg, corpus, vocab, seed=0, log=logs.append)
+    cuts = [m for m in logs if "learning rate x" in m]
+    assert len(cuts) == 2 and "x0.3" in cuts[0] and "x0.09" in cuts[1]
+    vals = [h["val_nll"] for h in info["history"]]
+    assert info["best_val_nll"] == min(vals) < vals[0] - 1.0
+    assert info["converged"]  # stopped by patience after the second cut
+    assert model.head.weight is model.embed.weight
+
+
+def test_next_word_hits_and_message_positions():
+    from cases.mobile_keyboard.evaluate import message_positions, next_word_hits
+
+    vocab = KeyboardVocab(["<unk>", "<s>", "a", "b", "c"])
+
+    class Fixed:  # always ranks c > b > a
+        def batch_logp(self, positions):
+            return np.tile(np.log([0.3, 0.3, 0.1, 0.2, 0.4]), (len(positions), 1))
+
+    ids = np.array([1, 4, 3, 1, 2, 0])  # <s> c b <s> a <unk>
+    words, pos = ["c", "b", "a", "zzz"], np.array([1, 2, 4, 5])
+    hit1, hit3 = next_word_hits(Fixed(), vocab, words, pos)
+    # <unk> and <s> are never suggested, so the top 3 are c, b, a; an unknown word is a miss
+    assert hit1.tolist() == [True, False, False, False]
+    assert hit3.tolist() == [True, True, True, False]
+    assert message_positions(ids, pos).tolist() == [0, 1, 0, 1]
+
+
 def test_cached_step_decoding_equals_full_recompute():
     torch.manual_seed(0)
     m = KeyboardLSTM(40, 8, 16).eval()

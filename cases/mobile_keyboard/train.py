@@ -204,7 +204,7 @@ def _train_lm(cfg, corpus, vocab, rng, log):
         for x, y in bar:
             loss = loss_of(x, y, full)
             for g in opt.param_groups:
-                g["lr"] = lr_at(step) if phase1 else final_lr
+                g["lr"] = lr_at(step) * lr_scale if phase1 else final_lr
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_norm)
@@ -271,6 +271,10 @@ def _train_lm(cfg, corpus, vocab, rng, log):
                 for n, p in model.named_parameters():
                     p.copy_(raw[n])
 
+    # On a plateau the schedule's learning rate is still high when the corpus is small (the
+    # cosine is planned over all epochs or the time cap): rather than stop there, go back to the
+    # best weights and cut the rate, up to `plateau_decays` times; stop only after that.
+    lr_scale, decays = 1.0, 0
     for epoch in range(cfg.epochs):
         desc = f"lstm epoch {epoch + 1}/{cfg.epochs}" + (" (sampled)" if sampled else "")
         train_nll, out_of_time = run_epoch(desc, not sampled, phase1_deadline, 10**12)
@@ -279,6 +283,17 @@ def _train_lm(cfg, corpus, vocab, rng, log):
             stopped_early = True
             log(f"  lstm: phase 1 stopped at its share of the {cfg.max_train_minutes} min cap")
             break
+        if stale >= 1 and decays < cfg.plateau_decays:
+            decays, stale = decays + 1, 0
+            lr_scale *= cfg.plateau_factor
+            with torch.no_grad():
+                model.load_state_dict(best_state)
+                model.head.weight = model.embed.weight
+                if ema is not None:
+                    for n, p in model.named_parameters():
+                        ema[n].copy_(p)
+            log(f"  lstm: validation stalled: back to the best weights, learning rate x{lr_scale:g}")
+            continue
         if stale >= cfg.patience:
             converged = True
             log(f"  lstm: validation has not improved for {cfg.patience} epochs: stopping")
