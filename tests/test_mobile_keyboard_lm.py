@@ -192,6 +192,23 @@ def test_kneser_ney_sums_to_one(corpus, vocab):
     assert vocab.itos[int(np.argmax(p))] == "want"
 
 
+def test_kn_scorer_starts_each_message_afresh(corpus, vocab):
+    from cases.mobile_keyboard.evaluate import KNScorer, kn_step_fn
+
+    kn = KeyboardKneserNey(vocab).fit(corpus.train)
+    a, b, c = (vocab.stoi[w] for w in vocab.itos[2:5])
+    bos = vocab.stoi["<s>"]
+    ids = np.array([bos, a, b, bos, c, a])
+    scorer = KNScorer(kn, ids)
+    # At the second message's first word the previous message's `b` is not context.
+    np.testing.assert_allclose(scorer.logp_before(4), kn.logprob_next([]))
+    np.testing.assert_allclose(scorer.batch_logp(np.array([5]))[0], kn.logprob_next([c]))
+    # The phone's step function agrees word by word.
+    step = kn_step_fn(kn)
+    for i, tok in enumerate(ids[:-1]):
+        np.testing.assert_allclose(step(int(tok)), scorer.logp_before(i + 1))
+
+
 def test_vocab_prefix_index(vocab):
     ids = vocab.prefix_ids("th")
     words = [vocab.itos[i] for i in ids]

@@ -99,21 +99,29 @@ class LSTMScorer:
 
 
 class KNScorer:
+    """The trigram's log-probs at each stream position, with the context cut at the message's
+    <s>: like the LSTM (and kn_step_fn on the phone), a message starts afresh, and the model was
+    fitted on messages padded `<s> <s> w1 ...`, so `(last word of the previous message, <s>)`
+    is a context it never saw."""
+
     def __init__(self, kn: KeyboardKneserNey, ids: np.ndarray):
         self.kn, self.ids = kn, ids
+        self.bos = kn.vocab.stoi["<s>"]
         self._cache: tuple[int, np.ndarray] | None = None
+
+    def _context(self, pos: int) -> list[int]:
+        ctx = self.ids[max(0, pos - 2) : pos].tolist()
+        return [] if ctx and ctx[-1] == self.bos else ctx  # prob_next pads with <s> <s>
 
     def logp_before(self, pos: int) -> np.ndarray:
         if self._cache is not None and self._cache[0] == pos:
             return self._cache[1]
-        lp = self.kn.logprob_next(self.ids[max(0, pos - 2) : pos].tolist())
+        lp = self.kn.logprob_next(self._context(pos))
         self._cache = (pos, lp)
         return lp
 
     def batch_logp(self, positions: np.ndarray) -> np.ndarray:
-        return np.stack(
-            [self.kn.logprob_next(self.ids[max(0, p - 2) : p].tolist()) for p in positions]
-        )
+        return np.stack([self.kn.logprob_next(self._context(int(p))) for p in positions])
 
 
 def next_word_hits(
