@@ -292,7 +292,7 @@ def _train_lm(cfg, corpus, vocab, rng, log):
                 if ema is not None:
                     for n, p in model.named_parameters():
                         ema[n].copy_(p)
-            log(f"  lstm: validation stalled: back to the best weights, learning rate x{lr_scale:g}")
+            log(f"  lstm: validation stalled: back to the best weights, rate x{lr_scale:g}")
             continue
         if stale >= cfg.patience:
             converged = True
