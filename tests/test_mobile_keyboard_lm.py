@@ -15,7 +15,7 @@ from cases.mobile_keyboard.model import (
     is_quantized,
     quantize_int8,
 )
-from shared.errors import DataError
+from shared.errors import CasebookError, DataError
 
 
 @pytest.fixture(scope="module")
@@ -122,24 +122,26 @@ def test_train_lm_with_sampling_averaging_and_the_full_softmax_epoch(corpus, voc
     # what the model holds now.
     val = token_stream(corpus.val, vocab)[:50_000]
     assert evaluate_nll(model, val) == pytest.approx(info["best_val_nll"], rel=1e-5)
-    assert info["best_val_nll"] == min(h["val_nll"] for h in info["history"])
+    assert info["best_val_top1"] == max(h["val_top1"] for h in info["history"])
 
 
-def test_train_lm_cuts_the_learning_rate_on_a_plateau(corpus, vocab, one_thread):
+def test_train_lm_selects_on_validation_top1_or_loss(corpus, vocab, one_thread):
     from cases.mobile_keyboard.config import get_config
-    from cases.mobile_keyboard.train import train_lm
+    from cases.mobile_keyboard.train import evaluate_lm, token_stream, train_lm
 
-    # Adam at rate 1.0 blows up within two epochs; cutting the rate from the best weights
-    # recovers instead of stopping at the first epoch's loss.
-    cfg = get_config("tiny", epochs=12, lr=1.0, dropout=0.0, plateau_decays=2, patience=1)
-    logs: list[str] = []
-    model, info = train_lm(cfg, corpus, vocab, seed=0, log=logs.append)
-    cuts = [m for m in logs if "rate x" in m]
-    assert len(cuts) == 2 and "x0.3" in cuts[0] and "x0.09" in cuts[1]
-    vals = [h["val_nll"] for h in info["history"]]
-    assert info["best_val_nll"] == min(vals) < vals[0] - 1.0
-    assert info["converged"]  # stopped by patience after the second cut
-    assert model.head.weight is model.embed.weight
+    val = token_stream(corpus.val, vocab)[:50_000]
+    for select_on in ("top1", "nll"):
+        cfg = get_config("tiny", epochs=4, patience=4, lr=2e-2, select_on=select_on)
+        model, info = train_lm(cfg, corpus, vocab, seed=0, log=lambda _: None)
+        hist = info["history"]
+        key, pick = ("val_top1", max) if select_on == "top1" else ("val_nll", min)
+        assert info[f"best_{key}"] == pick(h[key] for h in hist)
+        nll, top1 = evaluate_lm(model, val)  # the model holds the selected weights
+        assert nll == pytest.approx(info["best_val_nll"], rel=1e-5)
+        assert top1 == pytest.approx(info["best_val_top1"])
+        assert 0 < top1 < 1
+    with pytest.raises(CasebookError):
+        train_lm(get_config("tiny", select_on="ppl"), corpus, vocab, log=lambda _: None)
 
 
 def test_next_word_hits_and_message_positions():
