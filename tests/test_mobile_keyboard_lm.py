@@ -94,55 +94,6 @@ def test_sampled_softmax_masks_accidental_hits_and_trains_the_full_softmax(one_t
     assert full_loss() < 0.3 < before
 
 
-def test_sampled_distillation_loss_moves_the_full_softmax_to_the_teacher(one_thread):
-    from cases.mobile_keyboard.train import sampled_softmax_loss
-
-    torch.manual_seed(0)
-    m = KeyboardLSTM(40, 16, 32)
-    x = torch.randint(2, 40, (4, 12))
-    y = torch.roll(x, -1, dims=1).reshape(-1)  # (N,)
-    n = len(y)
-    # The teacher: half its mass on the target, half on word (y + 1), the rest on words 2, 3.
-    t_ids = torch.stack([y, (y - 1) % 38 + 2, torch.full_like(y, 2), torch.full_like(y, 3)], 1)
-    t_p = torch.tensor([0.5, 0.5, 0.0, 0.0]).expand(n, 4).contiguous()
-    alpha = torch.full((n,), 0.6)
-    # The mixed target: 0.4 + 0.6 * 0.5 = 0.7 on y, 0.3 on the teacher's other word.
-    target = torch.zeros(n, 40)
-    target[torch.arange(n), y] = 0.7
-    target[torch.arange(n), t_ids[:, 1]] += 0.3
-    q = torch.full((40,), 1 / 40)
-    opt = torch.optim.Adam(m.parameters(), lr=1e-2)
-    for _ in range(300):
-        z = m.features(x).reshape(-1, 16)
-        loss = sampled_softmax_loss(m, z, y, q.log(), q, 39, (t_ids, t_p, alpha))
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    with torch.no_grad():
-        p = torch.softmax(m(x)[0].reshape(-1, 40), -1)  # (N, V) the full softmax
-    # The full softmax learned the mixture: about 0.7 / 0.3 (positions that share an input
-    # prefix blur it a little), not the one-hot target.
-    assert float(p[torch.arange(n), y].mean()) == pytest.approx(0.7, abs=0.1)
-    assert float(p[torch.arange(n), t_ids[:, 1]].mean()) == pytest.approx(0.3, abs=0.1)
-
-
-def test_kn_teacher_is_the_trigrams_top_words(corpus, vocab):
-    from cases.mobile_keyboard.train import kn_teacher, token_stream
-
-    kn = KeyboardKneserNey(vocab).fit(corpus.train)
-    stream = token_stream(corpus.train[:50], vocab)
-    ctx, ids, probs = kn_teacher(stream, kn, 5, log=lambda _: None)
-    assert ctx.shape == stream.shape and ids.shape == probs.shape == (ctx.max() + 1, 5)
-    np.testing.assert_allclose(probs.sum(1), 1.0, rtol=1e-5)
-    assert (ids >= 2).all()  # never <unk> or <s>
-    bos = vocab.stoi["<s>"]
-    for t in (0, 1, 2, 7):  # at <s>, then one and two words into the first message
-        history = [] if stream[t] == bos else stream[max(0, t - 1) : t + 1].tolist()
-        p = kn.prob_next(history)
-        p[:2] = 0
-        assert set(ids[ctx[t]]) == set(np.argsort(-p)[:5].tolist())
-
-
 def test_training_windows_start_at_message_starts():
     from cases.mobile_keyboard.train import make_batches, window_starts
 

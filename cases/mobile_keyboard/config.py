@@ -38,9 +38,6 @@ class KeyboardConfig:
     # share of the phase-1 steps, up to an epoch) that fine-tunes with the full softmax at the end
     patience: int = 2  # stop when the validation score has not improved for this many epochs
     select_on: str = "top1"  # validation score that picks the epoch and stops: "top1" or "nll"
-    distill_weight: float = 0.0  # alpha: > 0 mixes the Kneser-Ney trigram's top words into the
-    # training target, (1 - alpha) * onehot + alpha * teacher (knowledge distillation)
-    distill_topk: int = 16  # the teacher's words per position (renormalized over these)
     ema_decay: float = 0.0  # > 0: validate and keep an exponential moving average of the weights
     clip_norm: float = 1.0  # gradient norm clip; LSTMs blow up without it
     max_train_minutes: float = 1.0  # wall-clock cap on training, so `make run` stays bounded

@@ -74,11 +74,9 @@ def make_batches(
     batch_size: int,
     rng: np.random.Generator,
     starts: np.ndarray | None = None,
-    extras: Sequence[np.ndarray] = (),
 ):
-    """Shuffled (inputs, targets, *extras) batches of shape (B, bptt) cut from the stream at
-    `starts` (default: back-to-back windows); each extra array is per stream position and is cut
-    like the inputs."""
+    """Shuffled (inputs, targets) batches of shape (B, bptt) cut from the stream at `starts`
+    (default: back-to-back windows)."""
     if starts is None:
         starts = np.arange((len(stream) - 1) // bptt, dtype=np.int64) * bptt
     if len(starts) == 0:
@@ -86,38 +84,10 @@ def make_batches(
     cols = np.arange(bptt)[None, :]  # (1, T)
     x = torch.from_numpy(stream[starts[:, None] + cols])  # (N, T)
     y = torch.from_numpy(stream[starts[:, None] + cols + 1])  # (N, T)
-    ex = [torch.from_numpy(np.asarray(e)[starts[:, None] + cols]) for e in extras]  # (N, T) each
     order = rng.permutation(len(starts))
     for i in range(0, len(starts), batch_size):
         idx = torch.from_numpy(order[i : i + batch_size])
-        yield (x[idx], y[idx], *[e[idx] for e in ex])
-
-
-def kn_teacher(
-    stream: np.ndarray, kn, k: int, log: Callable[[str], None] = print
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The trigram's k most likely next words at every stream position, for distillation.
-
-    Position t predicts stream[t+1] from the context (stream[t-1], stream[t]), cut at <s> as the
-    keyboard does. Contexts repeat, so the table is per distinct context: returns ctx (N,) int64,
-    the context of each position, and ids (C, k) int64 / probs (C, k) float32, the teacher's top
-    k words (never <unk> or <s>) and their probabilities renormalized over those k.
-    """
-    V = len(kn.vocab)
-    bos = kn.vocab.stoi["<s>"]
-    prev = np.concatenate([[bos], stream[:-1]])
-    u = np.where(stream == bos, bos, prev)  # at <s> the context is (<s>, <s>)
-    keys, ctx = np.unique(u.astype(np.int64) * V + stream, return_inverse=True)
-    ids = np.zeros((len(keys), k), np.int64)
-    probs = np.zeros((len(keys), k), np.float32)
-    for c, key in enumerate(tqdm(keys, desc="trigram teacher", disable=None, leave=False)):
-        a, b = divmod(int(key), V)
-        p = kn.prob_next([] if b == bos else [a, b])  # (V,)
-        p[:2] = 0.0  # the specials are never suggested, so never taught
-        top = np.argpartition(-p, k)[:k]
-        ids[c], probs[c] = top, p[top] / p[top].sum()
-    log(f"  lstm: trigram teacher over {len(keys):,} distinct contexts, top {k} words each")
-    return ctx.reshape(-1), ids, probs
+        yield x[idx], y[idx]
 
 
 def sampled_softmax_loss(
@@ -127,37 +97,20 @@ def sampled_softmax_loss(
     log_q: torch.Tensor,
     q: torch.Tensor,
     k: int,
-    teacher: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Sampled softmax cross-entropy; z (N, E) projected outputs, y (N,) targets.
 
     K negatives are drawn with replacement from q (V,) and shared by the batch; every logit gets
-    -log(K q_w) (the logQ correction) and a negative equal to a candidate is masked out.
-    With `teacher` = (ids (N, k), probs (N, k), alpha (N,)) the target is a mixture,
-    (1 - alpha) * onehot(y) + alpha * probs over ids, and the teacher's words join the
-    candidates: loss = -sum_w target(w) log softmax_candidates(w).
+    -log(K q_w) (the logQ correction) and a negative equal to the target is masked out.
     """
     neg = torch.multinomial(q, k, replacement=True)  # (K,)
     W, b = model.head.weight, model.head.bias  # (V, E), (V,)
     correction = log_q + math.log(k)  # (V,)
     pos = (z * W[y]).sum(-1) + b[y] - correction[y]  # (N,)
     negs = z @ W[neg].T + (b[neg] - correction[neg])[None, :]  # (N, K)
-    hit = neg[None, :] == y[:, None]  # (N, K) accidental hits
-    if teacher is None:
-        negs = negs.masked_fill(hit, float("-inf"))
-        logits = torch.cat([pos[:, None], negs], 1)  # (N, 1 + K)
-        return F.cross_entropy(logits, torch.zeros(len(y), dtype=torch.long))
-    t_ids, t_p, alpha = teacher
-    is_y = t_ids == y[:, None]  # (N, k): the teacher's word is the target, already a candidate
-    t_logit = (z[:, None, :] * W[t_ids]).sum(-1) + b[t_ids] - correction[t_ids]  # (N, k)
-    t_logit = t_logit.masked_fill(is_y, float("-inf"))
-    hit = hit | (neg[None, None, :] == t_ids[:, :, None]).any(1)  # (N, K)
-    negs = negs.masked_fill(hit, float("-inf"))
-    logp = torch.log_softmax(torch.cat([pos[:, None], t_logit, negs], 1), -1)  # (N, 1 + k + K)
-    w_y = (1 - alpha) + alpha * (t_p * is_y).sum(1)  # (N,)
-    w_t = alpha[:, None] * t_p * ~is_y  # (N, k)
-    t_term = (w_t * logp[:, 1 : 1 + t_ids.shape[1]].masked_fill(is_y, 0.0)).sum(1)
-    return -(w_y * logp[:, 0] + t_term).mean()
+    negs = negs.masked_fill(neg[None, :] == y[:, None], float("-inf"))  # accidental hits
+    logits = torch.cat([pos[:, None], negs], 1)  # (N, 1 + K)
+    return F.cross_entropy(logits, torch.zeros(len(y), dtype=torch.long))
 
 
 @torch.no_grad()
@@ -226,18 +179,7 @@ def _train_lm(cfg, corpus, vocab, rng, log):
     sampled = cfg.softmax_samples > 0
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     val_ids = token_stream(corpus.val, vocab)[:50_000]  # cap the validation cost on big corpora
-    bos = vocab.stoi["<s>"]
-    starts = window_starts(train_ids, cfg.bptt, bos)
-    # Distillation from the Kneser-Ney trigram (optional): its exact counts of short phrases
-    # are what the LSTM lacks on small corpora; the teacher is built before the time cap starts.
-    extras: tuple[np.ndarray, ...] = ()
-    if cfg.distill_weight > 0:
-        from .baseline import KeyboardKneserNey
-
-        kn = KeyboardKneserNey(vocab, cfg.kn_discount).fit(corpus.train)
-        ctx, ids, probs = kn_teacher(train_ids, kn, cfg.distill_topk, log)
-        t_ids, t_probs = torch.from_numpy(ids), torch.from_numpy(probs)
-        extras = (ctx,)
+    starts = window_starts(train_ids, cfg.bptt, vocab.stoi["<s>"])
     steps_per_epoch = max(1, math.ceil(len(starts) / cfg.batch_size))
     t0 = time.perf_counter()
     deadline = t0 + cfg.max_train_minutes * 60
@@ -255,24 +197,13 @@ def _train_lm(cfg, corpus, vocab, rng, log):
         frac = min(1.0, (step - warmup) / max(1, planned - warmup))
         return cfg.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * frac)))
 
-    def loss_of(x, y, full: bool, ctx=None):
-        y = y.reshape(-1)  # (N,)
-        t = None
-        if ctx is not None:  # the trigram teacher's words at each position, (N, k)
-            c = ctx.reshape(-1)
-            alpha = cfg.distill_weight * (y != bos).float()  # (N,) nothing to teach at <s>
-            t = (t_ids[c], t_probs[c], alpha)
+    def loss_of(x, y, full: bool):
         if full:
             logits, _ = model(x)  # (B, T, V); each sequence starts from a zero state
-            logp = torch.log_softmax(logits.reshape(-1, logits.shape[-1]), -1)  # (N, V)
-            nll = -logp[torch.arange(len(y)), y]  # (N,)
-            if t is None:
-                return nll.mean()
-            kd = -(t[1] * logp.gather(1, t[0])).sum(1)  # (N,) cross-entropy to the teacher
-            return ((1 - t[2]) * nll + t[2] * kd).mean()
+            return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
         z = model.features(x)  # (B, T, E)
         z = z.reshape(-1, z.shape[-1])
-        return sampled_softmax_loss(model, z, y, log_q, q, cfg.softmax_samples, t)
+        return sampled_softmax_loss(model, z, y.reshape(-1), log_q, q, cfg.softmax_samples)
 
     def run_epoch(desc, full, until, max_steps, phase1=True):
         """One pass over the windows; phase 1 follows the schedule and keeps the average."""
@@ -280,15 +211,15 @@ def _train_lm(cfg, corpus, vocab, rng, log):
         nonlocal step
         model.train()
         bar = tqdm(
-            make_batches(train_ids, cfg.bptt, cfg.batch_size, rng, starts, extras),
+            make_batches(train_ids, cfg.bptt, cfg.batch_size, rng, starts),
             total=steps_per_epoch,
             desc=desc,
             disable=None,
             leave=False,
         )
         total, count, done, out_of_time = 0.0, 0, 0, False
-        for x, y, *ctx in bar:
-            loss = loss_of(x, y, full, *ctx)
+        for x, y in bar:
+            loss = loss_of(x, y, full)
             for g in opt.param_groups:
                 g["lr"] = lr_at(step) if phase1 else final_lr
             opt.zero_grad(set_to_none=True)
