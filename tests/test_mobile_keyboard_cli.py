@@ -71,6 +71,16 @@ def test_predictor_caches_state_per_context(run_dir):
     assert a == fresh.suggest("we are running late for", "")["next_words"]
 
 
+def test_predictor_starts_each_sentence_afresh(run_dir):
+    p = KeyboardPredictor.load(run_dir / "artifact", with_spell=False)
+    start = p.suggest("")["next_words"]
+    for ended in ("see you at home.", "see you at home. ", "ok! "):
+        r = p.suggest(ended)
+        assert r["next_words"] == start and r["context_tokens"] == 0
+    r = p.suggest("see you at home. want to")
+    assert r == p.suggest("want to") and r["context_tokens"] == 2
+
+
 def test_personal_cache_offers_private_words(run_dir):
     p = KeyboardPredictor.load(run_dir / "artifact", with_spell=False)
     for _ in range(5):

@@ -22,7 +22,7 @@ import torch
 from shared.artifacts import load_artifact, sanity_check
 from shared.errors import ArtifactError
 
-from .data import tokenize
+from .data import SENT_SPLIT_RE, tokenize
 from .model import KeyboardLSTM, KeyboardVocab
 from .personalize import KeyboardUserCache, mixed_top
 from .spell import KeyboardErrorModel, KeyboardSpellCorrector
@@ -117,7 +117,10 @@ class KeyboardPredictor:
 
     # -- the API -----------------------------------------------------------------------------------
     def suggest(self, context: str, prefix: str = "", user_id: str | None = None) -> dict:
-        words = tokenize(context)[-MAX_CONTEXT_WORDS:]
+        # Only the sentence being typed: the model is evaluated (and its best epoch chosen) with
+        # every sentence starting afresh at <s>, so "home. want to" must score as "want to", and
+        # "home. " as a sentence start. The trailing space lets a final "." end a sentence.
+        words = tokenize(SENT_SPLIT_RE.split(context + " ")[-1])[-MAX_CONTEXT_WORDS:]
         ids = tuple(self.vocab.encode(words))
         lp = self._logp_for(ids)
         prefix = prefix.strip().lower()
