@@ -108,6 +108,9 @@ def test_bad_inputs_are_casebook_errors(tmp_path):
     args.spell_test, args.data = [], "parquet:x"
     with pytest.raises(CasebookError, match="builtin"):
         cli.run(args)
+    args.data, args.train_fraction = "builtin", 0.0
+    with pytest.raises(CasebookError, match="training fraction"):
+        cli.run(args)
 
 
 def test_serve_without_a_model_is_a_clear_error(tmp_path):

@@ -286,6 +286,22 @@ def test_corpus_folder_loader(tmp_path):
     assert single.n_tokens()["train"] > 0
 
 
+def test_subsample_train_keeps_every_part_and_the_order(corpus):
+    from cases.mobile_keyboard.data import subsample_train
+
+    half = subsample_train(corpus, 0.5, runs=10)
+    assert half.val is corpus.val and half.test is corpus.test
+    n = len(corpus.train)
+    assert abs(len(half.train) - n / 2) <= 10
+    # Kept sentences are in their original order and come from all ten runs.
+    idx = [next(i for i, s in enumerate(corpus.train) if s is t) for t in half.train]
+    assert idx == sorted(idx) and len({i * 10 // n for i in idx}) == 10
+    assert subsample_train(corpus, 1.0).train == corpus.train
+    for bad in (0.0, 1.5):
+        with pytest.raises(DataError):
+            subsample_train(corpus, bad)
+
+
 def test_corpus_loader_errors(tmp_path):
     with pytest.raises(DataError, match="does not exist"):
         load_corpus(tmp_path / "nope")

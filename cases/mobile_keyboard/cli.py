@@ -47,6 +47,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--no-personalization", action="store_true", help="skip the cache and FedAvg study"
     )
     parser.add_argument(
+        "--train-fraction",
+        type=float,
+        default=1.0,
+        metavar="F",
+        help="train on this share of the training split (0 < F <= 1; a data-scaling study: "
+        "validation and test stay whole)",
+    )
+    parser.add_argument(
         "--train-minutes",
         type=float,
         default=None,
@@ -78,7 +86,13 @@ def _run(args: argparse.Namespace) -> Path:
 
     from .baseline import KeyboardKneserNey
     from .config import get_config
-    from .data import builtin_corpus, generated_spell_pairs, load_corpus, load_spell_pairs
+    from .data import (
+        builtin_corpus,
+        generated_spell_pairs,
+        load_corpus,
+        load_spell_pairs,
+        subsample_train,
+    )
     from .evaluate import (
         KNScorer,
         LSTMScorer,
@@ -128,10 +142,15 @@ def _run(args: argparse.Namespace) -> Path:
         corpus = load_corpus(corpus_path, cfg.split_fractions)
     else:
         corpus = builtin_corpus(cfg.n_messages, seed, cfg.split_fractions)
+    data_name = str(corpus_path) if corpus_path else "builtin"
+    fraction = float(getattr(args, "train_fraction", 1.0) or 1.0)
+    if fraction != 1.0:
+        corpus = subsample_train(corpus, fraction)
+        data_name += f" (train fraction {fraction:g})"  # never compared with a full-data champion
     vocab = KeyboardVocab.build(corpus.train, cfg.vocab_size, cfg.min_count)
     report = RunReport(
         case=CASE,
-        data=str(corpus_path) if corpus_path else "builtin",
+        data=data_name,
         preset=preset,
         seed=seed,
         out_dir=out,

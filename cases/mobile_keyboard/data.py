@@ -23,7 +23,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -345,6 +345,29 @@ def load_corpus(
             f"corpus {path} is too small after splitting ({n}); give at least a few pages of text"
         )
     return corpus
+
+
+def subsample_train(corpus: KeyboardCorpus, fraction: float, runs: int = 100) -> KeyboardCorpus:
+    """The same corpus with only `fraction` of its training sentences, for data-scaling studies.
+
+    The training sentences are cut into `runs` equal runs in file order and the leading
+    `fraction` of each is kept: every book or site stays represented, and neighbouring
+    sentences stay neighbours (training windows carry the state across them). Validation and
+    test are untouched, so runs at different fractions score the same words.
+
+    Raises:
+        DataError: fraction not in (0, 1].
+    """
+    if not 0 < fraction <= 1:
+        raise DataError(f"the training fraction must be in (0, 1], got {fraction}")
+    n = len(corpus.train)
+    edges = np.linspace(0, n, runs + 1).astype(int)
+    keep = [
+        s
+        for a, b in zip(edges[:-1], edges[1:], strict=True)
+        for s in corpus.train[a : a + int(np.ceil((b - a) * fraction))]
+    ]
+    return replace(corpus, train=keep)
 
 
 # ---------------------------------------------------------------------------------------------
