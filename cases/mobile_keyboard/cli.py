@@ -143,7 +143,8 @@ def _run(args: argparse.Namespace) -> Path:
     else:
         corpus = builtin_corpus(cfg.n_messages, seed, cfg.split_fractions)
     data_name = str(corpus_path) if corpus_path else "builtin"
-    fraction = float(getattr(args, "train_fraction", 1.0) or 1.0)
+    fraction = getattr(args, "train_fraction", None)
+    fraction = 1.0 if fraction is None else float(fraction)
     if fraction != 1.0:
         corpus = subsample_train(corpus, fraction)
         data_name += f" (train fraction {fraction:g})"  # never compared with a full-data champion
