@@ -109,7 +109,7 @@ def test_training_windows_start_at_message_starts():
 
 def test_train_lm_with_sampling_averaging_and_the_full_softmax_epoch(corpus, vocab, one_thread):
     from cases.mobile_keyboard.config import get_config
-    from cases.mobile_keyboard.train import evaluate_nll, token_stream, train_lm
+    from cases.mobile_keyboard.train import evaluate_lm, token_stream, train_lm
 
     cfg = get_config(
         "tiny", epochs=3, softmax_samples=50, ema_decay=0.9, lr=1e-2, max_train_minutes=1.0
@@ -121,7 +121,7 @@ def test_train_lm_with_sampling_averaging_and_the_full_softmax_epoch(corpus, voc
     # The kept weights are the best validated ones (averaged or full-softmax), and they are
     # what the model holds now.
     val = token_stream(corpus.val, vocab)[:50_000]
-    assert evaluate_nll(model, val) == pytest.approx(info["best_val_nll"], rel=1e-5)
+    assert evaluate_lm(model, val)[0] == pytest.approx(info["best_val_nll"], rel=1e-5)
     assert info["best_val_top1"] == max(h["val_top1"] for h in info["history"])
 
 

@@ -165,15 +165,6 @@ def ksr_of(scorer, vocab: KeyboardVocab, words: list[str], pos: np.ndarray) -> f
     return keystroke_savings(words, suggest, n=3)["ksr"] if words else float("nan")
 
 
-def topk_and_ksr(
-    scorer, vocab: KeyboardVocab, words: list[str], pos: np.ndarray, ksr_words: int
-) -> dict[str, float]:
-    """top1 / top3 over all words; ksr over the first `ksr_words` of them."""
-    hit1, hit3 = next_word_hits(scorer, vocab, words, pos)
-    ksr = ksr_of(scorer, vocab, words[:ksr_words], pos)
-    return {"top1": float(hit1.mean()), "top3": float(hit3.mean()), "ksr": ksr}
-
-
 def keystroke_latency_ms(
     step_fn: Callable[[int], np.ndarray],
     vocab: KeyboardVocab,

@@ -135,11 +135,6 @@ def evaluate_lm(model: KeyboardLSTM, stream: np.ndarray, chunk: int = 2048) -> t
     return total / (len(stream) - 1), hits / max(words, 1)
 
 
-def evaluate_nll(model: KeyboardLSTM, stream: np.ndarray, chunk: int = 2048) -> float:
-    """Mean next-token cross-entropy (nats) over the stream (evaluate_lm's first value)."""
-    return evaluate_lm(model, stream, chunk)[0]
-
-
 def train_lm(
     cfg: KeyboardConfig,
     corpus: KeyboardCorpus,
