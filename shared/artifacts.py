@@ -1,4 +1,4 @@
-"""Model lifecycle: artifacts with a sha256 manifest, a sanity check, a promotion gate, a registry.
+"""Artifacts with a sha256 manifest, a sanity check, the promotion check, and a registry.
 
 An artifact is a folder:
 
@@ -21,6 +21,8 @@ A registry is a folder of versions plus two aliases written atomically:
 
 `Registry.promote` moves the champion to `previous`; `Registry.rollback` swaps them back.
 `load_with_fallback` loads the champion and, if it is refused, `previous`, logging why.
+`shared.lifecycle.register_and_promote` puts these together for a case (register, compare with
+the champion's recorded figures, promote); cases call that rather than these pieces.
 """
 
 from __future__ import annotations
@@ -278,9 +280,21 @@ def sanity_check(outputs: Any, expected_order: Sequence[int] | None = None) -> N
             )
 
 
+def artifact_hash(directory: str | os.PathLike) -> str:
+    """sha256 of an artifact's MANIFEST.json: one hash that names every file's contents.
+
+    Two artifacts with the same hash hold the same bytes (the manifest lists each file's sha256).
+    Raises ArtifactError if the folder has no manifest.
+    """
+    path = Path(directory) / MANIFEST
+    if not path.is_file():
+        raise ArtifactError(f"artifact {directory} has no {MANIFEST}")
+    return _sha256(path.read_bytes())
+
+
 @dataclass
-class GateDecision:
-    """The promotion gate's verdict and the reasons for it, one line each."""
+class PromotionDecision:
+    """The promotion check's verdict and the reasons for it, one line each."""
 
     promote: bool
     reasons: list[str]
@@ -292,13 +306,13 @@ class GateDecision:
         return {"promote": self.promote, "reasons": list(self.reasons)}
 
 
-def promotion_gate(
+def promotion_check(
     candidate: Mapping[str, float],
     baseline: Mapping[str, float],
     champion: Mapping[str, float] | None,
     tolerance: float = 0.02,
     higher_is_better: bool = True,
-) -> GateDecision:
+) -> PromotionDecision:
     """Promote iff the candidate beats the baseline and does not lose much to the champion.
 
     Each dict maps a cohort name ("all", "new_users", ...) to one metric value.
@@ -309,7 +323,7 @@ def promotion_gate(
     With no champion (first model) only rule 1 applies.
     """
     if "all" not in candidate or "all" not in baseline:
-        raise CasebookError("promotion_gate needs an 'all' entry in candidate and baseline")
+        raise CasebookError("promotion_check needs an 'all' entry in candidate and baseline")
     sign = 1.0 if higher_is_better else -1.0
     reasons: list[str] = []
     ok = True
@@ -337,7 +351,13 @@ def promotion_gate(
                 )
         if ok:
             reasons.append(f"within {tolerance:g} of the champion on every cohort")
-    return GateDecision(ok, reasons)
+    return PromotionDecision(ok, reasons)
+
+
+# Old names, kept until the cases have moved to `shared.lifecycle.register_and_promote`
+# ("gate" is the data gate's name, `shared.gate`).
+GateDecision = PromotionDecision
+promotion_gate = promotion_check
 
 
 class Registry:

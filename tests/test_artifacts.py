@@ -14,7 +14,7 @@ from shared.artifacts import (
     fingerprint_arrays,
     load_artifact,
     load_with_fallback,
-    promotion_gate,
+    promotion_check,
     sanity_check,
     save_artifact,
 )
@@ -133,24 +133,24 @@ def test_sanity_check():
         sanity_check(np.array([0.5, 0.5]), expected_order=[0, 1])  # a constant model fails
 
 
-def test_promotion_gate_cases():
+def test_promotion_check_cases():
     base = {"all": 0.50}
     champ = {"all": 0.60, "new_users": 0.40}
     # First model: beats the baseline, no champion.
-    assert promotion_gate({"all": 0.55}, base, None).promote
+    assert promotion_check({"all": 0.55}, base, None).promote
     # Does not beat the baseline.
-    d = promotion_gate({"all": 0.50, "new_users": 0.5}, base, champ)
+    d = promotion_check({"all": 0.50, "new_users": 0.5}, base, champ)
     assert not d.promote and any("baseline" in r for r in d.reasons)
     # Better overall but loses 0.05 on a cohort: refused, the cohort is named.
-    d = promotion_gate({"all": 0.65, "new_users": 0.35}, base, champ, tolerance=0.02)
+    d = promotion_check({"all": 0.65, "new_users": 0.35}, base, champ, tolerance=0.02)
     assert not d.promote and any("new_users" in r for r in d.reasons)
     # Loses within tolerance: promoted.
-    assert promotion_gate({"all": 0.59, "new_users": 0.39}, base, champ, tolerance=0.02).promote
+    assert promotion_check({"all": 0.59, "new_users": 0.39}, base, champ, tolerance=0.02).promote
     # Missing cohort: refused.
-    assert not promotion_gate({"all": 0.7}, base, champ).promote
+    assert not promotion_check({"all": 0.7}, base, champ).promote
     # Lower is better (a loss): 0.30 beats 0.40; the champion's 0.28 is within 0.02.
-    assert promotion_gate({"all": 0.30}, {"all": 0.40}, {"all": 0.28}, higher_is_better=False)
-    assert not promotion_gate(
+    assert promotion_check({"all": 0.30}, {"all": 0.40}, {"all": 0.28}, higher_is_better=False)
+    assert not promotion_check(
         {"all": 0.35}, {"all": 0.40}, {"all": 0.28}, higher_is_better=False
     ).promote
 
