@@ -132,7 +132,7 @@ def build_response_set(
     threads: dict[str, set] = defaultdict(set)
     surface_threads: dict[str, dict[str, set]] = defaultdict(lambda: defaultdict(set))
     surface_uses: dict[str, Counter[str]] = defaultdict(Counter)
-    for reply, tid in zip(replies, thread_ids):
+    for reply, tid in zip(replies, thread_ids, strict=True):
         key = normalize_reply(reply)
         if not key:
             continue
