@@ -130,14 +130,16 @@ def test_lastfm(tmp_path):
     )
     d = load_lastfm(tmp_path)
     _check(d, 2, 2, 3)
-    assert any("file order" in n for n in d.notes)
+    assert not d.has_time and any("no timestamps" in n for n in d.notes)
+    assert d.interactions["weight"].max() == 13883  # play counts as they are
 
 
 @pytest.mark.parametrize(
     "spec, content",
     [
         ("movielens:{d}", None),
-        ("interactions:{d}/bad.csv", "1,2\n"),
+        ("interactions:{d}/bad.csv", "1,2\n"),  # valid user,item, but too little data
+        ("interactions:{d}/bad.csv", "1\n2\n"),
         ("interactions:{d}/bad.csv", "1,2,notatime\n3,4,x\n"),
         ("unknown:{d}", None),
         ("movielens", None),

@@ -48,15 +48,16 @@ class RecentPopularity(Popularity):
 class ItemKNN:
     """Item-item cosine similarity over co-watch counts, `k` neighbours per item."""
 
-    def __init__(self, k: int = 100, shrink: float = 10.0):
-        self.k, self.shrink = k, shrink
+    def __init__(self, k: int = 100, shrink: float = 10.0, binary: bool = True):
+        self.k, self.shrink, self.binary = k, shrink, binary
 
     def fit(self, X: sp.csr_matrix, timestamps=None, items=None):
-        Xb = (X > 0).astype(np.float32).tocsc()
+        # binary=False keeps X's values (confidence weights) in the co-watch sums and norms.
+        Xb = ((X > 0) if self.binary else X).astype(np.float32).tocsc()
         co = (Xb.T @ Xb).tocsr().astype(np.float32)  # (I, I) co-watch counts
         co.setdiag(0.0)
         co.eliminate_zeros()
-        norm = np.sqrt(np.asarray(Xb.sum(0)).ravel())  # (I,)
+        norm = np.sqrt(np.asarray(Xb.multiply(Xb).sum(0)).ravel())  # (I,)
         co = co.tocoo()
         # cosine with a shrinkage term (pairs with few co-watches are trusted less)
         vals = co.data / (norm[co.row] * norm[co.col] + self.shrink)
@@ -65,7 +66,7 @@ class ItemKNN:
         return self
 
     def score(self, H: sp.csr_matrix) -> np.ndarray:
-        return np.asarray((H.astype(np.float32) @ self.sim_).todense())
+        return np.asarray(((H > 0).astype(np.float32) @ self.sim_).todense())
 
 
 def _top_k_per_row(S: sp.csr_matrix, k: int) -> sp.csr_matrix:
@@ -92,17 +93,18 @@ class EASE:
     """Embarrassingly shallow autoencoder (Steck 2019), closed form. O(I^3) time, O(I^2) memory.
 
     Above `max_items` only the most-watched `max_items` videos get weights (the rest score 0).
+    `binary=False` fits on X's values (confidence weights) instead of X > 0.
     """
 
-    def __init__(self, lam: float = 200.0, max_items: int = 20000):
-        self.lam, self.max_items = lam, max_items
+    def __init__(self, lam: float = 200.0, max_items: int = 20000, binary: bool = True):
+        self.lam, self.max_items, self.binary = lam, max_items, binary
 
     def fit(self, X: sp.csr_matrix, timestamps=None, items=None):
         n = X.shape[1]
         counts = np.asarray(X.sum(0)).ravel()
         self.items_ = np.sort(np.argsort(-counts)[: self.max_items]) if n > self.max_items else None
         Xs = X[:, self.items_] if self.items_ is not None else X
-        Xs = (Xs > 0).astype(np.float64)
+        Xs = ((Xs > 0) if self.binary else Xs).astype(np.float64)
         G = (Xs.T @ Xs).toarray()  # (I, I) Gram matrix
         G[np.diag_indices_from(G)] += self.lam
         P = np.linalg.inv(G)

@@ -101,14 +101,18 @@ def _run(args: argparse.Namespace) -> Path:
         report.timing("gate_s", time.perf_counter() - t0)
 
     # --- retrieval ---
-    split = make_split(data)
+    split = make_split(data, seed)
     test_users = split.test_users
     val_users = split.val_users
     rows, val_rows, tops, models = {}, {}, {}, {}
-    candidates = dict(make_baselines(cfg))
+    candidates = dict(make_baselines(cfg, counts=data.weight_is_count))
     candidates["ease_recency"] = RecencyEASERetriever(cfg, ease=candidates["ease"].model)
     candidates["two_tower"] = TwoTowerRetriever(cfg, data.item_topic, seed)
     candidates["sasrec"] = SASRecRetriever(cfg, seed)
+    skipped = {} if data.has_time else dict(ORDERED_MODELS)
+    for name in skipped:
+        del candidates[name]
+    _protocol_section(report, split, data, skipped, seed)
     for name, model in candidates.items():
         t0 = time.perf_counter()
         model.fit(split)
@@ -130,27 +134,40 @@ def _run(args: argparse.Namespace) -> Path:
         )
     # The shipped row is chosen on validation NDCG@10, never on the test numbers.
     production = max(val_rows, key=val_rows.get)
-    learned = max(("two_tower", "sasrec"), key=lambda n: val_rows[n])
+    learned = max(("two_tower", "sasrec"), key=lambda n: val_rows.get(n, -1.0))
     report.production_model = production
     report.table(
         "retrieval",
         rows,
         baseline="popularity",
         note=(
-            f"Leave-last-one-out over {len(test_users):,} users, full ranking over "
+            f"{PROTOCOL_NAMES[split.protocol]} over {len(test_users):,} users, full ranking over "
             f"{split.n_items:,} items, history items excluded. The production row "
             f"(`{production}`) is the best on validation NDCG@10 (`val_ndcg@10`)."
         ),
     )
-    rec = models["ease_recency"]
-    report.extra["ease_recency_val_ndcg@10_by_tau"] = {str(k): v for k, v in rec.val_ndcg_.items()}
-    report.section(
-        "Sequence-aware EASE: the recency scale picked on validation",
-        f"tau = {rec.tau_:g} watches (0 = no decay, plain EASE). Validation NDCG@10 by tau: "
-        + ", ".join(f"{k:g}: {v:.4f}" for k, v in rec.val_ndcg_.items())
-        + ".",
-    )
-    best_base = max(rows[n]["ndcg@10"] for n in ("popularity", "item_knn", "ease"))
+    if "ease_recency" in models:
+        rec = models["ease_recency"]
+        report.extra["ease_recency_val_ndcg@10_by_tau"] = {
+            str(k): v for k, v in rec.val_ndcg_.items()
+        }
+        report.section(
+            "Sequence-aware EASE: the recency scale picked on validation",
+            f"tau = {rec.tau_:g} watches (0 = no decay, plain EASE). Validation NDCG@10 by tau: "
+            + ", ".join(f"{k:g}: {v:.4f}" for k, v in rec.val_ndcg_.items())
+            + ".",
+        )
+    if data.weight_is_count:
+        report.section(
+            "Play counts: binary interactions vs log1p confidence weights",
+            "Validation NDCG@10, binary -> log1p(count) / mean: "
+            + "; ".join(
+                f"{n} {val_rows[n]:.4f} -> {val_rows[n + '_log1p']:.4f}"
+                for n in ("item_knn", "ease")
+            )
+            + f". The better of all rows on validation ships (`{production}`).",
+        )
+    best_base = max(rows[n]["ndcg@10"] for n in rows if n in BASELINES)
     report.extra["production_vs_best_baseline_ndcg@10"] = rows[production]["ndcg@10"] / max(
         best_base, 1e-12
     )
@@ -208,6 +225,41 @@ def _run(args: argparse.Namespace) -> Path:
     if notes:
         report.section("Data notes", "\n".join(f"- {n}" for n in notes))
     return report.write()
+
+
+# Models that need an order of watches, skipped on data without timestamps.
+ORDERED_MODELS = {
+    "recent_popularity": "counts the most recent watches; without timestamps there are none",
+    "ease_recency": "weights each watch by how recent it is; without timestamps nothing is",
+    "sasrec": "predicts the next watch from the ones before; without timestamps the order "
+    "is the file's (Last.fm: artist id), not the viewer's",
+}
+BASELINES = ("popularity", "recent_popularity", "item_knn", "ease", "item_knn_log1p", "ease_log1p")
+PROTOCOL_NAMES = {
+    "leave_last_out": "Leave-last-one-out by time",
+    "random_leave_one_out": "Seeded random leave-one-out (no timestamps)",
+}
+
+
+def _protocol_section(report, split, data, skipped: dict, seed: int) -> None:
+    """Say which split ran and why, and which models were skipped and why."""
+    report.extra["protocol"] = split.protocol
+    report.extra["skipped_models"] = skipped
+    if split.protocol == "leave_last_out":
+        why = (
+            "The data has timestamps: per user the last watch is the test item and the one "
+            "before the validation item, which is what a recommender is asked to predict."
+        )
+    else:
+        why = (
+            f"The data has no timestamps, and its row order is not time (HetRec Last.fm is "
+            f"sorted by artist id within each user, so the last row is the highest id). Per "
+            f"user with 3+ items, one random item is the test item and another the validation "
+            f"item (seed {seed}); the rest is the training history, in a random order."
+        )
+    lines = [f"**{PROTOCOL_NAMES[split.protocol]}** (`{split.protocol}`). {why}"]
+    lines += [f"- `{name}` skipped: it {reason}." for name, reason in skipped.items()]
+    report.section("Evaluation protocol", "\n".join(lines))
 
 
 def _gate(data, cfg, report, out: Path, seed: int):
@@ -390,7 +442,7 @@ def _save(
     if learned == "sasrec":
         tensors.update({f"sasrec.{k}": v for k, v in models["sasrec"].model.state_dict().items()})
     counts = np.bincount(it["item"], minlength=data.n_items).astype(np.float32)
-    recent = models["recent_popularity"].model.counts_
+    recent = models.get("recent_popularity", models["popularity"]).model.counts_
     sim = data.simulator
     if data.item_upload_s is not None:
         age = (t_end - data.item_upload_s) / DAY_S
@@ -413,10 +465,11 @@ def _save(
     # the sequence-aware EASE (0 = none) when an EASE row is the one shipped. Stored only for the
     # videos EASE covers (`ease_max_items`), so a 100K catalog does not carry 100K empty rows.
     recency_tau = None
-    if production in ("ease", "ease_recency"):
-        rec = models["ease_recency"]
+    if production in ("ease", "ease_recency", "ease_log1p"):
+        rec = models.get("ease_recency")
         recency_tau = rec.tau_ if production == "ease_recency" else 0.0
-        idx, w = rec.ease.neighbours(cfg.i2i_neighbours)  # (I, K)
+        ease = rec.ease if production == "ease_recency" else models[production].model
+        idx, w = ease.neighbours(cfg.i2i_neighbours)  # (I, K)
         rows_i2i = np.flatnonzero((idx >= 0).any(1))
         tensors.update(
             {

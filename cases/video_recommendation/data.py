@@ -10,9 +10,14 @@ and its watch events (click rows) are the interactions, weight = watch fraction.
 Real formats (`--data FORMAT:PATH`):
     movielens:DIR        100K `u.data`, 1M `ratings.dat` or latest `ratings.csv` (layout detected);
                          every rating counts as a watch (explicit -> implicit), weight = rating / 5
-    interactions:FILE    CSV user,item,timestamp[,weight], header optional
-    lastfm:DIR           `user_artists.dat` (userID, artistID, plays); no timestamps in that file,
-                         so file order stands in for time (stated in the report)
+    interactions:FILE    CSV user,item,timestamp[,weight] or user,item[,weight]: with a header,
+                         columns are found by name (a `timestamp`/`time`/`ts` column or none);
+                         without one, 2 columns are user,item and 3+ user,item,timestamp[,weight]
+    lastfm:DIR           `user_artists.dat` (userID, artistID, plays); no timestamps in that file
+
+Data without timestamps (`has_time=False`: Last.fm, a CSV without a time column) keeps a
+`timestamp` column of zeros: its order means nothing, so the split is a seeded random
+leave-one-out and the models that need an order are skipped (`train.make_split`, `cli.py`).
 """
 
 from __future__ import annotations
@@ -68,6 +73,12 @@ class VideoRecData:
     impressions: dict[str, np.ndarray] | None = None  # simulator only
     simulator: VideoRecSimulator | None = None
     notes: list[str] = field(default_factory=list)
+    # False when the source has no timestamps: file order is not time (HetRec Last.fm is sorted
+    # by artist id within each user), so no model may be trained or scored on that order.
+    has_time: bool = True
+    # True when `weight` is a count (plays): count-derived confidence weights are then tried
+    # against binary interactions (`train.confidence`).
+    weight_is_count: bool = False
 
 
 # ---------------------------------------------------------------------------------------------
@@ -458,22 +469,59 @@ def _as_int_if_possible(x: np.ndarray) -> np.ndarray:
         return x
 
 
+TIME_NAMES = ("timestamp", "time", "ts", "datetime", "unixtime")
+WEIGHT_NAMES = ("weight", "rating", "plays", "count", "playcount", "score")
+
+
 def load_interactions(file: str | Path) -> VideoRecData:
-    """CSV user,item,timestamp[,weight]; a first row with a non-numeric timestamp is a header."""
+    """CSV user,item,timestamp[,weight] or user,item[,weight] (no timestamps).
+
+    A first row that names columns (`_is_header`) is a header, and then columns are found by
+    name (TIME_NAMES, WEIGHT_NAMES; no time column = no timestamps). Without a header, 2 columns
+    are user,item and 3 or more user,item,timestamp[,weight].
+    """
     path = Path(file).expanduser()
     if not path.is_file():
         raise DataError(f"interactions: {path} is not a file")
-    rows = _read_rows(path, ",", 3)
-    if rows and not _is_number(rows[0][2]):
-        rows = rows[1:]
+    rows = _read_rows(path, ",", 2)
+    header = None
+    if rows and _is_header([c.strip().lower() for c in rows[0]]):
+        header, rows = [c.strip().lower() for c in rows[0]], rows[1:]
     if not rows:
         raise DataError(f"interactions: {path} has no rows")
+    if header is not None:
+        t_col = next((k for k, c in enumerate(header) if c in TIME_NAMES), None)
+        w_col = next((k for k, c in enumerate(header) if c in WEIGHT_NAMES), None)
+    else:
+        width = min(len(r) for r in rows)
+        t_col = 2 if width >= 3 else None
+        w_col = 3 if width >= 4 else None
+    need = 1 + max(c for c in (1, t_col, w_col) if c is not None)
+    short = next((k for k, r in enumerate(rows) if len(r) < need), None)
+    if short is not None:
+        raise DataError(f"interactions: {path}: row {short + 1} has fewer than {need} fields")
     users = _as_int_if_possible(np.array([r[0].strip() for r in rows]))
     items = _as_int_if_possible(np.array([r[1].strip() for r in rows]))
-    ts = _numbers(rows, 2, path, "timestamp", float).astype(np.int64)
-    has_w = all(len(r) >= 4 and r[3].strip() for r in rows)
-    w = _numbers(rows, 3, path, "weight") if has_w else np.ones(len(rows))
-    return _remap(users, items, ts, w, f"interactions:{path}")
+    has_time = t_col is not None
+    if has_time:
+        ts = _numbers(rows, t_col, path, "timestamp", float).astype(np.int64)
+    else:
+        ts = np.zeros(len(rows), dtype=np.int64)
+    has_w = w_col is not None and all(r[w_col].strip() for r in rows)
+    w = _numbers(rows, w_col, path, "weight") if has_w else np.ones(len(rows))
+    data = _remap(users, items, ts, w, f"interactions:{path}")
+    data.has_time = has_time
+    # Non-negative whole numbers in a weight column are counts (plays, views, purchases).
+    data.weight_is_count = bool(has_w and np.all(w >= 0) and np.all(w == np.round(w)))
+    if not has_time:
+        data.notes.append(f"{path.name} has no timestamp column: its row order is not time")
+    return data
+
+
+def _is_header(row: list[str]) -> bool:
+    """A first row that names columns: a known column name, or words where numbers go."""
+    named = any(c in TIME_NAMES + WEIGHT_NAMES for c in row) or row[0] in ("user", "userid")
+    return named or (len(row) >= 3 and not _is_number(row[1]) and not _is_number(row[2]))
 
 
 def _is_number(s: str) -> bool:
@@ -496,9 +544,13 @@ def load_lastfm(directory: str | Path) -> VideoRecData:
     plays = _numbers(rows, 2, path, "weight")
     if np.any(plays < 0):
         raise DataError(f"lastfm: {path} has negative play counts")
-    ts = np.arange(len(rows), dtype=np.int64)  # no timestamps: file order stands in for time
-    data = _remap(users, items, ts, np.log1p(plays), f"lastfm:{d}")
-    data.notes.append("user_artists.dat has no timestamps; file order stands in for time")
+    ts = np.zeros(len(rows), dtype=np.int64)  # no timestamps (the file is sorted by artist id)
+    data = _remap(users, items, ts, plays, f"lastfm:{d}")
+    data.has_time, data.weight_is_count = False, True
+    data.notes.append(
+        "user_artists.dat has no timestamps (rows are sorted by user, then artist id); "
+        "weight = play count"
+    )
     return data
 
 

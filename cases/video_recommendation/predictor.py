@@ -350,7 +350,8 @@ class VideoRecPredictor:
         retriever's own scores, every other candidate below them in its listed order. Scores of
         different sources are on different scales, so they must not be compared directly."""
         main = c.sources == "ease"
-        if self.cfg.get("production_model") not in ("ease", "ease_recency") or not main.any():
+        shipped = self.cfg.get("production_model")
+        if shipped not in ("ease", "ease_recency", "ease_log1p") or not main.any():
             return np.asarray(c.scores, dtype=np.float32)
         s = np.asarray(c.scores, dtype=np.float32).copy()
         lo, spread = s[main].min(), max(float(np.ptp(s[main])), 1e-6)

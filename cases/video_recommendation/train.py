@@ -25,18 +25,25 @@ from .predictor import recency_weights as position_weights
 
 @dataclass
 class RetrievalSplit:
-    """Time-ordered leave-last-one-out: last watch -> test, the one before -> validation."""
+    """Leave-one-out per user: one watch -> test, another -> validation, the rest -> train.
+
+    With timestamps the held-out watches are the last and the one before (`protocol` =
+    "leave_last_out"); without them they are drawn at random with the run's seed
+    ("random_leave_one_out") and the sequences are in that random order, which means nothing.
+    """
 
     n_users: int
     n_items: int
-    X_train: sp.csr_matrix  # (U, I) train watches
+    X_train: sp.csr_matrix  # (U, I) train watches, binary
     X_trainval: sp.csr_matrix  # (U, I) train + validation watches (the history at test time)
-    seqs_train: list[np.ndarray]  # per user, time-ordered train items
+    seqs_train: list[np.ndarray]  # per user, time-ordered train items (random order: no time)
     seqs_trainval: list[np.ndarray]
     val_item: np.ndarray  # (U,) -1 where the user has no validation item
     test_item: np.ndarray  # (U,) -1 where the user has no test item
     train_ts: np.ndarray  # timestamps of train rows (for recent popularity)
     train_items: np.ndarray  # items of train rows
+    protocol: str = "leave_last_out"
+    C_train: sp.csr_matrix | None = None  # (U, I) count-derived confidence weights (counts only)
 
     @property
     def test_users(self) -> np.ndarray:
@@ -47,11 +54,11 @@ class RetrievalSplit:
         return np.flatnonzero(self.val_item >= 0)
 
 
-def _csr(users, items, n_users, n_items) -> sp.csr_matrix:
-    X = sp.csr_matrix(
-        (np.ones(len(users), dtype=np.float32), (users, items)), shape=(n_users, n_items)
-    )
-    X.data[:] = 1.0  # a repeated watch counts once
+def _csr(users, items, n_users, n_items, values=None) -> sp.csr_matrix:
+    v = np.ones(len(users), dtype=np.float32) if values is None else values.astype(np.float32)
+    X = sp.csr_matrix((v, (users, items)), shape=(n_users, n_items))
+    if values is None:
+        X.data[:] = 1.0  # a repeated watch counts once
     return X
 
 
@@ -62,15 +69,39 @@ def _seqs(users, items, ts, n_users) -> list[np.ndarray]:
     return [i[bounds[k] : bounds[k + 1]] for k in range(n_users)]
 
 
-def make_split(data: VideoRecData) -> RetrievalSplit:
+def confidence(counts: np.ndarray) -> np.ndarray:
+    """Count-derived confidence weights: c = log1p(count) / mean(log1p(count)).
+
+    log1p keeps a 10,000-play artist from drowning a user's other tastes (Hu, Koren and Volinsky
+    2008 use 1 + alpha log(1 + count / eps)); dividing by the mean keeps the weights near 1, so
+    EASE's lambda means about the same as on binary data.
+    """
+    c = np.log1p(np.maximum(np.asarray(counts, dtype=np.float64), 0.0))
+    return (c / max(float(c.mean()), 1e-12)).astype(np.float32)
+
+
+def make_split(data: VideoRecData, seed: int = 0) -> RetrievalSplit:
+    """The retrieval split: leave-last-out by time, or a seeded random leave-one-out without it.
+
+    Random leave-one-out is leave-last-out over seeded random keys in place of time, so both
+    protocols hold out two watches of every user with at least three (`shared.splits`).
+    """
     it = data.interactions
     u, i, t = it["user"], it["item"], it["timestamp"]
+    protocol = "leave_last_out"
+    if not data.has_time:
+        # Row order is not time (Last.fm is sorted by artist id): random keys, seeded.
+        t = np.random.default_rng(seed).random(len(u))
+        protocol = "random_leave_one_out"
     tr, va, te = leave_last_out(u, t, n_holdout=2)
     trva = np.sort(np.concatenate([tr, va]))
     val_item = np.full(data.n_users, -1, dtype=np.int64)
     val_item[u[va]] = i[va]
     test_item = np.full(data.n_users, -1, dtype=np.int64)
     test_item[u[te]] = i[te]
+    C = None
+    if data.weight_is_count:
+        C = _csr(u[tr], i[tr], data.n_users, data.n_items, confidence(it["weight"][tr]))
     return RetrievalSplit(
         n_users=data.n_users,
         n_items=data.n_items,
@@ -82,6 +113,8 @@ def make_split(data: VideoRecData) -> RetrievalSplit:
         test_item=test_item,
         train_ts=t[tr],
         train_items=i[tr],
+        protocol=protocol,
+        C_train=C,
     )
 
 
@@ -90,24 +123,36 @@ def make_split(data: VideoRecData) -> RetrievalSplit:
 
 
 class BaselineRetriever:
-    def __init__(self, model):
-        self.model = model
+    """A baseline behind the retriever interface; `weighted` fits on the confidence weights
+    (`split.C_train`) instead of binary watches. Scoring always reads a binary history, as the
+    served item-to-item table does."""
+
+    def __init__(self, model, weighted: bool = False):
+        self.model, self.weighted = model, weighted
 
     def fit(self, split: RetrievalSplit):
-        self.model.fit(split.X_train, split.train_ts, split.train_items)
+        X = split.C_train if self.weighted else split.X_train
+        self.model.fit(X, split.train_ts, split.train_items)
         return self
 
     def score(self, H: sp.csr_matrix, seqs: list[np.ndarray]) -> np.ndarray:
         return self.model.score(H)
 
 
-def make_baselines(cfg: VideoRecConfig) -> dict[str, BaselineRetriever]:
-    return {
+def make_baselines(cfg: VideoRecConfig, counts: bool = False) -> dict[str, BaselineRetriever]:
+    """The baselines; with play counts also item-kNN and EASE on log1p confidence weights."""
+    out = {
         "popularity": BaselineRetriever(Popularity()),
         "recent_popularity": BaselineRetriever(RecentPopularity()),
         "item_knn": BaselineRetriever(ItemKNN(k=cfg.knn_neighbours)),
         "ease": BaselineRetriever(EASE(lam=cfg.ease_lambda, max_items=cfg.ease_max_items)),
     }
+    if counts:
+        knn = ItemKNN(k=cfg.knn_neighbours, binary=False)
+        ease = EASE(lam=cfg.ease_lambda, max_items=cfg.ease_max_items, binary=False)
+        out["item_knn_log1p"] = BaselineRetriever(knn, weighted=True)
+        out["ease_log1p"] = BaselineRetriever(ease, weighted=True)
+    return out
 
 
 def recency_weights(seqs: list[np.ndarray], n_items: int, tau: float, floor: float):
