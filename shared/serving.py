@@ -1,12 +1,14 @@
-"""Ray Serve glue: a FastAPI app with input limits and clear 4xx errors, hot reload, and start-up.
+"""Ray Serve glue: a FastAPI app with input limits and clear 4xx errors, the standard routes,
+hot reload, and starting a local Ray.
 
-A case's serve.py looks like this (ray is imported by the case's serve.py, never at import time
-of a shared module):
+Every case's serve.py follows this shape (ray is imported by the case's serve.py, never at
+import time of a shared module):
 
     app = make_app("mobile-keyboard")          # /health, body-size limit, error handlers
 
     @serve.deployment(max_ongoing_requests=64, ray_actor_options={"num_cpus": 1})
     @serve.ingress(app)
+    @standard_routes(app)                      # /version, /reload, /status from self.model
     class KeyboardServer:
         def __init__(self, registry_root: str):
             self.model = ReloadableModel(registry_root, KeyboardPredictor.load)
@@ -19,12 +21,17 @@ of a shared module):
         async def batched(self, texts: list[list[str]]) -> list[list[str]]:
             return self.model.get().predict_batch(texts)
 
-        @app.post("/reload")
-        def reload(self) -> JSONResponse:
-            status = self.model.reload()             # a corrupt champion is refused, old one kept
-            return JSONResponse(status, status_code=200 if status["ok"] else 409)
+    run_app(KeyboardServer.bind(str(registry)), port=8000)   # `casebook serve`; tests: serve.run
 
-    run_app(KeyboardServer.bind(str(registry)), port=8000)
+The standard routes, the same in every app:
+  GET  /health   200 {"status": "ok"} once the replica is up
+  GET  /version  the served version, its alias and `artifact_sha256` (sha256 of its MANIFEST.json)
+  POST /reload   loads the registry's champion: 200 with the new version, or 409 with the reason
+                 while the model already in memory keeps serving
+  GET  /status   /version's fields, the last reload error, and the class's `status_info()` dict
+An app of several deployments passes `standard_routes(app, downstream=("retriever", ...))`
+so that /reload reaches them too. Other code that needs Ray and Serve (a load test, a benchmark)
+uses `local_ray()` / `start_local_ray()` for the project's Serve settings.
 
 Batching: `@serve.batch(max_batch_size=B)` can only gather requests that the replica has
 accepted, and a replica accepts at most `max_ongoing_requests` at once (default 5). So set
@@ -39,18 +46,20 @@ Status codes for bad input, always with a JSON body {"error": "<one line>", ...}
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
-from shared.artifacts import MANIFEST, Registry, load_with_fallback
-from shared.errors import CasebookError
+from shared.artifacts import MANIFEST, Registry, artifact_hash, load_with_fallback
+from shared.errors import ArtifactError, CasebookError
 
 logger = logging.getLogger("casebook")
 
@@ -226,9 +235,15 @@ class ReloadableModel(Generic[T]):
     """The model a replica serves, swapped only for a new one that loaded completely.
 
     At start-up the registry's champion is loaded with `load_with_fallback` (so a corrupt
-    champion falls back to `previous`). `reload()` loads the current champion again; if that
-    fails (corrupt file, failed sanity check), the error is logged and returned and the model
-    already in memory keeps serving.
+    champion falls back to `previous`); `registry_root` may also be one artifact folder. `reload()`
+    loads the current champion again; if that fails (corrupt file, failed sanity check), the
+    error is logged and returned and the model already in memory keeps serving.
+
+    Attributes:
+        version: the served version's name ("v0002", or the artifact folder's name).
+        alias: "champion", "previous" or "artifact".
+        artifact_sha256: `shared.artifacts.artifact_hash` of the served artifact.
+        last_error: the last failed reload's one-line reason (None after a good one).
     """
 
     def __init__(self, registry_root: str | os.PathLike, loader: Callable[[Path], T]) -> None:
@@ -237,40 +252,118 @@ class ReloadableModel(Generic[T]):
         self._lock = threading.Lock()
         self.last_error: str | None = None
         self.model, self.alias = load_with_fallback(self.root, loader)
-        self.version = self._version_of(self.alias)
+        path = self._path_of(self.alias)
+        self.version, self.artifact_sha256 = path.name, _hash_or_none(path)
 
-    def _version_of(self, alias: str) -> str:
+    def _path_of(self, alias: str) -> Path:
         if alias == "artifact" or (self.root / MANIFEST).is_file():
-            return self.root.name
-        return Registry(self.root).aliases().get(alias, alias)
+            return self.root
+        return Registry(self.root).resolve(alias)
 
     def get(self) -> T:
         """The model to use for this request."""
         return self.model
 
     def status(self) -> dict[str, Any]:
-        return {"serving": self.version, "alias": self.alias, "last_error": self.last_error}
+        """{"serving": version, "alias", "artifact_sha256", "last_error"}."""
+        return {
+            "serving": self.version,
+            "alias": self.alias,
+            "artifact_sha256": self.artifact_sha256,
+            "last_error": self.last_error,
+        }
 
     def reload(self) -> dict[str, Any]:
         """Load the champion again; keep the current model if that fails.
 
-        Returns {"ok": bool, "serving": version name, "alias", "error": message or None}.
+        Returns:
+            {"ok": bool, "serving", "alias", "artifact_sha256", "error": message or None}.
         """
         try:
-            if (self.root / MANIFEST).is_file():
-                path = self.root
-            else:
-                path = Registry(self.root).resolve("champion")
+            path = self._path_of("champion")
+            digest = _hash_or_none(path)
             model = self.loader(path)
         except Exception as e:
             msg = str(e).splitlines()[0] if str(e) else type(e).__name__
             self.last_error = msg
             logger.warning("reload refused, still serving %s: %s", self.version, msg)
-            return {"ok": False, "serving": self.version, "alias": self.alias, "error": msg}
+            return {"ok": False, **self.status(), "error": msg}
         with self._lock:
-            self.model, self.alias, self.version = model, "champion", path.name
+            self.model, self.alias = model, "artifact" if path == self.root else "champion"
+            self.version, self.artifact_sha256 = path.name, digest
             self.last_error = None
-        return {"ok": True, "serving": self.version, "alias": self.alias, "error": None}
+        return {"ok": True, **self.status(), "error": None}
+
+
+def _hash_or_none(path: Path) -> str | None:
+    try:
+        return artifact_hash(path)
+    except ArtifactError:
+        return None
+
+
+def standard_routes(
+    app: Any, *, model: str = "model", downstream: tuple[str, ...] = ()
+) -> Callable[[type], type]:
+    """Class decorator: give a Serve ingress class the standard routes (see the module doc).
+
+    Put it under `@serve.ingress(app)`. It adds three methods to the class and registers them on
+    `app` (fresh functions per class, named `<Class>.<method>` so Serve binds them to the
+    replica, whatever else the class defines):
+
+        GET  /version  {"serving": "v0002", "alias": "champion", "artifact_sha256": hex, ...}
+        POST /reload   200 and the new version, or 409 {"error": why, "serving": the old one}:
+                       the model in memory keeps serving when the champion does not load
+        GET  /status   /version's fields, "last_error", and the class's `status_info()` if any
+
+    (`/health` comes from `make_app`.) `self.<model>` must be a `ReloadableModel`. With
+    `downstream=("retriever", ...)`, `/reload` first calls `await self.retriever.reload.remote()`
+    on those deployment handles (each such deployment defines `def reload(self) -> dict:
+    return self.model.reload()`), and reloads the ingress only if they all succeeded.
+    A reload reaches the replica that receives the request (and one replica of each
+    downstream deployment): run one replica per deployment, as the cases do, or call /reload
+    once per replica.
+    """
+
+    def decorate(cls: type) -> type:
+        def version(self) -> dict:
+            return getattr(self, model).status()
+
+        async def reload(self) -> Any:
+            import asyncio
+
+            from fastapi.responses import JSONResponse
+
+            for name in downstream:
+                res = await getattr(self, name).reload.remote()
+                if not res.get("ok"):
+                    err = f"{name}: {res.get('error')}"
+                    body = {**getattr(self, model).status(), "ok": False, "error": err}
+                    return JSONResponse({**body, "status": 409}, status_code=409)
+            res = await asyncio.get_running_loop().run_in_executor(
+                None, getattr(self, model).reload
+            )
+            code = 200 if res["ok"] else 409
+            return JSONResponse({**res, "status": code}, status_code=code)
+
+        def status(self) -> dict:
+            extra = getattr(self, "status_info", None)
+            return {**getattr(self, model).status(), **(extra() if extra else {})}
+
+        for name, fn, method, path in (
+            ("version", version, "GET", "/version"),
+            ("reload", reload, "POST", "/reload"),
+            ("status", status, "GET", "/status"),
+        ):
+            if name in cls.__dict__:
+                raise TypeError(f"{cls.__name__}.{name} is a standard route; remove it")
+            fn.__qualname__ = f"{cls.__qualname__}.{name}"
+            fn.__name__ = name
+            setattr(cls, name, fn)
+            app.add_api_route(path, fn, methods=[method])
+        return cls
+
+    return decorate
 
 
 # Ray Serve's request-path settings for the Ray processes (controller, proxy, replicas): the
@@ -365,6 +458,82 @@ def port_is_free(host: str, port: int) -> bool:
         return True
 
 
+@dataclass
+class LocalRay:
+    """A local Ray with Serve started by `start_local_ray` (pass it to `stop_local_ray`)."""
+
+    host: str
+    port: int  # Serve's proxy
+    direct_port: int | None  # the ingress replica's own HTTP server, when direct ingress is on
+    started_ray: bool  # False when Ray was already running (then only Serve was started)
+
+    @property
+    def url(self) -> str:
+        """The URL clients should use: the direct ingress if on, else the proxy."""
+        return f"http://{self.host}:{self.direct_port or self.port}"
+
+
+def start_local_ray(
+    host: str = "127.0.0.1",
+    port: int | None = None,
+    *,
+    direct_ingress_port: int | None = None,
+    num_cpus: int | None = None,
+    logging_config: dict | None = None,
+) -> LocalRay:
+    """Start Ray (unless it is running) with the project's Serve settings, then Serve's proxy.
+
+    Args:
+        host: interface for the proxy and the direct ingress (127.0.0.1 in tests).
+        port: the proxy's port (default: a free one).
+        direct_ingress_port: pin the ingress replica's own HTTP server to this port
+            (`direct_ingress_env`); only possible when Ray is started here, ignored otherwise.
+        num_cpus: CPUs Ray may place replicas on (default: all).
+        logging_config: Serve's logging config, e.g. {"enable_access_log": False}.
+
+    A Ray started here gets `serve_runtime_env()` (Serve's fast request path, no usage
+    statistics: no network at run time), no dashboard, and workers' logs kept out of the driver.
+    """
+    import ray
+    from ray import serve
+
+    started = not ray.is_initialized()
+    if not started:
+        direct_ingress_port = None
+    port = int(port) if port else free_port(host)
+    if started:
+        ray.init(
+            num_cpus=num_cpus,
+            include_dashboard=False,
+            log_to_driver=False,
+            logging_level=logging.WARNING,
+            runtime_env=serve_runtime_env(direct_ingress_port),
+        )
+    kwargs = {"logging_config": logging_config} if logging_config else {}
+    serve.start(http_options={"host": host, "port": port}, **kwargs)
+    return LocalRay(host, port, direct_ingress_port, started)
+
+
+def stop_local_ray(local: LocalRay) -> None:
+    """Shut Serve down, and Ray too if `start_local_ray` started it."""
+    import ray
+    from ray import serve
+
+    serve.shutdown()
+    if local.started_ray:
+        ray.shutdown()
+
+
+@contextlib.contextmanager
+def local_ray(*args: Any, **kwargs: Any) -> Iterator[LocalRay]:
+    """`start_local_ray(...)` for the block, `stop_local_ray` after it (even on an error)."""
+    local = start_local_ray(*args, **kwargs)
+    try:
+        yield local
+    finally:
+        stop_local_ray(local)
+
+
 def run_app(
     app: Any,
     host: str = "127.0.0.1",
@@ -380,31 +549,25 @@ def run_app(
     instance it started) down. With `blocking=False` it returns the deployment handle.
     A deployment that fails to start raises CasebookError (one line; the replica's traceback is
     in Ray's serve logs). Check the model loads in the driver first for a precise message.
-    A Ray started here gets `serve_runtime_env()`: Serve's fast request path, no usage
-    statistics (no network at run time) unless the environment says otherwise, and with
-    `direct_ingress` the ingress replica itself answering on host:port (the proxy moves to a
-    free port; if the replica's server does not come up, the proxy's URL is printed instead).
-    Into a Ray that is already running, the app is deployed behind the proxy on host:port.
+    A Ray started here gets `start_local_ray`'s settings, and with `direct_ingress` the ingress
+    replica itself answers on host:port (the proxy moves to a free port; if the replica's server
+    does not come up, the proxy's URL is printed instead). Into a Ray that is already running,
+    the app is deployed behind the proxy on host:port.
     """
     import ray
     from ray import serve
 
-    started_ray = False
     direct = direct_ingress and not ray.is_initialized()
     if direct and not port_is_free(host, int(port)):
         raise CasebookError(f"port {port} on {host} is in use; pass another with --port")
-    proxy_port = free_port(host) if direct else int(port)
-    runtime_env = serve_runtime_env(int(port) if direct else None)
-    if not ray.is_initialized():
-        ray.init(include_dashboard=False, logging_level=logging.WARNING, runtime_env=runtime_env)
-        started_ray = True
-    serve.start(http_options={"host": host, "port": proxy_port})
+    local = start_local_ray(
+        host, free_port(host) if direct else int(port), direct_ingress_port=port if direct else None
+    )
     try:
         handle = serve.run(app, name=name, route_prefix=route_prefix, blocking=False)
     except RuntimeError as e:  # a replica failed to start (e.g. no loadable model)
-        if started_ray:
-            serve.shutdown()
-            ray.shutdown()
+        if local.started_ray:
+            stop_local_ray(local)
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise CasebookError(
             f"{first} (the replica's error is in /tmp/ray/session_latest/logs/serve/)"
@@ -414,12 +577,12 @@ def run_app(
         logger.warning(
             "direct ingress did not come up on port %s; serving through the proxy on %s",
             port,
-            proxy_port,
+            local.port,
         )
-        port, direct = proxy_port, False
+        port, direct = local.port, False
     if not blocking:
         return handle
-    via = f"; Ray's log line names the proxy, also up on port {proxy_port}" if direct else ""
+    via = f"; Ray's log line names the proxy, also up on port {local.port}" if direct else ""
     health = f"{prefix}/health{via}"
     print(f"serving on http://{host}:{port}{prefix}/ (health: {health}); Ctrl-C to stop")
     try:
@@ -428,7 +591,5 @@ def run_app(
     except KeyboardInterrupt:
         print("stopping")
     finally:
-        serve.shutdown()
-        if started_ray:
-            ray.shutdown()
+        stop_local_ray(local)
     return handle

@@ -12,18 +12,12 @@ import pytest
 
 @pytest.fixture(scope="session")
 def _ray_serve_session():
-    from shared.serving import free_port, serve_runtime_env
+    from shared.serving import start_local_ray, stop_local_ray
 
-    runtime_env = serve_runtime_env()  # as served: no usage stats (no network), fast path
-    import ray
-    from ray import serve
-
-    port = free_port()
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, runtime_env=runtime_env)
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
-    yield port
-    serve.shutdown()
-    ray.shutdown()
+    # As served (no usage stats: no network; Serve's fast path), on 2 CPUs like CI.
+    local = start_local_ray("127.0.0.1", num_cpus=2)
+    yield local.port
+    stop_local_ray(local)
 
 
 @pytest.fixture(scope="module")

@@ -9,13 +9,14 @@ import torch
 from fastapi import HTTPException
 from pydantic import BaseModel, Field
 
-from shared.artifacts import Registry, load_artifact, sanity_check, save_artifact
+from shared.artifacts import Registry, artifact_hash, load_artifact, sanity_check, save_artifact
 from shared.serving import (
     MAX_BODY_BYTES,
     ReloadableModel,
     free_port,
     make_app,
     run_app,
+    standard_routes,
     validated,
 )
 
@@ -55,32 +56,61 @@ def _corrupt(version_dir):
 
 
 def _build_deployment():
-    from fastapi.responses import JSONResponse
     from ray import serve
 
     app = make_app("toy")
 
     @serve.deployment(ray_actor_options={"num_cpus": 0}, max_ongoing_requests=8)
     @serve.ingress(app)
+    @standard_routes(app)
     class ToyServer:
         def __init__(self, registry_root: str) -> None:
             self.model = ReloadableModel(registry_root, ToyModel.load)
+            self.requests = 0
 
         @app.post("/predict")
         def predict(self, req: ToyRequest) -> dict:
+            self.requests += 1
             m = self.model.get()
             return {"y": m.predict(req.x), "version": m.version}
 
-        @app.post("/reload")
-        def reload(self) -> JSONResponse:
-            status = self.model.reload()
-            return JSONResponse(status, status_code=200 if status["ok"] else 409)
-
-        @app.get("/status")
-        def status(self) -> dict:
-            return self.model.status()
+        def status_info(self) -> dict:
+            return {"requests": self.requests}
 
     return ToyServer
+
+
+def _build_two_stage():
+    """An ingress and a downstream deployment, each holding the registry's model."""
+    from ray import serve
+
+    app = make_app("toy-two")
+
+    @serve.deployment(ray_actor_options={"num_cpus": 0})
+    class ToyScorer:
+        def __init__(self, registry_root: str) -> None:
+            self.model = ReloadableModel(registry_root, ToyModel.load)
+
+        async def __call__(self, x: list[float]) -> float:
+            return self.model.get().predict(x)
+
+        def reload(self) -> dict:
+            return self.model.reload()
+
+    @serve.deployment(ray_actor_options={"num_cpus": 0})
+    @serve.ingress(app)
+    @standard_routes(app, downstream=("scorer",))
+    class ToyFront:
+        def __init__(self, registry_root: str, scorer) -> None:
+            self.model = ReloadableModel(registry_root, ToyModel.load)
+            self.scorer = scorer
+
+        @app.post("/predict")
+        async def predict(self, req: ToyRequest) -> dict:
+            y = await self.scorer.remote(req.x)
+            return {"y": y, "version": self.model.get().version}
+
+    return lambda root: ToyFront.bind(root, ToyScorer.bind(root))
 
 
 @pytest.fixture(scope="module")
@@ -149,13 +179,49 @@ def test_corrupt_champion_on_reload_keeps_serving_the_old_model(serve_url, tmp_p
     for _ in range(5):
         r = requests.post(f"{base}/predict", json={"x": [1, 0, 0]}, timeout=30)
         assert r.status_code == 200 and r.json() == {"y": 1.0, "version": "v1"}
-    assert "weights.safetensors" in requests.get(f"{base}/status", timeout=10).json()["last_error"]
+    status = requests.get(f"{base}/status", timeout=10).json()
+    assert "weights.safetensors" in status["last_error"] and status["requests"] == 6
+    # /version still names the artifact in memory (v1), not the corrupt champion on disk.
+    v1_hash = artifact_hash(reg.versions_dir / "v1")
+    assert requests.get(f"{base}/version", timeout=10).json()["artifact_sha256"] == v1_hash
 
     # Once a good champion is promoted, reload picks it up.
     _register(reg, tmp_path, [5.0, 0.0, 0.0], "v3")
     reg.promote("v3")
     assert requests.post(f"{base}/reload", timeout=30).json()["serving"] == "v3"
     assert requests.post(f"{base}/predict", json={"x": [1, 0, 0]}, timeout=30).json()["y"] == 5.0
+    version = requests.get(f"{base}/version", timeout=10).json()
+    assert version["serving"] == "v3" and version["alias"] == "champion"
+    assert version["artifact_sha256"] == artifact_hash(reg.versions_dir / "v3")
+
+
+@pytest.mark.serve
+def test_reload_reaches_the_downstream_deployment(serve_url, tmp_path):
+    reg = Registry(tmp_path / "registry")
+    _register(reg, tmp_path, [1.0, 2.0, 3.0], "v1")
+    reg.promote("v1")
+    port = int(serve_url.rsplit(":", 1)[1])
+    app = _build_two_stage()(str(reg.root))
+    run_app(app, "127.0.0.1", port, blocking=False, name="two", route_prefix="/two")
+    base = f"{serve_url}/two"
+    assert requests.post(f"{base}/predict", json={"x": [1, 0, 0]}, timeout=30).json()["y"] == 1.0
+
+    # A corrupt champion: the downstream refuses it, so nothing changes anywhere.
+    v2 = _register(reg, tmp_path, [7.0, 0.0, 0.0], "v2")
+    reg.promote("v2")
+    _corrupt(v2)
+    r = requests.post(f"{base}/reload", timeout=30)
+    assert r.status_code == 409 and r.json()["error"].startswith("scorer:")
+    assert r.json()["serving"] == "v1"
+    assert requests.post(f"{base}/predict", json={"x": [1, 0, 0]}, timeout=30).json()["y"] == 1.0
+
+    # A good champion: both deployments move to it.
+    _register(reg, tmp_path, [9.0, 0.0, 0.0], "v3")
+    reg.promote("v3")
+    r = requests.post(f"{base}/reload", timeout=30)
+    assert r.status_code == 200 and r.json()["serving"] == "v3"
+    r = requests.post(f"{base}/predict", json={"x": [1, 0, 0]}, timeout=30).json()
+    assert r == {"y": 9.0, "version": "v3"}
 
 
 @pytest.mark.serve
@@ -184,6 +250,17 @@ def test_no_loadable_model_is_a_one_line_error(serve_url, tmp_path):
     )
     with pytest.raises(CasebookError, match="broken"):
         run_app(app, "127.0.0.1", port, blocking=False, name="broken", route_prefix="/broken")
+
+
+def test_standard_routes_refuse_a_class_that_defines_them():
+    app = make_app("clash")
+
+    class Clash:
+        def reload(self) -> dict:
+            return {}
+
+    with pytest.raises(TypeError, match="standard route"):
+        standard_routes(app)(Clash)
 
 
 def test_validated_without_ray():
