@@ -101,12 +101,6 @@ def recall_at_k(found: np.ndarray, truth: np.ndarray, k: int) -> float:
     return float(np.mean(hits)) / k
 
 
-def _index_bytes(index) -> int:
-    import faiss
-
-    return int(faiss.serialize_index(index).nbytes)
-
-
 def _measure(index, xq: np.ndarray, truth: np.ndarray, cfg, n_single: int) -> dict[str, Any]:
     """Recall@k, batch QPS over all of xq, and one-at-a-time latency over the first n_single."""
     t0 = time.perf_counter()
@@ -138,6 +132,7 @@ def run(args: argparse.Namespace) -> Path:
     """Build each index, sweep its search setting; write retrieval.json / .md / .png."""
     import faiss
 
+    from shared import ann
     from shared.bench import machine_fingerprint, write_results
 
     quick = bool(getattr(args, "quick", False))
@@ -157,7 +152,7 @@ def run(args: argparse.Namespace) -> Path:
         # A smoke run: one thread, because faiss's OpenMP threads busy-wait and crawl when other
         # processes share the cores (as under a parallel test suite).
         threads = 1
-    faiss.omp_set_num_threads(threads)
+    ann.set_threads(threads)
     fp = machine_fingerprint(measure=not quick)
 
     rng = np.random.default_rng(seed + 1)
@@ -180,8 +175,7 @@ def run(args: argparse.Namespace) -> Path:
 
     # Exact search: the ground truth and the speed to beat.
     t0 = time.perf_counter()
-    flat = faiss.IndexFlatL2(d)
-    flat.add(xb)
+    flat = ann.exact_index(xb, "l2")
     build = time.perf_counter() - t0
     _, truth = flat.search(xq, k)  # (Q, k) exact neighbours
     nq_exact = min(cfg.exact_queries, cfg.n_queries)
@@ -189,19 +183,15 @@ def run(args: argparse.Namespace) -> Path:
     row("Flat (exact)", "-", build, 4 * d * cfg.n, m)
     exact_qps = m["batch_qps"]
 
-    # IVF-Flat: k-means cells; search the nprobe nearest cells exhaustively.
+    # IVF-Flat: k-means cells; search the nprobe nearest cells exhaustively. The IVF-PQ index
+    # below reuses the same cells.
     t0 = time.perf_counter()
-    kmeans = faiss.Kmeans(d, cfg.nlist, niter=10, seed=seed, verbose=False)
-    kmeans.train(xt)
+    centroids = ann.train_centroids(xt, cfg.nlist, seed=seed, metric="l2")
     coarse_s = time.perf_counter() - t0
-    quantizer = faiss.IndexFlatL2(d)
-    quantizer.add(kmeans.centroids)
     t0 = time.perf_counter()
-    ivf = faiss.IndexIVFFlat(quantizer, d, cfg.nlist)
-    ivf.train(xt)  # the quantizer is already trained: this only marks the index trained
-    ivf.add(xb)
+    ivf = ann.ivf_flat_index(xb, cfg.nlist, metric="l2", centroids=centroids)
     build = coarse_s + time.perf_counter() - t0
-    nbytes = _index_bytes(ivf)
+    nbytes = ann.index_bytes(ivf)
     for nprobe in cfg.nprobes:
         ivf.nprobe = nprobe
         row(
@@ -214,11 +204,9 @@ def run(args: argparse.Namespace) -> Path:
 
     # HNSW: a navigable small-world graph; efSearch sets the candidate-list length.
     t0 = time.perf_counter()
-    hnsw = faiss.IndexHNSWFlat(d, cfg.hnsw_m)
-    hnsw.hnsw.efConstruction = cfg.hnsw_ef_construction
-    hnsw.add(xb)
+    hnsw = ann.hnsw_index(xb, "l2", m=cfg.hnsw_m, ef_construction=cfg.hnsw_ef_construction)
     build = time.perf_counter() - t0
-    nbytes = _index_bytes(hnsw)
+    nbytes = ann.index_bytes(hnsw)
     for ef in cfg.hnsw_efs:
         hnsw.hnsw.efSearch = ef
         row(
@@ -232,14 +220,12 @@ def run(args: argparse.Namespace) -> Path:
 
     # IVF-PQ (4-bit fast-scan codes) plus exact re-ranking of k * factor candidates.
     t0 = time.perf_counter()
-    quantizer2 = faiss.IndexFlatL2(d)
-    quantizer2.add(kmeans.centroids)
-    ivfpq = faiss.IndexIVFPQFastScan(quantizer2, d, cfg.nlist, cfg.pq_m, 4)
-    ivfpq.train(xt)  # PQ codebooks on residuals (the coarse quantizer is reused)
-    refine = faiss.IndexRefineFlat(ivfpq)
-    refine.add(xb)
+    refine = ann.ivfpq_refine_index(
+        xb, cfg.nlist, cfg.pq_m, metric="l2", train=xt, centroids=centroids
+    )
+    ivfpq = faiss.downcast_index(refine.base_index)
     build = coarse_s + time.perf_counter() - t0
-    pq_bytes = _index_bytes(ivfpq)
+    pq_bytes = ann.index_bytes(ivfpq)
     name = f"IVF{cfg.nlist},PQ{cfg.pq_m}x4fs,RFlat"
     for nprobe, k_factor in cfg.pq_settings:
         ivfpq.nprobe = nprobe
