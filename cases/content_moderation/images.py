@@ -244,10 +244,11 @@ def edit_image(img: np.ndarray, kind: str, rng: np.random.Generator) -> np.ndarr
 
     Kinds:
         resize: scale by a factor in [0.5, 1.5] (bilinear), aspect kept.
-        crop: cut 1-5% of the side from each edge independently.
+        crop: remove 2-6% of the width and 2-6% of the height, split at random between the
+            two edges of each axis (a re-framed screenshot).
         reencode: JPEG at quality 50-80, decoded again.
-        small_edit: brightness and contrast x[0.85, 1.15], plus an opaque sticker over 2-5% of
-            the area at a random place.
+        small_edit: brightness and contrast x[0.85, 1.15], plus an opaque square sticker over
+            1-3% of the area at a random place (an emoji or a watermark).
     """
     im = Image.fromarray(_check_rgb(img))
     w, h = im.size
@@ -255,7 +256,9 @@ def edit_image(img: np.ndarray, kind: str, rng: np.random.Generator) -> np.ndarr
         f = rng.uniform(0.5, 1.5)
         im = im.resize((max(8, round(w * f)), max(8, round(h * f))), Image.BILINEAR)
     elif kind == "crop":
-        left, top, right, bottom = rng.uniform(0.01, 0.05, size=4)
+        cut_x, cut_y = rng.uniform(0.02, 0.06, size=2)  # share of the side removed, per axis
+        sx, sy = rng.uniform(0, 1, size=2)  # how the cut splits between the two edges
+        left, right, top, bottom = cut_x * sx, cut_x * (1 - sx), cut_y * sy, cut_y * (1 - sy)
         im = im.crop((round(left * w), round(top * h), w - round(right * w), h - round(bottom * h)))
     elif kind == "reencode":
         buf = io.BytesIO()
@@ -264,7 +267,7 @@ def edit_image(img: np.ndarray, kind: str, rng: np.random.Generator) -> np.ndarr
     elif kind == "small_edit":
         im = ImageEnhance.Brightness(im).enhance(rng.uniform(0.85, 1.15))
         im = ImageEnhance.Contrast(im).enhance(rng.uniform(0.85, 1.15))
-        area = rng.uniform(0.02, 0.05) * w * h
+        area = rng.uniform(0.01, 0.03) * w * h
         sw = sh = max(1, round(math.sqrt(area)))
         x0, y0 = int(rng.integers(0, max(1, w - sw))), int(rng.integers(0, max(1, h - sh)))
         ImageDraw.Draw(im).rectangle([x0, y0, x0 + sw, y0 + sh], fill=_color(rng))
@@ -503,7 +506,7 @@ def train_image_model(
                 opt.step()
                 if sched.last_epoch < steps - 1:
                     sched.step()
-                total, seen = total + float(loss) * len(idx), seen + len(idx)
+                total, seen = total + loss.item() * len(idx), seen + len(idx)
                 if time.monotonic() - start > time_cap_s:
                     break
             row = {
