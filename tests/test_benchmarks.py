@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.cli import available_benchmarks, load_benchmark
+from casebook.cli import available_benchmarks, load_benchmark
 
 REPO = Path(__file__).resolve().parent.parent
 

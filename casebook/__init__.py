@@ -1,0 +1,1 @@
+"""The `casebook` command (casebook.cli): the entry point, above cases/ and shared/."""

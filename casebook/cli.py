@@ -1,0 +1,270 @@
+"""The `casebook` command: list, run, bench and serve the cases.
+
+    casebook list
+    casebook run video-recommendation --preset fast --seed 0
+    casebook run all
+    casebook bench rnn --quick
+    casebook serve mobile-keyboard --port 8000
+
+A case plugs in by existing: every `cases/<package>/cli.py` is found by scanning, and its
+command-line name is the package name with `_` -> `-`. The module defines
+    SUMMARY: str                               one line for `casebook list`
+    PRESETS: tuple[str, ...]                   preset names for `--preset`; the first is the default
+    add_arguments(parser) -> None              case-specific `run` flags
+    run(args) -> Path                          runs end to end, returns the path of metrics.json
+    serve(artifact, host, port) -> None        blocks, serving the case over HTTP
+A benchmark plugs in the same way, as `benchmarks/<module>.py` defining
+    NAME: str, SUMMARY: str, add_arguments(parser) -> None, run(args) -> Path (its JSON file).
+Without `--out`, a case picks its own run folder (`shared.lifecycle.run_folder`:
+runs/<case>/<UTC time>/) and a benchmark gets runs/bench/<name>/<UTC time>/.
+
+This package sits above the layers: it imports cases and benchmarks; nothing imports it.
+
+Errors the user can fix (`shared.errors.CasebookError`) print one line and exit with code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import json
+import sys
+import time
+from pathlib import Path
+from types import ModuleType
+
+from shared.errors import CasebookError
+from shared.lifecycle import run_folder
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+CASES_DIR = REPO_ROOT / "cases"
+BENCH_DIR = REPO_ROOT / "benchmarks"
+
+
+def available_cases() -> dict[str, str]:
+    """The cases in this checkout, {cli name: package}: every `cases/<package>/cli.py`, sorted."""
+    return {
+        path.parent.name.replace("_", "-"): path.parent.name
+        for path in sorted(CASES_DIR.glob("*/cli.py"))
+        if path.parent.name.isidentifier() and (path.parent / "__init__.py").is_file()
+    }
+
+
+def load_case(name: str) -> ModuleType:
+    """Import a case's cli module by its command-line name."""
+    cases = available_cases()
+    if name not in cases:
+        known = ", ".join(cases) or "none"
+        raise CasebookError(f"unknown case {name!r}; available: {known}")
+    return importlib.import_module(f"cases.{cases[name]}.cli")
+
+
+def available_benchmarks() -> dict[str, Path]:
+    """Benchmarks in `benchmarks/`, {NAME: file}, found without importing them (heavy imports)."""
+    found = {}
+    for path in sorted(BENCH_DIR.glob("*.py")):
+        for line in path.read_text().splitlines():
+            if line.startswith("NAME = "):
+                found[line.split("=", 1)[1].strip().strip("\"'")] = path
+                break
+    return found
+
+
+def load_benchmark(name: str) -> ModuleType:
+    """Import a benchmark module from its file (benchmarks/ is not an installed package)."""
+    benches = available_benchmarks()
+    if name not in benches:
+        raise CasebookError(
+            f"unknown benchmark {name!r}; available: {', '.join(benches) or 'none'}"
+        )
+    path = benches[name]
+    spec = importlib.util.spec_from_file_location(f"casebook_bench_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _add_common_run_flags(p: argparse.ArgumentParser, presets: tuple[str, ...]) -> None:
+    p.add_argument(
+        "--preset",
+        default=presets[0] if presets else None,
+        choices=presets or None,
+        help=f"configuration preset (default: {presets[0] if presets else 'none'})",
+    )
+    p.add_argument(
+        "--data",
+        default="builtin",
+        help="data source: 'builtin' (generated, offline) or FORMAT:PATH for real data",
+    )
+    p.add_argument(
+        "--out", type=Path, default=None, help="output folder (default runs/<case>/<time>)"
+    )
+    p.add_argument("--seed", type=int, default=0, help="random seed for data, splits and training")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="casebook",
+        description="Worked ML system-design cases: run them, benchmark them, serve them.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    sub.add_parser("list", help="list the cases and benchmarks")
+
+    run_p = sub.add_parser("run", help="run a case (or all) end to end and write a report")
+    run_sub = run_p.add_subparsers(dest="case", required=True, metavar="CASE")
+    all_p = run_sub.add_parser("all", help="every case on built-in data, then a summary table")
+    all_p.add_argument("--seed", type=int, default=0, help="random seed passed to every case")
+    all_p.add_argument("--out", type=Path, default=None, help="parent folder for each case's run")
+    for name in available_cases():
+        module = load_case(name)
+        p = run_sub.add_parser(name, help=module.SUMMARY, description=module.SUMMARY)
+        _add_common_run_flags(p, tuple(getattr(module, "PRESETS", ())))
+        module.add_arguments(p)
+
+    bench_p = sub.add_parser("bench", help="run a benchmark and write JSON, Markdown and a plot")
+    bench_sub = bench_p.add_subparsers(dest="bench", required=True, metavar="NAME")
+    bench_sub.add_parser("all", help="every benchmark").add_argument(
+        "--quick", action="store_true", help="tiny sizes (seconds, for smoke tests)"
+    )
+    for name in available_benchmarks():
+        module = load_benchmark(name)
+        p = bench_sub.add_parser(name, help=module.SUMMARY, description=module.SUMMARY)
+        p.add_argument("--quick", action="store_true", help="tiny sizes (seconds, for smoke tests)")
+        p.add_argument("--out", type=Path, default=None, help="output folder")
+        module.add_arguments(p)
+
+    serve_p = sub.add_parser("serve", help="serve a case's champion model over HTTP (Ray Serve)")
+    serve_p.add_argument("case", choices=list(available_cases()), help="which case")
+    serve_p.add_argument(
+        "--artifact",
+        type=Path,
+        default=None,
+        help="artifact folder or registry (default: the champion in runs/<case>/registry)",
+    )
+    serve_p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
+    serve_p.add_argument("--port", type=int, default=8000, help="HTTP port (default 8000)")
+    return parser
+
+
+def _bench_args(name: str, argv_quick: bool, out: Path | None) -> argparse.Namespace:
+    """Parse a benchmark's own flags at their defaults (used by `bench all`)."""
+    module = load_benchmark(name)
+    p = argparse.ArgumentParser()
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--out", type=Path, default=None)
+    module.add_arguments(p)
+    args = p.parse_args(["--quick"] if argv_quick else [])
+    args.out = out
+    return args
+
+
+def _summary(rows: list[dict]) -> str:
+    lines = [
+        "",
+        "| case | production model | headline | seconds | report |",
+        "|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['case']} | {r['model']} | {r['headline']} | {r['seconds']:.0f} | {r['report']} |"
+        )
+    return "\n".join(lines)
+
+
+def _headline(metrics_path: Path) -> tuple[str, str]:
+    doc = json.loads(metrics_path.read_text())
+    model = doc.get("production_model", "")
+    for table, rows in doc.get("tables", {}).items():
+        if model in rows:
+            items = list(rows[model].items())[:3]
+            text = ", ".join(
+                f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in items
+            )
+            return model, f"{table}: {text}"
+    return model, ""
+
+
+def run_all(args: argparse.Namespace) -> int:
+    rows, failed = [], []
+    for name in available_cases():
+        module = load_case(name)
+        p = argparse.ArgumentParser()
+        _add_common_run_flags(p, tuple(getattr(module, "PRESETS", ())))
+        module.add_arguments(p)
+        case_args = p.parse_args(["--seed", str(args.seed)])
+        if args.out is not None:
+            case_args.out = args.out / name
+        print(f"\n=== casebook run {name} ===", flush=True)
+        t0 = time.perf_counter()
+        try:
+            metrics_path = Path(module.run(case_args))
+        except CasebookError as e:
+            print(f"casebook: {name}: error: {e}", file=sys.stderr)
+            failed.append(name)
+            continue
+        model, headline = _headline(metrics_path)
+        rows.append(
+            {
+                "case": name,
+                "model": model,
+                "headline": headline,
+                "seconds": time.perf_counter() - t0,
+                "report": str(metrics_path.parent / "report.md"),
+            }
+        )
+    print(_summary(rows))
+    if failed:
+        print(f"casebook: failed: {', '.join(failed)}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        if args.command == "list":
+            print("cases:")
+            for name in available_cases():
+                print(f"  {name:22s} {load_case(name).SUMMARY}")
+            print("benchmarks:")
+            for name, path in available_benchmarks().items():
+                print(f"  {name:22s} benchmarks/{path.name}")
+            return 0
+        if args.command == "run":
+            if args.case == "all":
+                return run_all(args)
+            module = load_case(args.case)
+            metrics_path = Path(module.run(args))
+            print(f"wrote {metrics_path} and {metrics_path.parent / 'report.md'}")
+            return 0
+        if args.command == "bench":
+            names = list(available_benchmarks()) if args.bench == "all" else [args.bench]
+            for name in names:
+                if args.bench == "all":
+                    bench_args = _bench_args(name, args.quick, None)
+                else:
+                    bench_args = args
+                if bench_args.out is None:
+                    bench_args.out = run_folder(f"bench/{name}", None)
+                print(f"\n=== casebook bench {name} ===", flush=True)
+                result = load_benchmark(name).run(bench_args)
+                print(f"wrote {result}")
+            return 0
+        if args.command == "serve":
+            load_case(args.case).serve(args.artifact, args.host, args.port)
+            return 0
+    except CasebookError as e:
+        print(f"casebook: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    parser.error(f"unknown command {args.command!r}")
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
