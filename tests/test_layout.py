@@ -1,14 +1,50 @@
-"""The repository's shape: what is importable, and that no case imports another."""
+"""The repository's shape: the case template (issue 12), the import rules, and the layers.
+
+Layers, top to bottom: `casebook/` (the command) -> `cases/<pkg>/` -> `shared/`. Nothing imports
+upwards and no case imports another. Every case package with a `cli.py` follows the template:
+the files below, a thin cli.py, and a predictor that serving can load without any training code
+(so a change to training can never change what a request computes by accident, and a replica
+imports no more than it needs). A case still being written fails here until it is complete.
+"""
 
 import ast
 import importlib.util
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parent.parent
+TEMPLATE = (
+    "README.md",
+    "config.py",
+    "data.py",
+    "model.py",
+    "baseline.py",
+    "train.py",
+    "evaluate.py",
+    "predictor.py",
+    "serve.py",
+    "cli.py",
+)
+CLI_MAX_LINES = 250  # the whole run fits on one screen (issue 12)
+SERVING_ROOTS = ("predictor",)  # modules serving loads; none may reach the ones below
+TRAINING_ONLY = ("train", "evaluate")
+SHARED_SHIMS = {"cli.py"}  # shared/cli.py re-exports casebook.cli for `python -m shared.cli`
 
 
-def test_cases_and_shared_resolve_inside_the_repo():
-    for name in ("cases", "shared"):
+def _case_dirs(with_cli: bool) -> list[Path]:
+    return sorted(
+        p
+        for p in (REPO / "cases").iterdir()
+        if (p / "__init__.py").is_file() and (not with_cli or (p / "cli.py").is_file())
+    )
+
+
+CASES = _case_dirs(with_cli=True)
+
+
+def test_packages_resolve_inside_the_repo():
+    for name in ("casebook", "cases", "shared"):
         spec = importlib.util.find_spec(name)
         assert spec is not None, f"{name} is not importable"
         origin = Path(spec.submodule_search_locations[0]).resolve()
@@ -16,35 +52,135 @@ def test_cases_and_shared_resolve_inside_the_repo():
 
 
 def test_benchmarks_and_tests_are_not_packages():
-    # Only `cases` and `shared` are installed; benchmarks are loaded by file path.
-    assert (
-        importlib.util.find_spec("benchmarks") is None
-        or not (REPO / "benchmarks" / "__init__.py").exists()
-    )
+    # benchmarks are loaded by file path (casebook.cli scans them), tests by pytest.
+    assert not (REPO / "benchmarks" / "__init__.py").exists()
+    assert not (REPO / "tests" / "__init__.py").exists()
+
+
+def _imports(path: Path) -> list[tuple[str, int, tuple[str, ...]]]:
+    """Every import in a file, at any depth: (module, relative level, imported names)."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.extend((alias.name, 0, ()) for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            names = tuple(alias.name for alias in node.names)
+            found.append((node.module or "", node.level, names))
+    return found
+
+
+def _absolute(path: Path, module: str, level: int) -> str:
+    """`from ..x import y` in cases/pkg/sub/m.py -> 'cases.pkg.x'."""
+    if level == 0:
+        return module
+    package = path.relative_to(REPO).with_suffix("").parts[:-1]  # ('cases', 'pkg', 'sub')
+    base = package[: len(package) - (level - 1)]
+    return ".".join(base + ((module,) if module else ()))
 
 
 def _imported_modules(path: Path) -> set[str]:
-    tree = ast.parse(path.read_text(), filename=str(path))
-    names = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            names.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names.add(node.module)
-    return names
+    """Absolute names of everything a file imports, plus `from pkg import mod` submodules."""
+    out = set()
+    for module, level, names in _imports(path):
+        name = _absolute(path, module, level)
+        out.add(name)
+        out.update(f"{name}.{n}" for n in names if n != "*")
+    return out
 
 
-def test_no_case_imports_another():
-    case_dirs = [p for p in (REPO / "cases").iterdir() if (p / "__init__.py").exists()]
-    for case in case_dirs:
+def _case_module_file(case: Path, module: str) -> Path | None:
+    """The file of `cases.<pkg>.a.b` inside `case`, or None (not this case's module)."""
+    parts = module.split(".")
+    if parts[:2] != ["cases", case.name] or len(parts) == 2:
+        return None
+    base = case.joinpath(*parts[2:])
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _serving_closure(case: Path) -> dict[Path, Path | None]:
+    """Every module of the case reachable from the serving roots: {file: the file importing it}."""
+    seen: dict[Path, Path | None] = {}
+    stack = [(case / f"{root}.py", None) for root in SERVING_ROOTS]
+    while stack:
+        path, parent = stack.pop()
+        if path in seen or not path.is_file():
+            continue
+        seen[path] = parent
+        for module in _imported_modules(path):
+            target = _case_module_file(case, module)
+            if target is not None:
+                stack.append((target, path))
+    return seen
+
+
+def _chain(closure: dict[Path, Path | None], path: Path) -> str:
+    names = []
+    while path is not None:
+        names.append(path.stem)
+        path = closure[path]
+    return " -> ".join(reversed(names))
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda p: p.name)
+def test_case_has_the_template_files(case):
+    missing = [f for f in TEMPLATE if not (case / f).is_file()]
+    assert not missing, f"cases/{case.name} lacks {', '.join(missing)}"
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda p: p.name)
+def test_cli_is_thin(case):
+    n = len((case / "cli.py").read_text().splitlines())
+    assert n < CLI_MAX_LINES, f"cases/{case.name}/cli.py has {n} lines (limit {CLI_MAX_LINES})"
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda p: p.name)
+def test_predictor_imports_no_training_code(case):
+    closure = _serving_closure(case)
+    forbidden = {case / f"{m}.py" for m in TRAINING_ONLY}
+    problems = [f"{_chain(closure, p)} (training code)" for p in closure if p in forbidden]
+    for path in closure:
+        for module in _imported_modules(path):
+            if module.split(".")[0] == "tqdm":
+                problems.append(f"{_chain(closure, path)} -> tqdm")
+    assert not problems, f"cases/{case.name}: " + "; ".join(sorted(set(problems)))
+
+
+def test_layout_rules_catch_a_bad_case(tmp_path, monkeypatch):
+    """The closure follows relative, absolute and in-function imports through helper modules."""
+    files = {
+        "predictor.py": "from .helper import f\n",
+        "helper.py": "def f():\n    from . import train\n    import tqdm.auto\n",
+        "train.py": "",
+    }
+    fake = tmp_path / "cases" / "_layout_probe"
+    fake.mkdir(parents=True)
+    for name, text in files.items():
+        (fake / name).write_text(text)
+    monkeypatch.setattr(f"{__name__}.REPO", tmp_path)
+    closure = _serving_closure(fake)
+    assert {p.name for p in closure} == {"predictor.py", "helper.py", "train.py"}
+    assert _chain(closure, fake / "train.py") == "predictor -> helper -> train"
+    assert "tqdm.auto" in _imported_modules(fake / "helper.py")
+
+
+def test_no_case_imports_another_or_the_command():
+    for case in _case_dirs(with_cli=False):
         for path in case.rglob("*.py"):
             for module in _imported_modules(path):
                 parts = module.split(".")
                 if parts[0] == "cases" and len(parts) > 1:
                     assert parts[1] == case.name, f"{path} imports {module}"
+                assert parts[0] != "casebook", f"{path} imports {module} (the command)"
 
 
-def test_shared_imports_no_case():
+def test_shared_imports_no_case_and_not_the_command():
     for path in (REPO / "shared").rglob("*.py"):
+        if path.name in SHARED_SHIMS:
+            continue
         for module in _imported_modules(path):
-            assert not module.startswith("cases."), f"{path} imports {module}"
+            top = module.split(".")[0]
+            assert top not in ("cases", "casebook"), f"{path} imports {module}"
