@@ -1,0 +1,176 @@
+"""`casebook run content-moderation` and `casebook serve content-moderation`.
+
+    casebook run content-moderation                                   # built-in data, ~2-3 min
+    casebook run content-moderation --data olid:~/data/olid           # OffensEval 2019 protocol
+    casebook run content-moderation --data davidson:labeled_data.csv --eval hatecheck:hc.csv
+    casebook serve content-moderation --port 8000
+
+The run: data -> the data gate on every batch -> rules baseline, TF-IDF + LR (identity-term
+augmentation tried), fine-tuned MiniLM (ONNX, int8 where parity holds), ensemble -> the shipped
+model chosen on validation -> image CNN, known-bad hash bank, ad fusion -> artifact -> every table
+measured on the saved artifact -> registry and promotion.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import time
+from pathlib import Path
+
+import numpy as np
+
+from shared.errors import CasebookError
+
+SUMMARY = "moderate posts and ads: hash matching, rules, TF-IDF, fine-tuned MiniLM, image CNN"
+PRESETS = ("fast", "full", "tiny")
+CASE = "content-moderation"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--eval",
+        action="append",
+        default=[],
+        metavar="FORMAT:PATH",
+        help="evaluation-only set (repeatable): hatecheck:FILE, "
+        "toxicity-pairs:NONFUZZED.csv,FUZZED.csv, csv:FILE",
+    )
+    parser.add_argument("--no-encoder", action="store_true", help="skip MiniLM fine-tuning")
+    parser.add_argument(
+        "--no-images", action="store_true", help="skip the image CNN, hash bank and ads"
+    )
+    parser.add_argument(
+        "--train-minutes",
+        type=float,
+        default=None,
+        help="cap on MiniLM fine-tuning in minutes (default: grows with the data, see config)",
+    )
+
+
+def _config(args: argparse.Namespace):
+    from .config import get_config
+
+    over = {}
+    if getattr(args, "no_encoder", False):
+        over["encoder"] = False
+    minutes = getattr(args, "train_minutes", None)
+    if minutes is not None:
+        if minutes <= 0:
+            raise CasebookError("--train-minutes must be positive")
+        over.update(
+            max_train_minutes=minutes, min_train_minutes=minutes, builtin_train_minutes=minutes
+        )
+    return get_config(getattr(args, "preset", None) or PRESETS[0], **over)
+
+
+def run(args: argparse.Namespace) -> Path:
+    from shared.artifacts import fingerprint_arrays
+    from shared.lifecycle import register_and_promote, registry_root, run_folder, torch_threads
+    from shared.report import RunReport
+
+    from .data import check_training_data, load_eval, load_source
+    from .evaluate import report_run
+    from .predictor import ModerationPredictor
+    from .train import fit_ad_fusion, fit_image_side, fit_text_models, save_moderation_artifact
+
+    cfg = _config(args)
+    preset = getattr(args, "preset", None) or PRESETS[0]
+    seed = int(getattr(args, "seed", 0) or 0)
+    source = getattr(args, "data", "builtin") or "builtin"
+    builtin = source == "builtin"
+    evals = [load_eval(s) for s in getattr(args, "eval", []) or []]  # fail before training
+    data = load_source(source, cfg, seed)
+    out = run_folder(CASE, getattr(args, "out", None))
+    report = RunReport(case=CASE, data=source, preset=preset, seed=seed, out_dir=out)
+    log = print
+    log(
+        f"{data.name}: {len(data)} texts, policies {', '.join(data.policies)}, split "
+        + ", ".join(f"{k} {len(v)}" for k, v in data.split.items())
+    )
+
+    t0 = time.perf_counter()
+    gate = check_training_data(data, out, seed, inject_bad=builtin)
+    report.extra["data_gate"] = gate
+    report.section(
+        "Data gate",
+        "\n".join(
+            [
+                f"- {name}: {'pass' if g['passed'] else 'REFUSED'} ({g['rows']} rows)"
+                for name, g in gate["batches"].items()
+            ]
+            + (
+                [
+                    f"- injected broken batch (empty texts, every label 1): "
+                    f"{'pass' if gate['injected']['passed'] else 'quarantined'}, failed "
+                    + ", ".join(gate["injected"]["failed"])
+                ]
+                if "injected" in gate
+                else []
+            )
+        ),
+    )
+    report.timing("data_s", time.perf_counter() - t0)
+
+    t0 = time.perf_counter()
+    with torch_threads(cfg.train_threads):
+        fit = fit_text_models(cfg, data, seed, out, log, builtin=builtin)
+        report.timing("text_models_s", time.perf_counter() - t0)
+        image = ads = fusion = None
+        if not getattr(args, "no_images", False):
+            t0 = time.perf_counter()
+            image = fit_image_side(cfg, seed, out, log)
+            if builtin and (data.kinds == "ad").any():
+                fusion, ads = fit_ad_fusion(cfg, data, fit, image, seed)
+            report.timing("image_side_s", time.perf_counter() - t0)
+    for k, v in fit["timings"].items():
+        report.timing(k, v)
+
+    t0 = time.perf_counter()
+    tr = data.split["train"]
+    text_digest = hashlib.sha256("\n".join(data.texts[i] for i in tr).encode()).digest()
+    fp = fingerprint_arrays(data.labels[tr], np.frombuffer(text_digest, np.uint8))
+    artifact = save_moderation_artifact(out / "artifact", cfg, data, fit, image, fusion, fp)
+    pred = ModerationPredictor.load(artifact)  # what the server will load, verified
+    report.timing("artifact_s", time.perf_counter() - t0)
+
+    t0 = time.perf_counter()
+    head = report_run(report, cfg, data, fit, pred, image, ads, evals, seed, log)
+    report.production_model = fit["production"]
+    report.extra["training"] = fit["info"]
+    report.timing("evaluate_s", time.perf_counter() - t0)
+
+    promotion = register_and_promote(
+        artifact,
+        registry_root(out, CASE),
+        metric="macro_f1",
+        candidate={
+            "all": float(sum(head["headline"].values()) / len(head["headline"])),
+            **{k: float(v) for k, v in head["headline"].items()},
+        },
+        baseline={"all": float(sum(head["baseline"].values()) / len(head["baseline"]))},
+        fingerprint=fp,
+        preset=preset,
+        seed=seed,
+        loader=ModerationPredictor.load,
+    )
+    report.extra["registry"] = promotion.to_dict()
+    report.section("Registry and promotion", promotion.markdown())
+    log(
+        "test macro-F1 of the shipped model: "
+        + ", ".join(f"{k} {v:.4f}" for k, v in head["headline"].items())
+    )
+    return report.write()
+
+
+def serve(artifact: Path | None, host: str, port: int) -> None:
+    from shared.serving import run_app
+
+    from .serve import build_app
+
+    root = Path(artifact) if artifact is not None else Path("runs") / CASE / "registry"
+    if not root.exists():
+        raise CasebookError(
+            f"no model at {root}; run `casebook run {CASE}` first or pass --artifact PATH"
+        )
+    run_app(build_app(root), host=host, port=port)

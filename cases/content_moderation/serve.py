@@ -1,0 +1,108 @@
+"""Ray Serve app for content moderation: `POST /moderate`.
+
+    curl -s 127.0.0.1:8000/moderate -H 'content-type: application/json' \
+         -d '{"text": "you are a worthless idiot", "kind": "post"}'
+    -> {"action": "remove"|"review"|"allow", "reason": "...", "scores": {"offensive": 0.97, ...}}
+
+An optional `image_b64` (a base64 JPEG/PNG/GIF/WEBP/BMP) is hash-matched against the known-bad
+bank and scored by the image CNN; for `"kind": "ad"` the text and image scores are fused.
+Requests are batched with `@serve.batch`; the model runs in a worker thread so the replica's
+event loop keeps accepting requests (they form the next batch). Bad input gets a 4xx with a
+one-line message: empty, blank or oversized text, control characters, wrong types, unknown
+fields (422); bad base64, bytes that are not an image, a truncated image, a decompression bomb
+(400); a body over 1 MiB (413). Plus the standard /health, /version, /reload and /status.
+"""
+
+# No `from __future__ import annotations` here: Ray pickles the deployment class by value, and
+# FastAPI must see the real ModerateRequest type on the handler, not a string it cannot resolve.
+import base64
+import binascii
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictStr, field_validator
+
+from shared.errors import DataError
+
+from .predictor import ModerationPredictor
+
+MAX_TEXT_CHARS = 5_000  # a long post; anything longer is not a post
+MAX_IMAGE_BYTES = 512 * 1024  # decoded upload; its base64 is 4/3 of this
+MAX_IMAGE_B64_CHARS = (MAX_IMAGE_BYTES * 4) // 3 + 4
+MAX_IMAGE_PIXELS = 4_000_000  # decompression-bomb limit, read from the header before decoding
+
+
+class ModerateRequest(BaseModel):
+    """One post or ad: its text (for ads, title and body), an optional image, and its kind."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    text: StrictStr = Field(min_length=1, max_length=MAX_TEXT_CHARS)
+    image_b64: StrictStr | None = Field(default=None, max_length=MAX_IMAGE_B64_CHARS)
+    kind: Literal["post", "ad"] = "post"
+
+    @field_validator("text")
+    @classmethod
+    def _text_ok(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("text is blank")
+        if any((ord(ch) < 32 and ch not in "\t\n\r") or ch == "\ufffd" for ch in v):
+            raise ValueError("text contains control or binary characters")
+        return v
+
+
+def decode_request_image(b64: str | None) -> Any:
+    """base64 -> (H, W, 3) uint8, or DataError (a 400) naming what is wrong."""
+    if b64 is None:
+        return None
+    from .images import decode_image
+
+    try:
+        raw = base64.b64decode(b64, validate=True)
+    except (binascii.Error, ValueError):
+        raise DataError("image_b64 is not valid base64") from None
+    return decode_image(raw, max_pixels=MAX_IMAGE_PIXELS, max_bytes=MAX_IMAGE_BYTES)
+
+
+def build_app(artifact: str | Path, num_cpus: float = 1.0, max_batch_size: int = 16) -> Any:
+    """A bound Ray Serve application around ModerationPredictor (artifact folder or registry)."""
+    from ray import serve
+
+    from shared.serving import ReloadableModel, make_app, standard_routes
+
+    app = make_app("content-moderation")
+
+    @serve.deployment(
+        # max_ongoing_requests >= max_batch_size, or batches are silently capped at 5.
+        max_ongoing_requests=2 * max_batch_size,
+        ray_actor_options={"num_cpus": num_cpus},
+    )
+    @serve.ingress(app)
+    @standard_routes(app)
+    class ModerationServer:
+        def __init__(self, root: str):
+            self.model = ReloadableModel(root, ModerationPredictor.load)
+
+        @app.post("/moderate")
+        async def moderate(self, req: ModerateRequest) -> dict:
+            import asyncio
+
+            image = None
+            if req.image_b64 is not None:
+                loop = asyncio.get_running_loop()
+                image = await loop.run_in_executor(None, decode_request_image, req.image_b64)
+            return await self.batched({"text": req.text, "kind": req.kind, "image": image})
+
+        @serve.batch(max_batch_size=max_batch_size, batch_wait_timeout_s=0.002)
+        async def batched(self, reqs: list[dict]) -> list[dict]:
+            import asyncio
+
+            model = self.model.get()
+            return await asyncio.get_running_loop().run_in_executor(
+                None, model.moderate_batch, reqs
+            )
+
+        def status_info(self) -> dict:
+            return self.model.get().info()
+
+    return ModerationServer.bind(str(artifact))
