@@ -1,0 +1,221 @@
+"""`casebook run email-smart-reply` and `casebook serve email-smart-reply`.
+
+    casebook run email-smart-reply                                        # built-in threads
+    casebook run email-smart-reply --data dailydialog:train.txt --test dailydialog:test.txt
+    casebook run email-smart-reply --data mbox:~/mail/inbox.mbox
+    casebook serve email-smart-reply --port 8000
+
+The run: data -> data gate -> split by thread -> train (trigger, baselines, dual encoders,
+response set, compose) -> ONNX message tower (fp32, int8) -> evaluate on test -> artifact ->
+registry and promotion -> report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+
+PRESETS = ("fast", "full", "tiny")
+SUMMARY = "Gmail-style smart reply and smart compose: trigger, response set, dual encoder"
+CASE = "email-smart-reply"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--test",
+        default=None,
+        help="test data in the same formats as --data (train on --data, report on this); "
+        "default: a seeded split of --data by thread",
+    )
+    parser.add_argument("--epochs", type=int, default=None, help="MiniLM epochs (preset)")
+    parser.add_argument(
+        "--load-test",
+        action="store_true",
+        help="serve the artifact on 127.0.0.1 and measure /suggest and /compose latency",
+    )
+
+
+def run(args: argparse.Namespace) -> Path:
+    from shared.lifecycle import run_folder, torch_threads
+
+    from .config import get_config
+
+    over = {"max_epochs": args.epochs} if getattr(args, "epochs", None) else {}
+    cfg = get_config(getattr(args, "preset", None) or PRESETS[0], **over)
+    out = run_folder(CASE, getattr(args, "out", None))
+    # Two threads: the fine-tuning matmuls are large enough to use both shared cores.
+    with torch_threads(2):
+        return _run(args, cfg, out)
+
+
+def _run(args, cfg, out: Path) -> Path:
+    from shared.artifacts import fingerprint_arrays
+    from shared.lifecycle import register_and_promote, registry_root
+    from shared.report import RunReport
+
+    from . import data as D
+    from .evaluate import evaluate_run
+    from .predictor import SmartReplyPredictor
+    from .train import export_towers, save, train
+
+    seed = int(getattr(args, "seed", 0) or 0)
+    spec = getattr(args, "data", None) or "builtin"
+    report = RunReport(
+        case=CASE,
+        data=spec,
+        preset=getattr(args, "preset", None) or PRESETS[0],
+        seed=seed,
+        out_dir=out,
+    )
+    t0 = time.perf_counter()
+    data = D.load_data(spec, cfg, seed)
+    data, gate_row, failures, reference = D.gate_pairs(data, cfg, out / "quarantine")
+    gate_rows = {"training_input": gate_row}
+    if spec == "builtin":  # show the gate catching a corrupted batch of the same logs
+        bad = D.corrupt_pairs(data.subset(np.arange(min(len(data), 400))), seed)
+        from shared.gate import check_batch
+
+        res = check_batch(
+            D.pair_columns(bad.messages, bad.replies),
+            D.pair_schema(),
+            reference,
+            D.gate_thresholds(),
+        )
+        gate_rows["injected_corrupt_batch"] = {
+            "batches": 1,
+            "passed": int(res.passed),
+            "quarantined": int(not res.passed),
+        }
+        failures.append("injected batch: " + "; ".join(c.message for c in res.failed[:4]))
+    if getattr(args, "test", None):
+        test = D.load_data(args.test, cfg, seed)
+        test, gate_rows["test_input"], f2, _ = D.gate_pairs(
+            test, cfg, out / "quarantine", reference
+        )
+        failures += f2
+        f = cfg.val_fraction / (1 - cfg.test_fraction)
+        tr, va, _ = D.split_by_thread(data, cfg.__class__(val_fraction=f, test_fraction=0.0), seed)
+        train_d, val_d, testset = (
+            data.subset(tr),
+            data.subset(va),
+            Path(args.test.split(":", 1)[-1]).stem,
+        )
+    else:
+        tr, va, te = D.split_by_thread(data, cfg, seed)
+        train_d, val_d, test = data.subset(tr), data.subset(va), data.subset(te)
+        testset = "builtin" if spec == "builtin" else Path(spec.split(":", 1)[-1]).stem
+    _attach_no_reply(data, train_d, val_d, test, cfg, seed)
+    report.timing("data_s", time.perf_counter() - t0)
+    report.table(
+        "data_gate",
+        gate_rows,
+        note="Every input is checked in file-order batches "
+        "(schema: empty, binary, oversized texts; duplicates; shift against the first "
+        "batch) before training; refused batches are quarantined.",
+    )
+    if failures:
+        report.section("Data gate: what was refused", "\n".join(f"- {x}" for x in failures))
+    print(f"  {len(train_d):,} train / {len(val_d):,} val / {len(test):,} test pairs", flush=True)
+
+    models = train(cfg, train_d, val_d, seed)
+    report.production_model = models.production
+    for k, v in models.timings.items():
+        report.timing(k, v)
+    fp32, int8 = export_towers(models, cfg, out / "onnx")
+    t0 = time.perf_counter()
+    res = evaluate_run(
+        models, test, val_d, cfg, seed, report, testset, {"fp32": fp32, "int8": int8}
+    )
+    report.timing("evaluate_s", time.perf_counter() - t0)
+    _batch_size_study(models, report)
+
+    fingerprint = fingerprint_arrays(
+        np.asarray(train_d.messages, dtype=object).astype(str),
+        np.asarray(train_d.replies, dtype=object).astype(str),
+    )
+    prod = res["table"][f"{models.production}_onnx_{res['served']}"]
+    art = save(
+        models,
+        cfg,
+        out / "artifact",
+        int8 if res["served"] == "int8" else fp32,
+        fingerprint,
+        {"1_of_100": prod["1_of_100"], "mrr": prod["mrr"]},
+        {"served_precision": res["served"], "testset": testset},
+    )
+    SmartReplyPredictor.load(art)  # the artifact loads as the server will load it
+    cand = {"all": prod["1_of_100"]}
+    promotion = register_and_promote(
+        art,
+        registry_root(out, CASE),
+        metric="1_of_100",
+        candidate=cand,
+        baseline={"all": res["table"]["bm25"]["1_of_100"]},
+        fingerprint=fingerprint,
+        preset=report.preset,
+        seed=seed,
+        loader=SmartReplyPredictor.load,
+    )
+    report.extra["registry"] = promotion.to_dict()
+    report.section("Registry and promotion", promotion.markdown())
+    if getattr(args, "load_test", False):
+        from .serve import load_test
+
+        load_test(art, report, seed)
+    for line in (f"{n}: 1-of-100 {r['1_of_100']:.3f}" for n, r in res["table"].items()):
+        print("  " + line, flush=True)
+    return report.write()
+
+
+def _attach_no_reply(data, train_d, val_d, test, cfg, seed) -> None:
+    """Built-in no-reply messages (trigger negatives) follow their thread's split."""
+    if not data.no_reply:
+        return
+    parts = [set(d.threads.tolist()) for d in (train_d, val_d, test)]
+    rng = np.random.default_rng(seed)
+    for msg, t in zip(data.no_reply, data.no_reply_threads.tolist(), strict=True):
+        k = next((i for i, p in enumerate(parts) if t in p), None)
+        if k is None:  # a thread with no pair at all: place it like group_split would
+            k = int(
+                rng.choice(
+                    3,
+                    p=[
+                        1 - cfg.val_fraction - cfg.test_fraction,
+                        cfg.val_fraction,
+                        cfg.test_fraction,
+                    ],
+                )
+            )
+        (train_d, val_d, test)[k].no_reply.append(msg)
+
+
+def _batch_size_study(models, report) -> None:
+    rows = {}
+    for name, f in models.fits.items():
+        rows[name] = {
+            "batch_size": f["batch_size"],
+            "val_1_of_100": f["best"],
+            "steps": f["steps"],
+            "seconds": f["seconds"],
+        }
+    report.table(
+        "training",
+        rows,
+        note="In-batch softmax: each message's negatives are the "
+        "other B - 1 replies of its batch. Validation 1-of-100 at the best checkpoint.",
+    )
+
+
+def serve(artifact: Path | None, host: str, port: int) -> None:
+    from shared.errors import CasebookError
+    from shared.serving import run_app
+
+    from .serve import build_app
+
+    root = Path(artifact) if artifact else Path("runs") / CASE / "registry"
+    if not root.exists():
+        raise CasebookError(f"{root} not found: run `casebook run {CASE}` first or pass --artifact")
+    run_app(build_app(str(root)), host=host, port=port)

