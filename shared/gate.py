@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import math
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -384,6 +383,13 @@ def build_reference(batch: dict[str, np.ndarray], schema: Schema) -> Reference:
     return Reference(n, missing, numeric, categories, top, target)
 
 
+class _Checks(list):
+    """The checks run so far, in order; `add` appends one."""
+
+    def add(self, name, column, value, limit, passed, message) -> None:
+        self.append(Check(name, column, value, limit, bool(passed), message))
+
+
 def check_batch(
     batch: dict[str, np.ndarray],
     schema: Schema,
@@ -393,26 +399,50 @@ def check_batch(
     """Run every check (see the module docstring) and return the result; never raises on bad
     data (a malformed batch is a failed check, not an exception)."""
     th = thresholds or GateThresholds()
-    checks: list[Check] = []
-
-    def add(name, column, value, limit, passed, message):
-        checks.append(Check(name, column, value, limit, bool(passed), message))
-
+    checks = _Checks()
     if not isinstance(batch, dict):
-        add("batch_type", None, None, None, False, f"batch is a {type(batch).__name__}, not a dict")
+        checks.add(
+            "batch_type", None, None, None, False, f"batch is a {type(batch).__name__}, not a dict"
+        )
         return GateResult(checks, 0)
+    n = _check_schema(batch, schema, checks)
+    if n is None:  # unequal column lengths: nothing below is defined
+        return GateResult(checks, max(len(np.asarray(v).reshape(-1)) for v in batch.values()))
+    # Volume first: it is defined even for an empty batch.
+    _check_volume(n, reference, th, checks)
+    if n == 0:
+        return GateResult(checks, n)
+    cols = _present(batch, schema)
+    for name, (a, miss) in cols.items():
+        spec = schema.columns[name]
+        _check_missing(name, miss, spec, reference, th, checks)
+        if spec.kind in ("int", "float"):
+            _check_range(name, a, miss, spec, checks)
+        if spec.kind == "category":
+            _check_categories(name, _category_keys(a[~miss]), schema, reference, th, checks)
+        drifts = spec.drift and name not in schema.key and name in reference.numeric
+        if spec.kind in ("int", "float") and drifts:
+            _check_psi(name, _numeric_values(a, miss), reference, th, checks)
+    if schema.target is not None and schema.target in cols and reference.target is not None:
+        _check_target(schema.target, *cols[schema.target], reference, th, checks)
+    _check_duplicates(batch, schema, n, th, checks)
+    return GateResult(checks, n)
 
-    # Schema: columns present, no unexpected ones, equal lengths, dtypes.
+
+def _check_schema(batch: dict, schema: Schema, checks: _Checks) -> int | None:
+    """Columns present, none unexpected, equal lengths, dtypes. Returns the row count, or None
+    when the columns' lengths differ."""
     for name in schema.columns:
         if name not in batch:
-            add("column_missing", name, None, None, False, f"column {name!r} is missing")
+            checks.add("column_missing", name, None, None, False, f"column {name!r} is missing")
     for name in batch:
         if name not in schema.columns:
-            add("column_unexpected", name, None, None, False, f"column {name!r} is not in schema")
+            checks.add(
+                "column_unexpected", name, None, None, False, f"column {name!r} is not in schema"
+            )
     lengths = {name: len(np.asarray(v).reshape(-1)) for name, v in batch.items()}
-    n = max(lengths.values(), default=0)
     if len(set(lengths.values())) > 1:
-        add(
+        checks.add(
             "column_length",
             None,
             sorted(set(lengths.values())),
@@ -420,24 +450,19 @@ def check_batch(
             False,
             f"columns have different lengths: {lengths}",
         )
-        return GateResult(checks, n)
+        return None
     for name, spec in schema.columns.items():
         if name in batch:
             err = _dtype_error(np.asarray(batch[name]), spec)
-            add(
-                "dtype",
-                name,
-                str(np.asarray(batch[name]).dtype),
-                spec.kind,
-                err is None,
-                err or "ok",
-            )
-    cols = _present(batch, schema)
+            dtype = str(np.asarray(batch[name]).dtype)
+            checks.add("dtype", name, dtype, spec.kind, err is None, err or "ok")
+    return max(lengths.values(), default=0)
 
-    # Volume first: it is defined even for an empty batch.
+
+def _check_volume(n: int, reference: Reference, th: GateThresholds, checks: _Checks) -> None:
     ratio = n / reference.n_rows
     lo, hi = th.volume_ratio
-    add(
+    checks.add(
         "volume",
         None,
         ratio,
@@ -445,131 +470,134 @@ def check_batch(
         lo <= ratio <= hi,
         f"{n:,} rows against {reference.n_rows:,} in the reference",
     )
-    if n == 0:
-        return GateResult(checks, n)
 
-    for name, (a, miss) in cols.items():
-        spec = schema.columns[name]
-        rate = float(miss.mean())
-        limit = (
-            reference.missing_rate.get(name, 0.0) + th.max_missing_rate if spec.nullable else 0.0
-        )
-        add(
-            "missing_rate",
+
+def _check_missing(name, miss, spec, reference, th, checks: _Checks) -> None:
+    rate = float(miss.mean())
+    limit = reference.missing_rate.get(name, 0.0) + th.max_missing_rate if spec.nullable else 0.0
+    checks.add(
+        "missing_rate",
+        name,
+        rate,
+        limit,
+        rate <= limit,
+        f"{int(miss.sum()):,} missing values" + ("" if spec.nullable else " (not nullable)"),
+    )
+
+
+def _check_range(name, a, miss, spec, checks: _Checks) -> None:
+    """Numeric values must be finite and inside [spec.min, spec.max]."""
+    v = a[~miss].astype(np.float64)
+    bad = ~np.isfinite(v)
+    if spec.min is not None:
+        bad |= v < spec.min
+    if spec.max is not None:
+        bad |= v > spec.max
+    share = float(bad.mean()) if len(v) else 0.0
+    seen = f"observed [{np.nanmin(v):.4g}, {np.nanmax(v):.4g}]" if len(v) else "no values"
+    checks.add(
+        "out_of_range",
+        name,
+        share,
+        0.0,
+        share == 0.0,
+        f"{int(bad.sum()):,} values outside [{spec.min}, {spec.max}]; {seen}",
+    )
+
+
+def _check_categories(name, keys, schema, reference, th, checks: _Checks) -> None:
+    """Unseen values, the distribution's shift (low-cardinality columns), the top value's share."""
+    if not len(keys):
+        return
+    spec = schema.columns[name]
+    if name in reference.categories:
+        known = reference.categories[name]
+        unseen = ~np.isin(keys, np.fromiter(known, dtype=object).astype(str))
+        share = float(unseen.mean())
+        examples = ", ".join(sorted(set(keys[unseen].tolist()))[:3])
+        checks.add(
+            "unseen_rate",
             name,
-            rate,
-            limit,
-            rate <= limit,
-            f"{int(miss.sum()):,} missing values" + ("" if spec.nullable else " (not nullable)"),
+            share,
+            th.max_unseen_rate,
+            share <= th.max_unseen_rate,
+            f"{int(unseen.sum()):,} values not in the reference"
+            + (f" (e.g. {examples})" if examples else ""),
         )
-
-        if spec.kind in ("int", "float"):
-            v = a[~miss].astype(np.float64)
-            bad = ~np.isfinite(v)
-            if spec.min is not None:
-                bad |= v < spec.min
-            if spec.max is not None:
-                bad |= v > spec.max
-            share = float(bad.mean()) if len(v) else 0.0
-            seen = f"observed [{np.nanmin(v):.4g}, {np.nanmax(v):.4g}]" if len(v) else "no values"
-            add(
-                "out_of_range",
+        drift_ok = spec.drift and name not in schema.key and name != schema.target
+        if drift_ok and len(known) <= LOW_CARDINALITY:
+            js = js_divergence(known, _distribution(keys))
+            checks.add(
+                "category_js",
                 name,
-                share,
-                0.0,
-                share == 0.0,
-                f"{int(bad.sum()):,} values outside [{spec.min}, {spec.max}]; {seen}",
-            )
-
-        present_keys = _category_keys(a[~miss]) if spec.kind == "category" else None
-        if spec.kind == "category" and name in reference.categories and len(present_keys):
-            known = reference.categories[name]
-            unseen = ~np.isin(present_keys, np.fromiter(known, dtype=object).astype(str))
-            share = float(unseen.mean())
-            examples = ", ".join(sorted(set(present_keys[unseen].tolist()))[:3])
-            add(
-                "unseen_rate",
-                name,
-                share,
-                th.max_unseen_rate,
-                share <= th.max_unseen_rate,
-                f"{int(unseen.sum()):,} values not in the reference"
-                + (f" (e.g. {examples})" if examples else ""),
-            )
-            drift_ok = spec.drift and name not in schema.key and name != schema.target
-            if drift_ok and len(known) <= LOW_CARDINALITY:
-                js = js_divergence(known, _distribution(present_keys))
-                add(
-                    "category_js",
-                    name,
-                    js,
-                    th.max_category_js,
-                    js <= th.max_category_js,
-                    "distribution of values against the reference",
-                )
-        if name in reference.top_share and present_keys is not None and len(present_keys):
-            uniq, counts = np.unique(present_keys, return_counts=True)
-            share = float(counts.max()) / len(present_keys)
-            limit = min(
-                1.0, max(th.max_top_share_ratio * reference.top_share[name], TOP_SHARE_FLOOR)
-            )
-            add(
-                "top_value_share",
-                name,
-                share,
-                limit,
-                share <= limit,
-                f"value {uniq[counts.argmax()]!r} is {share:.1%} of rows "
-                f"(reference top {reference.top_share[name]:.1%})",
-            )
-
-        if (
-            spec.kind in ("int", "float")
-            and spec.drift
-            and name not in schema.key
-            and name in reference.numeric
-        ):
-            v = _numeric_values(a, miss)
-            if len(v):
-                ref = reference.numeric[name]
-                props = bin_proportions(v, np.asarray(ref["edges"], dtype=np.float64))
-                value = psi_from_proportions(ref["proportions"], props)
-                add(
-                    "psi",
-                    name,
-                    value,
-                    th.max_psi,
-                    value <= th.max_psi,
-                    f"mean {v.mean():.4g}, share of zeros {np.mean(v == 0):.1%}",
-                )
-
-    if schema.target is not None and schema.target in cols and reference.target is not None:
-        a, miss = cols[schema.target]
-        if (~miss).any():
-            dist = _target_distribution(a[~miss], reference.target)
-            js = js_divergence(reference.target["distribution"], dist)
-            add(
-                "target_js",
-                schema.target,
                 js,
-                th.max_target_js,
-                js <= th.max_target_js,
-                "target distribution against the reference "
-                + ", ".join(f"{k}: {v:.3f}" for k, v in list(dist.items())[:5]),
+                th.max_category_js,
+                js <= th.max_category_js,
+                "distribution of values against the reference",
             )
-
-    key_cols = [c for c in schema.key if c in batch]
-    if key_cols and len(key_cols) == len(schema.key):
-        rate = _duplicate_rate([np.asarray(batch[c]) for c in key_cols])
-        add(
-            "duplicate_rate",
-            ",".join(key_cols),
-            rate,
-            th.max_duplicate_rate,
-            rate <= th.max_duplicate_rate,
-            f"{round(rate * n):,} repeated rows on {key_cols}",
+    if name in reference.top_share:
+        uniq, counts = np.unique(keys, return_counts=True)
+        share = float(counts.max()) / len(keys)
+        ref_share = reference.top_share[name]
+        limit = min(1.0, max(th.max_top_share_ratio * ref_share, TOP_SHARE_FLOOR))
+        checks.add(
+            "top_value_share",
+            name,
+            share,
+            limit,
+            share <= limit,
+            f"value {uniq[counts.argmax()]!r} is {share:.1%} of rows "
+            f"(reference top {ref_share:.1%})",
         )
-    return GateResult(checks, n)
+
+
+def _check_psi(name, v, reference, th, checks: _Checks) -> None:
+    """PSI of the numeric values on the reference's quantile bins."""
+    if not len(v):
+        return
+    ref = reference.numeric[name]
+    props = bin_proportions(v, np.asarray(ref["edges"], dtype=np.float64))
+    value = psi_from_proportions(ref["proportions"], props)
+    checks.add(
+        "psi",
+        name,
+        value,
+        th.max_psi,
+        value <= th.max_psi,
+        f"mean {v.mean():.4g}, share of zeros {np.mean(v == 0):.1%}",
+    )
+
+
+def _check_target(name, a, miss, reference, th, checks: _Checks) -> None:
+    """JS divergence of the target's distribution against the reference's."""
+    if not (~miss).any():
+        return
+    dist = _target_distribution(a[~miss], reference.target)
+    js = js_divergence(reference.target["distribution"], dist)
+    checks.add(
+        "target_js",
+        name,
+        js,
+        th.max_target_js,
+        js <= th.max_target_js,
+        "target distribution against the reference "
+        + ", ".join(f"{k}: {v:.3f}" for k, v in list(dist.items())[:5]),
+    )
+
+
+def _check_duplicates(batch, schema, n, th, checks: _Checks) -> None:
+    key_cols = [c for c in schema.key if c in batch]
+    if not key_cols or len(key_cols) != len(schema.key):
+        return
+    rate = _duplicate_rate([np.asarray(batch[c]) for c in key_cols])
+    checks.add(
+        "duplicate_rate",
+        ",".join(key_cols),
+        rate,
+        th.max_duplicate_rate,
+        rate <= th.max_duplicate_rate,
+        f"{round(rate * n):,} repeated rows on {key_cols}",
+    )
 
 
 def _duplicate_rate(columns: list[np.ndarray]) -> float:
@@ -620,8 +648,3 @@ def quarantine(batch: dict[str, np.ndarray], result: GateResult, directory) -> P
     atomic_write_json(directory / f"{stem}.json", result.to_dict())
     atomic_write_text(directory / f"{stem}.txt", result.report() + "\n")
     return npz
-
-
-def load_reference(path) -> Reference:
-    """Read a reference written with `atomic_write_json(path, reference.to_dict())`."""
-    return Reference.from_dict(json.loads(Path(path).read_text()))
