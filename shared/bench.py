@@ -85,17 +85,6 @@ def time_fn(
     )
 
 
-def peak_rss_mb() -> float:
-    """Peak resident set size of this process in MiB (NaN where `resource` is unavailable)."""
-    try:
-        import resource
-    except ImportError:  # Windows
-        return float("nan")
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    # Linux reports KiB, macOS bytes.
-    return rss / (1024 * 1024) if platform.system() == "Darwin" else rss / 1024
-
-
 def _cpu_model() -> str:
     try:
         with open("/proc/cpuinfo") as f:

@@ -53,33 +53,3 @@ def serving_cost(
         "usd_per_month": usd_per_hour * HOURS_PER_MONTH,
         "usd_per_million_requests": per_million,
     }
-
-
-def product_impact(
-    metric_delta: float,
-    users: float,
-    events_per_user_per_day: float,
-    value_per_event_usd: float,
-) -> dict:
-    """Extra events and dollars per day and year from a change in a per-event rate.
-
-    `metric_delta` is an absolute change in the share of events that succeed (for example
-    +0.01 more suggestions accepted per keystroke opportunity, or +0.002 click-through):
-    extra_events_per_day = metric_delta * users * events_per_user_per_day,
-    usd_per_day = extra_events_per_day * value_per_event_usd, usd_per_year = 365 * usd_per_day.
-    A negative delta gives negative values (a loss).
-
-    Raises:
-        ValueError: users or events_per_user_per_day negative.
-    """
-    if users < 0 or events_per_user_per_day < 0:
-        raise ValueError("product_impact needs users >= 0 and events_per_user_per_day >= 0")
-    events = users * events_per_user_per_day
-    extra = metric_delta * events
-    usd_day = extra * value_per_event_usd
-    return {
-        "events_per_day": float(events),
-        "extra_events_per_day": float(extra),
-        "usd_per_day": float(usd_day),
-        "usd_per_year": float(usd_day * 365.0),
-    }

@@ -1,4 +1,4 @@
-"""Distribution-shift measures: PSI, the two-sample KS test and Jensen-Shannon divergence.
+"""Distribution-shift measures: PSI and Jensen-Shannon divergence (used by the data gate).
 
 Rules of thumb for PSI (population stability index), from credit-risk practice: < 0.1 stable,
 0.1-0.25 moderate shift, > 0.25 a shift worth acting on. JS divergence here is in base 2, so it
@@ -11,11 +11,9 @@ from collections.abc import Mapping
 
 import numpy as np
 from scipy.spatial.distance import jensenshannon
-from scipy.stats import ks_2samp
 
 # Floor for empty bins in PSI: ln(a / e) is undefined at 0. 1e-4 is the usual choice.
 PSI_EPS = 1e-4
-OTHER = "__other__"
 
 
 def _finite_1d(x, name: str) -> np.ndarray:
@@ -69,15 +67,6 @@ def psi(expected, actual, bins: int = 10) -> float:
     return psi_from_proportions(bin_proportions(expected, edges), bin_proportions(actual, edges))
 
 
-def ks_test(expected, actual) -> tuple[float, float]:
-    """Two-sample Kolmogorov-Smirnov test (scipy.stats.ks_2samp): (max CDF gap, p-value).
-
-    Non-finite values are dropped. Raises ValueError if either sample is then empty.
-    """
-    res = ks_2samp(_finite_1d(expected, "expected"), _finite_1d(actual, "actual"))
-    return float(res.statistic), float(res.pvalue)
-
-
 def js_divergence(p, q) -> float:
     """Jensen-Shannon divergence in bits: JS = 1/2 KL(p || m) + 1/2 KL(q || m), m = (p + q) / 2.
 
@@ -101,45 +90,6 @@ def js_divergence(p, q) -> float:
             raise ValueError(f"js_divergence: {name} must be finite, non-negative, not all zero")
     d = jensenshannon(pa, qa, base=2)
     return float(min(max(d * d, 0.0), 1.0))
-
-
-def js_from_samples(a, b, bins: int = 20) -> float:
-    """JS divergence (bits) between two numeric samples, histogrammed on `bins` shared bins.
-
-    The bins span the pooled finite range of both samples; two constant samples with the same
-    value give 0. Raises ValueError if either sample has no finite values.
-    """
-    x = _finite_1d(a, "a")
-    y = _finite_1d(b, "b")
-    lo, hi = min(x.min(), y.min()), max(x.max(), y.max())
-    if lo == hi:
-        return 0.0
-    edges = np.linspace(lo, hi, bins + 1)
-    hx, _ = np.histogram(x, edges)
-    hy, _ = np.histogram(y, edges)
-    return js_divergence(hx, hy)
-
-
-def categorical_distribution(values, categories=None) -> dict[str, float]:
-    """Share of each category among `values`, keys as strings, in sorted key order.
-
-    With `categories`, every listed category appears (0.0 if absent) and values outside the list
-    are pooled under "__other__" (present only if any occur). Missing values (None, NaN) count
-    as the category "nan". An empty input gives an empty dict (or all zeros with `categories`).
-    """
-    v = np.asarray(values, dtype=object).reshape(-1)
-    keys = np.array(["nan" if _is_missing(x) else str(x) for x in v], dtype=object)
-    uniq, counts = np.unique(keys.astype(str), return_counts=True) if len(keys) else ([], [])
-    n = max(len(keys), 1)
-    raw = {str(k): c / n for k, c in zip(uniq, counts, strict=True)}
-    if categories is None:
-        return {k: float(raw[k]) for k in sorted(raw)}
-    cats = [str(c) for c in categories]
-    out = {c: float(raw.get(c, 0.0)) for c in cats}
-    other = sum(share for k, share in raw.items() if k not in out)
-    if other > 0:
-        out[OTHER] = float(other)
-    return out
 
 
 def _is_missing(x) -> bool:

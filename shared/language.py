@@ -9,47 +9,6 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 
-import numpy as np
-
-
-def topk_accuracy(scores_or_ranked, targets, k: int) -> float:
-    """Share of rows whose target is among the top `k`.
-
-    Args:
-        scores_or_ranked: float scores of shape (N, V) (higher is better), or integer ranked ids
-            of shape (N, K), best first. The dtype decides which: integer means ranked ids.
-        targets: (N,) integer target ids.
-        k: cut-off, 1 <= k <= V (or K).
-
-    With scores, a row is a hit iff fewer than k other ids score >= the target's score, so ties
-    count against the target (a constant scorer gets 0 when V > k, never a free 1).
-
-    Raises:
-        ValueError: empty input, shape mismatch, k out of range, or a target outside [0, V).
-    """
-    x = np.asarray(scores_or_ranked)
-    t = np.asarray(targets).reshape(-1)
-    if x.ndim != 2 or x.shape[0] == 0:
-        raise ValueError(f"topk_accuracy needs a non-empty 2-D array, got shape {x.shape}")
-    if len(t) != x.shape[0]:
-        raise ValueError(f"topk_accuracy: {x.shape[0]} rows but {len(t)} targets")
-    if not 1 <= k <= x.shape[1]:
-        raise ValueError(f"topk_accuracy: k={k} must be in [1, {x.shape[1]}]")
-    t = t.astype(np.int64)
-    if np.issubdtype(x.dtype, np.integer):
-        return float(np.mean(np.any(x[:, :k] == t[:, None], axis=1)))
-    if t.min() < 0 or t.max() >= x.shape[1]:
-        raise ValueError(f"topk_accuracy: targets must lie in [0, {x.shape[1]})")
-    hits = 0
-    # Chunks of rows keep the (rows, V) comparison small for a large vocabulary.
-    for lo in range(0, len(t), 1024):
-        s = x[lo : lo + 1024]  # (B, V)
-        tb = t[lo : lo + 1024]
-        target_score = s[np.arange(len(tb)), tb][:, None]  # (B, 1)
-        others_ahead = np.sum(s >= target_score, axis=1) - 1  # (B,) excludes the target itself
-        hits += int(np.sum(others_ahead < k))
-    return hits / len(t)
-
 
 def perplexity(total_nll_nats: float, n_tokens: int) -> float:
     """exp(total negative log-likelihood in nats / number of tokens).

@@ -12,8 +12,6 @@ they are (the missing slots count as misses); k larger than every list is a Valu
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import numpy as np
 
 
@@ -59,12 +57,6 @@ def recall_at_k(ranked, relevant, k: int, reduce: str = "mean"):
     """Recall@K = |top-K ∩ relevant| / |relevant| per user."""
     hits, n_rel = _hits(ranked, relevant, k)
     return _reduce(hits.sum(1) / np.maximum(n_rel, 1), n_rel, reduce)
-
-
-def precision_at_k(ranked, relevant, k: int, reduce: str = "mean"):
-    """Precision@K = |top-K ∩ relevant| / K per user (K, not the list length, divides)."""
-    hits, n_rel = _hits(ranked, relevant, k)
-    return _reduce(hits.sum(1) / k, n_rel, reduce)
 
 
 def hit_rate_at_k(ranked, relevant, k: int, reduce: str = "mean"):
@@ -129,30 +121,3 @@ def gini(counts) -> float:
     n = len(x)
     i = np.arange(1, n + 1)
     return float(np.sum((2 * i - n - 1) * x) / (n * x.sum()))
-
-
-def novelty(ranked, item_popularity: Sequence[float], k: int) -> float:
-    """Mean self-information of recommended items: mean over top-K slots of -log2(share_i).
-
-    share_i = popularity_i / sum(popularity) (counts or shares both work). An item with zero
-    popularity is treated as being as rare as the rarest item with a positive popularity, so the
-    value stays finite. Higher means less popular (more novel) recommendations.
-
-    Raises:
-        ValueError: k < 1, no positive popularity, an item id outside the popularity array, or
-            no recommended items.
-    """
-    if k < 1:
-        raise ValueError(f"novelty needs k >= 1, got {k}")
-    pop = np.asarray(item_popularity, dtype=np.float64).reshape(-1)
-    if len(pop) == 0 or np.any(pop < 0) or pop.sum() <= 0:
-        raise ValueError("novelty needs non-negative popularity with a positive total")
-    share = pop / pop.sum()
-    share = np.where(share > 0, share, share[share > 0].min())
-    items = np.concatenate([np.asarray(r, dtype=np.int64).reshape(-1)[:k] for r in ranked] or [[]])
-    items = items.astype(np.int64)
-    if len(items) == 0:
-        raise ValueError("novelty: no recommended items")
-    if items.min() < 0 or items.max() >= len(pop):
-        raise ValueError(f"novelty: item ids must lie in [0, {len(pop)})")
-    return float(np.mean(-np.log2(share[items])))

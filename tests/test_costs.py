@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from shared.costs import product_impact, serving_cost
+from shared.costs import serving_cost
 
 
 def test_serving_cost_closed_form():
@@ -29,14 +29,3 @@ def test_serving_cost_rounds_replicas_up_and_handles_zero_load():
         serving_cost(qps=10, p50_latency_ms=0)
     with pytest.raises(ValueError, match="headroom"):
         serving_cost(qps=10, p50_latency_ms=5, headroom=0.5)
-
-
-def test_product_impact():
-    out = product_impact(
-        0.01, users=1_000_000, events_per_user_per_day=20, value_per_event_usd=0.002
-    )
-    assert out["events_per_day"] == pytest.approx(2e7)
-    assert out["extra_events_per_day"] == pytest.approx(2e5)
-    assert out["usd_per_day"] == pytest.approx(400.0)
-    assert out["usd_per_year"] == pytest.approx(400.0 * 365)
-    assert product_impact(-0.01, 10, 1, 1.0)["usd_per_day"] < 0

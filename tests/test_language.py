@@ -4,39 +4,9 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import pytest
 
-from shared.language import keystroke_savings, perplexity, topk_accuracy
-
-
-def test_topk_accuracy_from_scores():
-    scores = np.array([[0.1, 0.7, 0.2], [0.5, 0.3, 0.2], [0.2, 0.3, 0.5]], dtype=np.float32)
-    targets = np.array([1, 1, 0])
-    assert topk_accuracy(scores, targets, 1) == pytest.approx(1 / 3)
-    assert topk_accuracy(scores, targets, 2) == pytest.approx(2 / 3)
-    assert topk_accuracy(scores, targets, 3) == 1.0
-
-
-def test_topk_accuracy_ties_count_against_the_target():
-    assert topk_accuracy(np.zeros((4, 10)), np.arange(4), 3) == 0.0
-    assert topk_accuracy(np.zeros((4, 10)), np.arange(4), 10) == 1.0
-
-
-def test_topk_accuracy_from_ranked_ids():
-    ranked = np.array([[3, 1, 2], [0, 2, 1]])
-    assert topk_accuracy(ranked, [1, 1], 1) == 0.0
-    assert topk_accuracy(ranked, [1, 1], 2) == pytest.approx(0.5)
-    assert topk_accuracy(ranked, [1, 1], 3) == 1.0
-
-
-def test_topk_accuracy_bad_input():
-    with pytest.raises(ValueError, match="k=4"):
-        topk_accuracy(np.zeros((2, 3)), [0, 1], 4)
-    with pytest.raises(ValueError, match="targets"):
-        topk_accuracy(np.zeros((2, 3)), [0, 3], 1)
-    with pytest.raises(ValueError, match="non-empty"):
-        topk_accuracy(np.zeros((0, 3)), [], 1)
+from shared.language import keystroke_savings, perplexity
 
 
 def test_perplexity():

@@ -11,15 +11,13 @@ from shared.ranking import (
     hit_rate_at_k,
     mrr,
     ndcg_at_k,
-    novelty,
-    precision_at_k,
     recall_at_k,
 )
 
 RANKED = np.array([[0, 1, 2, 3], [4, 5, 6, 7]])
 
 
-@pytest.mark.parametrize("metric", [recall_at_k, ndcg_at_k, hit_rate_at_k, precision_at_k])
+@pytest.mark.parametrize("metric", [recall_at_k, ndcg_at_k, hit_rate_at_k])
 def test_perfect_is_one_disjoint_is_zero(metric):
     perfect = [{0, 1}, {4, 5}]
     assert metric(RANKED, perfect, 2) == pytest.approx(1.0)
@@ -36,7 +34,6 @@ def test_closed_form_values():
     rel = [{1, 3, 9}, {4}]
     # user 0: hits at positions 1 and 3 of 4; three relevant items
     assert recall_at_k(RANKED, rel, 4, reduce="none") == pytest.approx([2 / 3, 1.0])
-    assert precision_at_k(RANKED, rel, 4, reduce="none") == pytest.approx([0.5, 0.25])
     dcg = 1 / np.log2(3) + 1 / np.log2(5)
     idcg = 1 + 1 / np.log2(3) + 1 / np.log2(4)
     assert ndcg_at_k(RANKED, rel, 4, reduce="none") == pytest.approx([dcg / idcg, 1.0])
@@ -61,7 +58,7 @@ def test_users_without_relevant_items_are_nan_and_skipped():
 def test_short_lists_and_bad_k():
     ragged = [[0, 1, 2], [4]]
     assert recall_at_k(ragged, [{2}, {4}], 3, reduce="none") == pytest.approx([1.0, 1.0])
-    assert precision_at_k(ragged, [{2}, {4}], 3, reduce="none") == pytest.approx([1 / 3, 1 / 3])
+    assert hit_rate_at_k(ragged, [{2}, {4}], 3, reduce="none") == pytest.approx([1.0, 1.0])
     with pytest.raises(ValueError, match="larger than the longest"):
         recall_at_k(RANKED, [{0}, {4}], 5)
     with pytest.raises(ValueError, match="k must be"):
@@ -86,14 +83,3 @@ def test_gini_equal_is_zero_and_concentrated_is_near_one():
         gini([0, 0])
     with pytest.raises(ValueError):
         gini([1, -1])
-
-
-def test_novelty_is_self_information():
-    pop = np.array([50, 25, 25, 0])
-    assert novelty([[0]], pop, k=1) == pytest.approx(1.0)  # -log2(0.5)
-    assert novelty([[1, 2]], pop, k=2) == pytest.approx(2.0)
-    assert novelty([[3]], pop, k=1) == pytest.approx(2.0)  # unseen: as rare as the rarest seen
-    uniform = np.ones(8)
-    assert novelty(RANKED, uniform, k=4) == pytest.approx(3.0)
-    with pytest.raises(ValueError, match="item ids"):
-        novelty([[9]], pop, k=1)
