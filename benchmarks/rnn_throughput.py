@@ -46,7 +46,7 @@ import os
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -505,6 +505,20 @@ def _dynamic_batching(
     }
 
 
+@dataclass
+class _LadderState:
+    """What the rungs share: the model, a realistic recurrent state, the step implementations."""
+
+    model: nn.Module
+    ctx: _Ctx
+    held: torch.Tensor  # (N, T) held-out token rows
+    h_big: torch.Tensor  # (1, big, H) state after the real prefix of `big` rows
+    c_big: torch.Tensor  # (1, big, H)
+    tok_big: torch.Tensor  # (big,) the next token of each of those rows
+    step_impls: dict[str, nn.Module] = field(default_factory=dict)  # impl name -> batched step
+    best_impl_at: dict[int, str] = field(default_factory=dict)  # batch size -> fastest impl
+
+
 def run_ladder(
     model: nn.Module,
     ctx: _Ctx,
@@ -515,217 +529,26 @@ def run_ladder(
 ) -> None:
     """Every CPU rung on one model. `reference_extras` adds the rungs that need its internals."""
     cfg = ctx.cfg
-    name = ctx.model_name
     L = cfg.prefix_len
     all_threads = torch.get_num_threads()
-    prefix = held[:1, :L]  # (1, L) one user's context
-
     # A realistic state: run the real text through, so logits are not from an all-zero state.
-    big = cfg.big_batch
     with torch.inference_mode():
-        _, (h_big, c_big) = model(held[:big, :L])  # (1, big, H)
-    tok_big = held[:big, L]  # (big,)
+        _, (h_big, c_big) = model(held[: cfg.big_batch, :L])  # (1, big, H)
+    s = _LadderState(model, ctx, held, h_big, c_big, held[: cfg.big_batch, L])
 
     with torch.inference_mode():
-        # 1. naive: one request at a time, the whole prefix recomputed at every keystroke.
-        def naive():
-            for t in range(1, L + 1):
-                model(prefix[:, :t])  # (1, t, V), only the last position is used
-
-        # The slowest row by far (L full forwards per call): few repeats, no min time.
-        t = _time(naive, replace(cfg, min_time_s=0.0), items=L, repeats=3, warmup=1)
-        _add_row(
-            ctx,
-            "1 naive",
-            "naive_recompute",
-            t,
-            batch=1,
-            tokens_per_call=L,
-            weight_reads=L * (L + 1) // 2,
-            impl="nn.LSTM",
-        )
-        t = _time(lambda: model(prefix), cfg, items=1)
-        _add_row(
-            ctx,
-            "1 naive",
-            f"keystroke_recompute_{L}",
-            t,
-            batch=1,
-            tokens_per_call=1,
-            weight_reads=L,
-            impl="nn.LSTM",
-        )
+        _rung_naive(s)
         progress.update(1)
-
-        # 2. cached state, one step per keystroke.
-        h1, c1 = h_big[:, :1].clone(), c_big[:, :1].clone()
-        tok1 = tok_big[:1]
-        t = _time(lambda: model.step(tok1, (h1, c1)), cfg, items=1)
-        _add_row(
-            ctx,
-            "2 cached",
-            "cached_step",
-            t,
-            batch=1,
-            tokens_per_call=1,
-            weight_reads=1,
-            impl="nn.LSTM",
-        )
-        _compare(ctx.rows, name, "cached_step", "naive_recompute")
-        step_impls: dict[str, nn.Module] = {"nn.LSTM": RnnBenchStep(model)}
-        if reference_extras:
-            cell = RnnBenchCellStep(model).eval()
-            step_impls["LSTMCell"] = cell
-            t = _time(lambda: cell(tok1, h1, c1), cfg, items=1)
-            ref = model.step(tok1, (h1, c1))[0]
-            _add_row(
-                ctx,
-                "2 cached",
-                "cached_step_lstmcell",
-                t,
-                batch=1,
-                tokens_per_call=1,
-                weight_reads=1,
-                impl="LSTMCell",
-                **_errors(ref, cell(tok1, h1, c1)[0]),
-            )
-            _compare(ctx.rows, name, "cached_step_lstmcell", "cached_step")
+        _rung_cached(s, reference_extras)
         progress.update(1)
-
-        # 3. batching concurrent requests: the faster step implementation at each batch size.
-        best_impl_at: dict[int, str] = {}
-        for b in cfg.batches:
-            tok, hb, cb = held[:b, L], h_big[:, :b].clone(), c_big[:, :b].clone()
-            if b > big:
-                reps = -(-b // big)
-                tok = held[:big, L].repeat(reps)[:b]
-                hb, cb = h_big.repeat(1, reps, 1)[:, :b], c_big.repeat(1, reps, 1)[:, :b]
-            best = None
-            for impl, mod in step_impls.items():
-                t = _time(lambda mod=mod, tok=tok, hb=hb, cb=cb: mod(tok, hb, cb), cfg, items=b)
-                if best is None or t.median_s < best[1].median_s:
-                    best = (impl, t)
-            best_impl_at[b] = best[0]
-            _add_row(
-                ctx,
-                "3 batched",
-                f"batch_{b}",
-                best[1],
-                batch=b,
-                tokens_per_call=b,
-                weight_reads=1,
-                impl=best[0],
-            )
-            if b > 1:
-                prev = cfg.batches[cfg.batches.index(b) - 1]
-                _compare(ctx.rows, name, f"batch_{b}", f"batch_{prev}")
+        _rung_batched(s)
         progress.update(1)
-
-        # 3b. dynamic batching of requests that arrive apart (Poisson), against one at a time.
-        # Offered load: 3x what one-at-a-time serves (a real backlog without batching), capped
-        # at half of what the largest batch serves (so the batching server keeps up).
-        b1 = max(
-            r["tokens_per_s"]
-            for r in ctx.rows
-            if r["model"] == name and r["batch"] == 1 and r["rung"] in ("2 cached", "3 batched")
-        )
-        b_max = _find(ctx.rows, name, f"batch_{max(cfg.batches)}")["tokens_per_s"]
-        rate = min(3.0 * b1, 0.5 * b_max) if b_max > 2 * b1 else 3.0 * b1
-        arrivals = np.cumsum(np.random.default_rng(0).exponential(1.0 / rate, cfg.arrival_requests))
-        max_b = max(cfg.batches)
-        pool_tok = held[:big, L].repeat(-(-max_b // big))[:max_b]
-        pool_h = h_big.repeat(1, -(-max_b // big), 1)[:, :max_b].contiguous()
-        pool_c = c_big.repeat(1, -(-max_b // big), 1)[:, :max_b].contiguous()
-
-        # Like a real batcher, pad a batch up to the next allowed size (powers of two), so only
-        # a few shapes exist; each is warmed up first (oneDNN builds kernels per new shape).
-        allowed = [2**k for k in range(int(math.log2(max_b)) + 1)] + [max_b]
-
-        def run_batch(b):
-            size = min(a for a in allowed if a >= b)
-            impl = best_impl_at[min(cfg.batches, key=lambda x: abs(x - size))]
-            step_impls[impl](pool_tok[:size], pool_h[:, :size], pool_c[:, :size])
-
-        for size in allowed:
-            for _ in range(2):
-                run_batch(size)
-
-        for label, mb in (("arrivals_one_at_a_time", 1), ("arrivals_dynamic_batching", max_b)):
-            sim = _dynamic_batching(run_batch, arrivals, mb, cfg.max_wait_ms / 1e3)
-            fake = type(
-                "T",
-                (),
-                {
-                    "median_s": 1.0 / sim["tokens_per_s"],
-                    "p50_ms": sim["p50_ms"],
-                    "p99_ms": sim["p99_ms"],
-                },
-            )
-            _add_row(
-                ctx,
-                "3 batched",
-                label,
-                fake,
-                batch=mb,
-                tokens_per_call=1,
-                weight_reads=1 / max(sim["mean_batch"], 1.0),
-                impl="simulated server",
-                mean_batch=sim["mean_batch"],
-                offered_rps=rate,
-            )
-        _compare(ctx.rows, name, "arrivals_dynamic_batching", "arrivals_one_at_a_time")
+        _rung_arrivals(s)
         progress.update(1)
-
-        # 4. variable lengths (needs the model's parts: reference only).
-        if reference_extras:
+        if reference_extras:  # 4. variable lengths (needs the model's parts: reference only)
             _variable_lengths(model, ctx, held)
         progress.update(1)
-
-        # 5. compiled: TorchScript (trace) and torch.compile of the batched step.
-        step = step_impls[best_impl_at.get(big, "nn.LSTM")]
-        args = (tok_big, h_big.clone(), c_big.clone())
-        ref_big = step(*args)[0]
-        base_name = f"batch_{big}" if big in cfg.batches else f"batch_{cfg.batches[-1]}"
-        try:
-            traced = torch.jit.trace(step, args, check_trace=False)
-            traced = torch.jit.optimize_for_inference(torch.jit.freeze(traced.eval()))
-            t = _time(lambda: traced(*args), cfg, items=big)
-            _add_row(
-                ctx,
-                "5 compiled",
-                f"torchscript_b{big}",
-                t,
-                batch=big,
-                tokens_per_call=big,
-                weight_reads=1,
-                impl="jit.trace+freeze",
-                **_errors(ref_big, traced(*args)[0]),
-            )
-            _compare(ctx.rows, name, f"torchscript_b{big}", base_name)
-        except Exception as e:  # reported, not hidden
-            ctx.rows.append(_failed_row(ctx, "5 compiled", f"torchscript_b{big}", e))
-        if cfg.compile and reference_extras:
-            try:
-                t0 = time.perf_counter()
-                comp = torch.compile(step, dynamic=False)
-                out = comp(*args)[0]
-                compile_s = time.perf_counter() - t0
-                t = _time(lambda: comp(*args), cfg, items=big)
-                _add_row(
-                    ctx,
-                    "5 compiled",
-                    f"torch_compile_b{big}",
-                    t,
-                    batch=big,
-                    tokens_per_call=big,
-                    weight_reads=1,
-                    impl="torch.compile (inductor)",
-                    compile_s=compile_s,
-                    **_errors(ref_big, out),
-                )
-                _compare(ctx.rows, name, f"torch_compile_b{big}", base_name)
-            except Exception as e:
-                ctx.rows.append(_failed_row(ctx, "5 compiled", f"torch_compile_b{big}", e))
+        step = _rung_compiled(s, reference_extras)
         progress.update(1)
 
     # 6-8. onnxruntime fp32 and int8, PyTorch int8, threads.
@@ -735,10 +558,10 @@ def run_ladder(
             ctx,
             held,
             workdir,
-            step_impls["nn.LSTM"],
+            s.step_impls["nn.LSTM"],
             h_big,
             c_big,
-            tok_big,
+            s.tok_big,
             all_threads,
             progress,
             threads_rung=reference_extras,
@@ -746,6 +569,224 @@ def run_ladder(
         )
     except ImportError as e:  # e.g. a GPU machine without onnxruntime
         ctx.rows.append(_failed_row(ctx, "6 ort", "ort_and_int8", e))
+
+
+def _rung_naive(s: _LadderState) -> None:
+    """1. naive: one request at a time, the whole prefix recomputed at every keystroke."""
+    cfg, L = s.ctx.cfg, s.ctx.cfg.prefix_len
+    prefix = s.held[:1, :L]  # (1, L) one user's context
+
+    def naive():
+        for t in range(1, L + 1):
+            s.model(prefix[:, :t])  # (1, t, V), only the last position is used
+
+    # The slowest row by far (L full forwards per call): few repeats, no min time.
+    t = _time(naive, replace(cfg, min_time_s=0.0), items=L, repeats=3, warmup=1)
+    _add_row(
+        s.ctx,
+        "1 naive",
+        "naive_recompute",
+        t,
+        batch=1,
+        tokens_per_call=L,
+        weight_reads=L * (L + 1) // 2,
+        impl="nn.LSTM",
+    )
+    t = _time(lambda: s.model(prefix), cfg, items=1)
+    _add_row(
+        s.ctx,
+        "1 naive",
+        f"keystroke_recompute_{L}",
+        t,
+        batch=1,
+        tokens_per_call=1,
+        weight_reads=L,
+        impl="nn.LSTM",
+    )
+
+
+def _rung_cached(s: _LadderState, reference_extras: bool) -> None:
+    """2. cached state, one step per keystroke (nn.LSTM, and LSTMCell for the reference)."""
+    ctx, cfg, name = s.ctx, s.ctx.cfg, s.ctx.model_name
+    h1, c1 = s.h_big[:, :1].clone(), s.c_big[:, :1].clone()
+    tok1 = s.tok_big[:1]
+    t = _time(lambda: s.model.step(tok1, (h1, c1)), cfg, items=1)
+    _add_row(
+        ctx,
+        "2 cached",
+        "cached_step",
+        t,
+        batch=1,
+        tokens_per_call=1,
+        weight_reads=1,
+        impl="nn.LSTM",
+    )
+    _compare(ctx.rows, name, "cached_step", "naive_recompute")
+    s.step_impls["nn.LSTM"] = RnnBenchStep(s.model)
+    if not reference_extras:
+        return
+    cell = RnnBenchCellStep(s.model).eval()
+    s.step_impls["LSTMCell"] = cell
+    t = _time(lambda: cell(tok1, h1, c1), cfg, items=1)
+    ref = s.model.step(tok1, (h1, c1))[0]
+    _add_row(
+        ctx,
+        "2 cached",
+        "cached_step_lstmcell",
+        t,
+        batch=1,
+        tokens_per_call=1,
+        weight_reads=1,
+        impl="LSTMCell",
+        **_errors(ref, cell(tok1, h1, c1)[0]),
+    )
+    _compare(ctx.rows, name, "cached_step_lstmcell", "cached_step")
+
+
+def _rung_batched(s: _LadderState) -> None:
+    """3. batching concurrent requests: the faster step implementation at each batch size."""
+    ctx, cfg, name = s.ctx, s.ctx.cfg, s.ctx.model_name
+    big, L = cfg.big_batch, cfg.prefix_len
+    for b in cfg.batches:
+        tok, hb, cb = s.held[:b, L], s.h_big[:, :b].clone(), s.c_big[:, :b].clone()
+        if b > big:
+            reps = -(-b // big)
+            tok = s.held[:big, L].repeat(reps)[:b]
+            hb, cb = s.h_big.repeat(1, reps, 1)[:, :b], s.c_big.repeat(1, reps, 1)[:, :b]
+        best = None
+        for impl, mod in s.step_impls.items():
+            t = _time(lambda mod=mod, tok=tok, hb=hb, cb=cb: mod(tok, hb, cb), cfg, items=b)
+            if best is None or t.median_s < best[1].median_s:
+                best = (impl, t)
+        s.best_impl_at[b] = best[0]
+        _add_row(
+            ctx,
+            "3 batched",
+            f"batch_{b}",
+            best[1],
+            batch=b,
+            tokens_per_call=b,
+            weight_reads=1,
+            impl=best[0],
+        )
+        if b > 1:
+            prev = cfg.batches[cfg.batches.index(b) - 1]
+            _compare(ctx.rows, name, f"batch_{b}", f"batch_{prev}")
+
+
+def _rung_arrivals(s: _LadderState) -> None:
+    """3b. dynamic batching of requests that arrive apart (Poisson), against one at a time.
+
+    Offered load: 3x what one-at-a-time serves (a real backlog without batching), capped at half
+    of what the largest batch serves (so the batching server keeps up).
+    """
+    ctx, cfg, name = s.ctx, s.ctx.cfg, s.ctx.model_name
+    big, L = cfg.big_batch, cfg.prefix_len
+    b1 = max(
+        r["tokens_per_s"]
+        for r in ctx.rows
+        if r["model"] == name and r["batch"] == 1 and r["rung"] in ("2 cached", "3 batched")
+    )
+    b_max = _find(ctx.rows, name, f"batch_{max(cfg.batches)}")["tokens_per_s"]
+    rate = min(3.0 * b1, 0.5 * b_max) if b_max > 2 * b1 else 3.0 * b1
+    arrivals = np.cumsum(np.random.default_rng(0).exponential(1.0 / rate, cfg.arrival_requests))
+    max_b = max(cfg.batches)
+    pool_tok = s.held[:big, L].repeat(-(-max_b // big))[:max_b]
+    pool_h = s.h_big.repeat(1, -(-max_b // big), 1)[:, :max_b].contiguous()
+    pool_c = s.c_big.repeat(1, -(-max_b // big), 1)[:, :max_b].contiguous()
+
+    # Like a real batcher, pad a batch up to the next allowed size (powers of two), so only a
+    # few shapes exist; each is warmed up first (oneDNN builds kernels per new shape).
+    allowed = [2**k for k in range(int(math.log2(max_b)) + 1)] + [max_b]
+
+    def run_batch(b):
+        size = min(a for a in allowed if a >= b)
+        impl = s.best_impl_at[min(cfg.batches, key=lambda x: abs(x - size))]
+        s.step_impls[impl](pool_tok[:size], pool_h[:, :size], pool_c[:, :size])
+
+    for size in allowed:
+        for _ in range(2):
+            run_batch(size)
+
+    for label, mb in (("arrivals_one_at_a_time", 1), ("arrivals_dynamic_batching", max_b)):
+        sim = _dynamic_batching(run_batch, arrivals, mb, cfg.max_wait_ms / 1e3)
+        fake = type(
+            "T",
+            (),
+            {
+                "median_s": 1.0 / sim["tokens_per_s"],
+                "p50_ms": sim["p50_ms"],
+                "p99_ms": sim["p99_ms"],
+            },
+        )
+        _add_row(
+            ctx,
+            "3 batched",
+            label,
+            fake,
+            batch=mb,
+            tokens_per_call=1,
+            weight_reads=1 / max(sim["mean_batch"], 1.0),
+            impl="simulated server",
+            mean_batch=sim["mean_batch"],
+            offered_rps=rate,
+        )
+    _compare(ctx.rows, name, "arrivals_dynamic_batching", "arrivals_one_at_a_time")
+
+
+def _rung_compiled(s: _LadderState, reference_extras: bool) -> nn.Module:
+    """5. compiled: TorchScript (trace) and torch.compile of the batched step.
+
+    Returns the step the compiled rows were built from (the fastest at the big batch).
+    """
+    ctx, cfg, name = s.ctx, s.ctx.cfg, s.ctx.model_name
+    big = cfg.big_batch
+    step = s.step_impls[s.best_impl_at.get(big, "nn.LSTM")]
+    args = (s.tok_big, s.h_big.clone(), s.c_big.clone())
+    ref_big = step(*args)[0]
+    base_name = f"batch_{big}" if big in cfg.batches else f"batch_{cfg.batches[-1]}"
+    try:
+        traced = torch.jit.trace(step, args, check_trace=False)
+        traced = torch.jit.optimize_for_inference(torch.jit.freeze(traced.eval()))
+        t = _time(lambda: traced(*args), cfg, items=big)
+        _add_row(
+            ctx,
+            "5 compiled",
+            f"torchscript_b{big}",
+            t,
+            batch=big,
+            tokens_per_call=big,
+            weight_reads=1,
+            impl="jit.trace+freeze",
+            **_errors(ref_big, traced(*args)[0]),
+        )
+        _compare(ctx.rows, name, f"torchscript_b{big}", base_name)
+    except Exception as e:  # reported, not hidden
+        ctx.rows.append(_failed_row(ctx, "5 compiled", f"torchscript_b{big}", e))
+    if not (cfg.compile and reference_extras):
+        return step
+    try:
+        t0 = time.perf_counter()
+        comp = torch.compile(step, dynamic=False)
+        out = comp(*args)[0]
+        compile_s = time.perf_counter() - t0
+        t = _time(lambda: comp(*args), cfg, items=big)
+        _add_row(
+            ctx,
+            "5 compiled",
+            f"torch_compile_b{big}",
+            t,
+            batch=big,
+            tokens_per_call=big,
+            weight_reads=1,
+            impl="torch.compile (inductor)",
+            compile_s=compile_s,
+            **_errors(ref_big, out),
+        )
+        _compare(ctx.rows, name, f"torch_compile_b{big}", base_name)
+    except Exception as e:
+        ctx.rows.append(_failed_row(ctx, "5 compiled", f"torch_compile_b{big}", e))
+    return step
 
 
 def _failed_row(ctx: _Ctx, rung: str, name: str, err: Exception, device: str = "cpu") -> dict:
