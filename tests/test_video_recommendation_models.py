@@ -15,13 +15,13 @@ from cases.video_recommendation.model import (
     VideoRecRankerServing,
     VideoRecSASRec,
     VideoRecTwoTower,
+    pad_left,
 )
 from cases.video_recommendation.predictor import rerank
 from cases.video_recommendation.train import (
     RecencyEASERetriever,
     make_split,
-    pad_left,
-    recency_weights,
+    recency_matrix,
     sasrec_windows,
 )
 
@@ -64,11 +64,11 @@ def test_ease_neighbours_keep_the_strongest_positive_weights_in_catalog_ids():
     assert (idx[:2, 1] == -1).all()  # the diagonal (zero weight) is not a neighbour
 
 
-def test_recency_weights_decay_from_the_newest_watch_and_keep_the_max_on_repeats():
-    W = recency_weights([np.array([2, 0, 2, 1])], 3, tau=1.0, floor=0.1).toarray()[0]
+def test_recency_matrix_decays_from_the_newest_watch_and_keeps_the_max_on_repeats():
+    W = recency_matrix([np.array([2, 0, 2, 1])], 3, tau=1.0, floor=0.1).toarray()[0]
     decay = 0.1 + 0.9 * np.exp(-np.arange(4.0))  # r = 0 newest (item 1), 1, 2, 3
     np.testing.assert_allclose(W, [decay[2], decay[0], decay[1]], rtol=1e-6)
-    flat = recency_weights([np.array([2, 0])], 3, tau=0.0, floor=0.1).toarray()[0]
+    flat = recency_matrix([np.array([2, 0])], 3, tau=0.0, floor=0.1).toarray()[0]
     np.testing.assert_allclose(flat, [1, 0, 1])  # tau 0: no decay, plain EASE's binary history
 
 

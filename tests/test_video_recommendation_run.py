@@ -29,10 +29,11 @@ def run_dir(tmp_path_factory):
 def test_metrics_has_the_retrieval_table(run_dir):
     doc = json.loads((run_dir / "metrics.json").read_text())
     table = doc["tables"]["retrieval"]
-    for row in ("popularity", "item_knn", "ease", "two_tower", "sasrec"):
+    for row in ("popularity", "item_knn", "ease", "two_tower", "sasrec", "served"):
         for metric in ("recall@10", "ndcg@10", "recall@50", "ndcg@50", "coverage@10"):
             assert 0.0 <= table[row][metric] <= 1.0, (row, metric)
-    assert doc["production_model"] in table
+    # Item-item models beat popularity on the simulator's next watch (a quality floor).
+    assert max(table[n]["ndcg@10"] for n in ("ease", "item_knn")) > table["popularity"]["ndcg@10"]
     for name in ("ranking", "data_gate", "ab_test", "off_policy", "feedback_loop_final_round"):
         assert name in doc["tables"], name
     gate = doc["tables"]["data_gate"]
@@ -43,13 +44,43 @@ def test_metrics_has_the_retrieval_table(run_dir):
     assert list((run_dir / "quarantine").glob("*.npz"))
     assert (run_dir / "feedback_loop.png").exists()
     assert "retrieval_ndcg@10" in doc["cohorts"]
+    assert doc["extra"]["protocol"] == "leave_last_out" and doc["extra"]["skipped_models"] == {}
+
+
+def test_what_is_named_as_served_is_the_artifact_and_promotion_scores_it(run_dir):
+    from cases.video_recommendation.predictor import VideoRecPredictor
+
+    doc = json.loads((run_dir / "metrics.json").read_text())
+    p = VideoRecPredictor.load(run_dir / "artifact")
+    served = doc["extra"]["served_model"]
+    # The name covers the artifact's sources, the shipped retriever first, and its ranker.
+    assert served["production_retriever"] == p.cfg["production_model"]
+    assert served["sources"] == p.cfg["served_retrievers"]
+    assert doc["production_model"].startswith(p.cfg["production_model"])
+    assert ">ranker>" in doc["production_model"] and p.ranker is not None
+    # The shipped retriever is the best on validation, and the record holds the A/B numbers of
+    # the served funnel (the simulator's ground truth), not an offline row's.
+    val = {n: r["val_ndcg@10"] for n, r in doc["tables"]["retrieval"].items() if n != "served"}
+    assert p.cfg["production_model"] == max(val, key=val.get)
+    reg = doc["extra"]["registry"]
+    rec = json.loads(
+        (run_dir / "registry" / "versions" / f"{reg['version']}.record.json").read_text()
+    )
+    assert rec["metric"] == "ab_watch_min"
+    assert rec["candidate"]["all"] == pytest.approx(
+        doc["tables"]["ab_test"]["production_funnel"]["watch_min"]
+    )
+    assert rec["baseline"]["all"] == pytest.approx(
+        doc["tables"]["ab_test"]["popularity"]["watch_min"]
+    )
+    assert rec["preset"] == "tiny" and rec["seed"] == 0 and len(rec["fingerprint"]) == 64
+    assert reg["promoted"] == (rec["candidate"]["all"] > rec["baseline"]["all"])
 
 
 def test_artifact_loads_and_recommends(run_dir):
     from cases.video_recommendation.predictor import VideoRecPredictor
 
-    art = next((run_dir / "artifacts").iterdir())
-    p = VideoRecPredictor.load(art)
+    p = VideoRecPredictor.load(run_dir / "artifact")
     out = p.recommend_batch([1, "stranger"], [None, None], 5)
     assert len(out[0]["items"]) == 5 and not out[0]["cold_start"]
     assert out[1]["cold_start"] and len(out[1]["items"]) == 5
@@ -62,9 +93,8 @@ def test_tampered_artifact_is_refused(run_dir, tmp_path):
     from cases.video_recommendation.predictor import VideoRecPredictor
     from shared.errors import ArtifactError
 
-    art = next((run_dir / "artifacts").iterdir())
     copy = tmp_path / "copy"
-    shutil.copytree(art, copy)
+    shutil.copytree(run_dir / "artifact", copy)
     with open(copy / "ranker.onnx", "ab") as f:
         f.write(b"x")
     with pytest.raises(ArtifactError):
@@ -72,7 +102,7 @@ def test_tampered_artifact_is_refused(run_dir, tmp_path):
 
 
 def test_load_test_payloads_mix_known_users_histories_and_visitors():
-    from cases.video_recommendation.cli import _load_payloads
+    from cases.video_recommendation.evaluate import load_payloads as _load_payloads
 
     hist = {"3": [1, 2, 3], "7": [4]}
     out = _load_payloads(hist, 400, seed=0)

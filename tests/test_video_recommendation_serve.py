@@ -18,7 +18,7 @@ def artifact(tmp_path_factory):
         preset="tiny", data="builtin", out=out, seed=0, seq_epochs=1, tower_epochs=1, skip_loop=True
     )
     cli.run(args)
-    return next((out / "artifacts").iterdir())
+    return out / "artifact"
 
 
 @pytest.fixture(scope="module")
@@ -110,6 +110,47 @@ def test_concurrent_requests_are_batched_and_match_the_predictor(served, artifac
         assert [x["item"] for x in r.json()["items"]] == want
     assert after["batched_requests"] - before["batched_requests"] == len(users)
     assert after["batches"] - before["batches"] < len(users)  # some requests shared a batch
+
+
+@pytest.fixture(scope="module")
+def registry(artifact, tmp_path_factory):
+    """A registry whose champion is the run's artifact."""
+    from shared.artifacts import Registry
+
+    reg = Registry(tmp_path_factory.mktemp("vr-registry"))
+    reg.promote(reg.register(artifact).name)
+    return reg
+
+
+def test_standard_routes_name_the_artifact_and_a_bad_reload_keeps_the_old_model(
+    registry, serve_port
+):
+    from ray import serve
+
+    from cases.video_recommendation.serve import build_app
+    from shared.artifacts import artifact_hash
+
+    serve.run(build_app(str(registry.root)), name="reg", route_prefix="/reg")
+    url = f"http://127.0.0.1:{serve_port}/reg"
+    try:
+        assert requests.get(f"{url}/health", timeout=30).status_code == 200
+        v = requests.get(f"{url}/version", timeout=30).json()
+        champion = registry.resolve("champion")
+        assert v["serving"] == champion.name and v["artifact_sha256"] == artifact_hash(champion)
+        assert requests.post(f"{url}/reload", timeout=60).status_code == 200
+        # A new champion corrupted after promotion: /reload answers 409, the old one serves on.
+        name = registry.register(champion).name
+        registry.promote(name)
+        with open(registry.versions_dir / name / "ranker.onnx", "ab") as f:
+            f.write(b"x")
+        r = requests.post(f"{url}/reload", timeout=60)
+        assert r.status_code == 409 and r.json()["error"]
+        s = requests.get(f"{url}/status", timeout=30).json()
+        assert s["serving"] == champion.name and s["last_error"] and "batches" in s
+        r = requests.post(f"{url}/recommend", json={"user_id": 1, "k": 3}, timeout=30)
+        assert r.status_code == 200 and r.json()["model_version"] == champion.name
+    finally:
+        serve.delete("reg")
 
 
 def test_casebook_serve_answers_on_its_port_through_direct_ingress(artifact):

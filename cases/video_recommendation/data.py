@@ -645,3 +645,48 @@ def corrupt_batch(batch: dict[str, np.ndarray], kind: str, seed: int = 0) -> dic
 
 
 CORRUPTIONS = ("duplicates", "bot_flood", "zero_watch", "schema_drift")
+
+
+def gate_log(data: VideoRecData, cfg: VideoRecConfig, quarantine_dir: Path, seed: int = 0):
+    """Check every daily impression batch; inject one corrupted copy of a day per failure kind.
+
+    Only passed days are kept: `data.impressions` and `data.interactions` are rebuilt from them.
+    The first day is the reference (the simulator's days come from one policy). Returns
+    (data, {"rows": table rows, "failures": one line per quarantined or injected batch}).
+    """
+    from shared.gate import build_reference, check_batch, quarantine
+
+    schema = impression_schema(cfg.slate_size)
+    batches = split_batches(data.impressions)
+    reference = build_reference(batches[0], schema)
+    kept, rows, failures = [], {}, []
+    for i, b in enumerate(batches):
+        res = check_batch(b, schema, reference)
+        if res.passed:
+            kept.append(b)
+        else:
+            quarantine(b, res, quarantine_dir)
+            failures.append(f"day {i}: " + "; ".join(c.message for c in res.failed))
+    if not kept:
+        raise DataError(f"the data gate quarantined all {len(batches)} daily batches")
+    rows["clean_days"] = {
+        "batches": len(batches),
+        "passed": len(kept),
+        "quarantined": len(batches) - len(kept),
+    }
+    victim = batches[len(batches) // 2]
+    for kind in CORRUPTIONS:
+        bad = corrupt_batch(victim, kind, seed)
+        res = check_batch(bad, schema, reference)
+        path = None if res.passed else quarantine(bad, res, quarantine_dir)
+        rows[f"injected_{kind}"] = {
+            "batches": 1,
+            "passed": int(res.passed),
+            "quarantined": int(not res.passed),
+        }
+        caught = "; ".join(c.message for c in res.failed) + f" -> {path.name if path else ''}"
+        failures.append(f"injected {kind}: " + ("PASSED (not caught)" if res.passed else caught))
+    imp = {c: np.concatenate([b[c] for b in kept]) for c in kept[0]}
+    data.impressions = imp
+    data.interactions = impressions_to_interactions(imp)
+    return data, {"rows": rows, "failures": failures}

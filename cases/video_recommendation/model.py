@@ -14,12 +14,26 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 PAD = 0  # item index 0 is padding in every sequence model; real items are shifted by +1
+
+
+def pad_left(seqs: list, L: int) -> np.ndarray:
+    """The last L items of each sequence, shifted +1 (0 = pad), left-padded; -> (B, L) int64.
+
+    The one input builder of both sequence models, in training and at serving."""
+    out = np.zeros((len(seqs), L), dtype=np.int64)
+    for r, s in enumerate(seqs):
+        s = np.asarray(s, dtype=np.int64)[-L:]
+        if len(s):
+            out[r, L - len(s) :] = s + 1
+    return out
 
 
 class VideoRecTwoTower(nn.Module):
@@ -147,6 +161,66 @@ DENSE_NAMES = (
 )
 
 
+def topic_share(histories: list, item_topic: np.ndarray, n_topics: int) -> np.ndarray:
+    """Share of each history's watches in each topic; (B, T) float32, rows of zeros if empty."""
+    share = np.zeros((len(histories), n_topics), np.float32)
+    for r, h in enumerate(histories):
+        if len(h):
+            share[r] = np.bincount(item_topic[np.asarray(h)], minlength=n_topics) / len(h)
+    return share
+
+
+def tower_score(user_vecs: np.ndarray, item_vecs: np.ndarray) -> np.ndarray:
+    """Row-wise <u_n, v_n>: (N, D), (N, D) -> (N,) float32, the ranker's two-tower feature."""
+    return np.einsum("nd,nd->n", user_vecs, item_vecs).astype(np.float32)
+
+
+def ranker_inputs(
+    items: np.ndarray,
+    request: np.ndarray,
+    histories: list,
+    item_topic: np.ndarray,
+    n_topics: int,
+    log_duration: np.ndarray,
+    age_days: np.ndarray,
+    item_views: np.ndarray,
+    tower: np.ndarray,
+    example_age_days: np.ndarray,
+) -> dict[str, np.ndarray]:
+    """THE ranker inputs, built by this one function in training and at serving (no skew).
+
+    items (N,) video ids, request (N,) the row of `histories` each item is scored for; the
+    per-row arrays (N,): log duration, video age in days at the request, the video's views, the
+    two-tower score and the example age (days before the end of training; 0 at serving).
+    Returns item (+1) and topic (+1) int64 indices and dense (N, 6) float32 in DENSE_NAMES order.
+    """
+    share = topic_share(histories, item_topic, n_topics)  # (B, T)
+    topic = item_topic[items]
+    # Inputs keep their dtypes until the final cast, so both paths round alike.
+    dense = np.stack(
+        [
+            log_duration,
+            np.log1p(np.maximum(age_days, 0.0)),
+            np.log1p(item_views),
+            share[request, topic],
+            tower,
+            example_age_days,
+        ],
+        1,
+    ).astype(np.float32)  # (N, 6)
+    return {
+        "item": (items + 1).astype(np.int64),
+        "topic": (topic + 1).astype(np.int64),
+        "dense": dense,
+    }
+
+
+def serving_score(logits: np.ndarray, sat_weight: float = 1.0) -> np.ndarray:
+    """THE served ranking score: expected watch time (the watch head's log-odds) plus
+    log P(satisfied); logits (..., 3) -> (...)."""
+    return logits[..., 1] - sat_weight * np.logaddexp(0.0, -logits[..., 2])
+
+
 class VideoRecRanker(nn.Module):
     """Multi-task ranker; outputs (B, 3) logits: click, watch (weighted LR), satisfaction."""
 
@@ -199,3 +273,23 @@ class VideoRecRankerServing(nn.Module):
     def forward(self, item: torch.Tensor, topic: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
         dense = torch.cat([dense[:, :-1], torch.zeros_like(dense[:, -1:])], 1)  # example age 0
         return self.ranker(item, topic, dense)
+
+
+def export_ranker_onnx(ranker: VideoRecRanker, feats: dict, path: Path) -> tuple[Path, float]:
+    """Export the serving ranker (no position input, example age 0) to ONNX and check parity
+    on up to 64 rows of `feats`; returns the path and the max absolute difference."""
+    from shared.onnx_utils import check_parity, export_onnx
+
+    serving = VideoRecRankerServing(ranker).eval()
+    n = min(64, len(feats["item"]))
+    ex = tuple(torch.from_numpy(feats[k][:n]) for k in ("item", "topic", "dense"))
+    batch = {0: "batch"}
+    path = export_onnx(
+        serving,
+        ex,
+        path,
+        ["item", "topic", "dense"],
+        ["logits"],
+        dynamic_axes={"item": batch, "topic": batch, "dense": batch, "logits": batch},
+    )
+    return path, check_parity(serving, path, ex, atol=1e-4)

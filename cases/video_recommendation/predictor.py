@@ -31,7 +31,14 @@ import torch
 from shared.artifacts import load_artifact, sanity_check
 from shared.errors import ArtifactError, CasebookError
 
-from .model import VideoRecSASRec, VideoRecTwoTower
+from .model import (
+    VideoRecSASRec,
+    VideoRecTwoTower,
+    pad_left,
+    ranker_inputs,
+    serving_score,
+    tower_score,
+)
 
 logger = logging.getLogger("casebook")
 DAY_S = 86400
@@ -229,6 +236,7 @@ class VideoRecPredictor:
             json.loads(art.files["histories.json"].decode()) if "prepare" in stages else {}
         )
         self.tower = self.sasrec = self.tower_index = self.sasrec_index = self.i2i = None
+        self.primary_list = None
         if "retrieve" in stages:
             self._load_retrieval(t, hp)
         self.ranker = None
@@ -249,6 +257,7 @@ class VideoRecPredictor:
             "max_per_topic": int(hp["max_per_topic"]),
         }
         self.ranker_failures = 0
+        self.shipped = cfg.get("production_model") or "ease"  # the source served first
 
     def _load_retrieval(self, t: dict, hp: dict) -> None:
         self.tower = VideoRecTwoTower(self.n_items, self.n_topics, hp["embed_dim"])
@@ -281,7 +290,12 @@ class VideoRecPredictor:
                 "row_of": row_of,
                 "tau": hp.get("recency_tau") or None,
                 "floor": float(hp.get("recency_floor") or 0.0),
+                # labelled by the shipped item-item model (ease, ease_recency, item_knn, ...)
+                "label": self.cfg.get("production_model") or "ease",
             }
+        self.primary_list = None
+        if "primary_list" in t:  # a popularity row ships: its order is a source of its own
+            self.primary_list = t["primary_list"].numpy().astype(np.int64)
 
     @classmethod
     def load(
@@ -324,7 +338,7 @@ class VideoRecPredictor:
         u = np.zeros((0, self.tower_items.shape[1]), np.float32)
         if has:
             seqs = [np.asarray(histories[i][-self.seq_len :], dtype=np.int64) for i in has]
-            x = torch.from_numpy(_pad_left(seqs, self.seq_len))  # (B, L)
+            x = torch.from_numpy(pad_left(seqs, self.seq_len))  # (B, L)
             u = np.ascontiguousarray(self.tower.user_vectors(x).numpy())  # (B, D)
             self._add_faiss(learned, has, self.tower_index, u, n, "two_tower")
             if self.sasrec_index is not None:
@@ -334,24 +348,35 @@ class VideoRecPredictor:
                 e = self.i2i
                 found = i2i_candidates(seqs, e["idx"], e["w"], e["row_of"], n, e["tau"], e["floor"])
                 for i, (items, scores) in zip(has, found, strict=True):
-                    learned[i].append((items, scores, "ease", True))  # last: its label wins
+                    learned[i].append((items, scores, e["label"], True))  # last: its label wins
+            if self.primary_list is not None:
+                p = self.primary_list
+                for i in has:  # scores fall with the rank: the list's own order
+                    learned[i].append((p, -np.arange(len(p), dtype=np.float32), self.shipped, True))
         row = {i: r for r, i in enumerate(has)}
         out = []
         for i in range(len(histories)):
             items, scores, sources = merge_sources(learned.get(i, []) + self._fill)
             tower = np.zeros(len(items), np.float32)
-            if i in row:  # (N, D) @ (D,) -> (N,)
-                tower = (self.tower_items[items] @ u[row[i]]).astype(np.float32)
+            if i in row:  # the ranker's two-tower feature, (N,)
+                tower = tower_score(u[np.full(len(items), row[i])], self.tower_items[items])
             out.append(VideoRecCandidates(items, scores, sources, tower))
         return out
 
+    @torch.no_grad()
+    def user_vectors(self, histories: list[list[int]]) -> np.ndarray:
+        """The two-tower user vectors of histories, (B, D), as `retrieve` computes them."""
+        seqs = [np.asarray(h[-self.seq_len :], dtype=np.int64) for h in histories]
+        x = torch.from_numpy(pad_left(seqs, self.seq_len))  # (B, L)
+        return np.ascontiguousarray(self.tower.user_vectors(x).numpy())
+
     def _retrieval_order(self, c: VideoRecCandidates) -> np.ndarray:
         """Scores without a ranker (real data has no impression logs to train one): the shipped
-        retriever's own scores, every other candidate below them in its listed order. Scores of
-        different sources are on different scales, so they must not be compared directly."""
-        main = c.sources == "ease"
-        shipped = self.cfg.get("production_model")
-        if shipped not in ("ease", "ease_recency", "ease_log1p") or not main.any():
+        retriever's own scores (`production_model`), every other candidate below them in its
+        listed order. Scores of different sources are on different scales, so they must not be
+        compared directly."""
+        main = c.sources == self.shipped
+        if not main.any():
             return np.asarray(c.scores, dtype=np.float32)
         s = np.asarray(c.scores, dtype=np.float32).copy()
         lo, spread = s[main].min(), max(float(np.ptp(s[main])), 1e-6)
@@ -375,32 +400,31 @@ class VideoRecPredictor:
             raise RuntimeError("ranker unavailable (fault injected)")
         if self.ranker is None:
             return [self._retrieval_order(c) for c in cands]
-        sizes = np.array([len(c.items) for c in cands])
-        items = np.concatenate([c.items for c in cands]).astype(np.int64)  # (M,)
-        req = np.repeat(np.arange(len(cands)), sizes)  # (M,) request of each row
-        share = np.zeros((len(cands), self.n_topics), np.float32)  # (B, T) topic share of history
-        for r, h in enumerate(histories):
-            if h:
-                share[r] = np.bincount(self.item_topic[h], minlength=self.n_topics) / len(h)
-        topic = self.item_topic[items]
-        dense = np.stack(
-            [
-                self.item_log_duration[items],
-                np.log1p(np.maximum(self.item_age_days[items], 0.0)),
-                np.log1p(self.item_views[items]),
-                share[req, topic],
-                np.concatenate([c.tower_score for c in cands]),
-                np.zeros(len(items), np.float32),  # example age: 0 at serving
-            ],
-            1,
-        ).astype(np.float32)  # (M, 6)
-        logits = self.ranker.run(
-            None, {"item": items + 1, "topic": (topic + 1).astype(np.int64), "dense": dense}
-        )[0]  # (M, 3)
-        score = logits[:, 1] - np.logaddexp(0.0, -logits[:, 2])
+        feats = self.features(histories, cands)
+        logits = self.ranker.run(None, feats)[0]  # (M, 3)
+        score = serving_score(logits)
         if not np.all(np.isfinite(score)):
             raise RuntimeError("ranker returned non-finite scores")
+        sizes = [len(c.items) for c in cands]
         return np.split(score, np.cumsum(sizes)[:-1])
+
+    def features(self, histories: list[list[int]], cands: list[VideoRecCandidates]) -> dict:
+        """The ranker inputs for every request's candidates, stacked: (sum N,) ids, (sum N, 6)
+        dense, by `model.ranker_inputs` (the function training uses); example age 0."""
+        sizes = np.array([len(c.items) for c in cands])
+        items = np.concatenate([c.items for c in cands]).astype(np.int64)  # (M,)
+        return ranker_inputs(
+            items,
+            np.repeat(np.arange(len(cands)), sizes),  # (M,) request of each row
+            histories,
+            self.item_topic,
+            self.n_topics,
+            self.item_log_duration[items],
+            self.item_age_days[items],
+            self.item_views[items],
+            np.concatenate([c.tower_score for c in cands]),
+            np.zeros(len(items), np.float32),  # example age: 0 at serving
+        )
 
     def prepare(self, user_ids: list, histories: list[list[int] | None]):
         """Resolve histories (None -> the user's stored history) and validate item ids."""
@@ -501,12 +525,3 @@ class VideoRecPredictor:
 
 def _prefixed(t: dict, prefix: str) -> dict:
     return {k[len(prefix) :]: v for k, v in t.items() if k.startswith(prefix)}
-
-
-def _pad_left(seqs: list[np.ndarray], L: int) -> np.ndarray:
-    out = np.zeros((len(seqs), L), dtype=np.int64)
-    for r, s in enumerate(seqs):
-        s = np.asarray(s, dtype=np.int64)[-L:]
-        if len(s):
-            out[r, L - len(s) :] = s + 1
-    return out

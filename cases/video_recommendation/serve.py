@@ -15,6 +15,11 @@ ingress. An unknown user without a history gets the cold-start list (trending an
 if the Ranker fails, the ingress serves the retrieval order (`"fallback": true`) and logs the
 failure. Every deployment loads the registry's champion (or `previous` if the champion is
 refused), and only the stages it runs (`VideoRecPredictor(stages=...)`).
+
+Standard routes from `shared.serving.standard_routes`: GET /health, GET /version (the served
+version and its artifact hash), POST /reload (the Retriever and the Ranker first, then the
+ingress; 409 and the old model keeps serving if any of them fails), GET /status (/version's
+fields plus ranker failures and batching counts).
 """
 
 # No `from __future__ import annotations` here: FastAPI must see the request model as a class
@@ -25,7 +30,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
-from shared.serving import ReloadableModel, make_app
+from shared.serving import ReloadableModel, make_app, standard_routes
 
 from .predictor import VideoRecPredictor
 
@@ -96,6 +101,9 @@ def build_app(registry_root: str, fail_ranker: bool = False, num_cpus: float = 0
         async def __call__(self, hists: list[list[int]]) -> list:
             return self.model.get().retrieve(hists)
 
+        def reload(self) -> dict:
+            return self.model.reload()
+
     @deployment(max_ongoing_requests=4)
     class VideoRecRankerDeployment:
         def __init__(self, root: str, fail: bool):
@@ -107,10 +115,14 @@ def build_app(registry_root: str, fail_ranker: bool = False, num_cpus: float = 0
         async def __call__(self, hists: list[list[int]], cands: list) -> list:
             return self.model.get().rank(hists, cands)
 
+        def reload(self) -> dict:
+            return self.model.reload()
+
     # max_ongoing_requests >= 2 x MAX_BATCH so one batch fills while another runs
     # (shared/serving.py explains why a smaller value silently caps the batch).
     @deployment(max_ongoing_requests=2 * MAX_BATCH)
     @serve.ingress(app)
+    @standard_routes(app, downstream=("retriever", "ranker"))
     class VideoRecRecommender:
         def __init__(self, root: str, retriever, ranker):
             one_thread()
@@ -150,10 +162,9 @@ def build_app(registry_root: str, fail_ranker: bool = False, num_cpus: float = 0
                 scores, fallback = [None] * len(hists), True
             return [(c, s, fallback) for c, s in zip(cands, scores, strict=True)]
 
-        @app.get("/status")
-        def status(self) -> dict:
+        def status_info(self) -> dict:
+            """Extra /status fields: ranker failures and how full the batches were."""
             return {
-                **self.model.status(),
                 "ranker_failures": self.failures,
                 "batches": self.batches,
                 "batched_requests": self.batched,

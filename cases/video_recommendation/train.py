@@ -6,21 +6,31 @@ seqs the same histories as time-ordered item arrays (the sequential models need 
 
 from __future__ import annotations
 
+import json
+import tempfile
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
 import torch
 from tqdm import tqdm
 
+from shared.ranking import ndcg_at_k
 from shared.splits import leave_last_out
 
 from .baseline import EASE, ItemKNN, Popularity, RecentPopularity
 from .config import VideoRecConfig
-from .data import VideoRecData
-from .model import VideoRecSASRec, VideoRecTwoTower
-from .predictor import recency_weights as position_weights
+from .data import DAY_S, VideoRecData
+from .model import (
+    VideoRecSASRec,
+    VideoRecTwoTower,
+    pad_left,
+    ranker_inputs,
+    tower_score,
+)
+from .predictor import recency_weights
 
 
 @dataclass
@@ -155,7 +165,7 @@ def make_baselines(cfg: VideoRecConfig, counts: bool = False) -> dict[str, Basel
     return out
 
 
-def recency_weights(seqs: list[np.ndarray], n_items: int, tau: float, floor: float):
+def recency_matrix(seqs: list[np.ndarray], n_items: int, tau: float, floor: float):
     """Histories as a (B, I) CSR of recency weights: w_r = floor + (1 - floor) exp(-r / tau).
 
     r = 0 for the newest watch, 1 for the one before, ...; tau <= 0 means no decay (w = 1). A
@@ -166,7 +176,7 @@ def recency_weights(seqs: list[np.ndarray], n_items: int, tau: float, floor: flo
     for b, s in enumerate(seqs):
         if len(s) == 0:
             continue
-        w = position_weights(s, tau, floor)  # (n,) the served rule, oldest first
+        w = recency_weights(s, tau, floor)  # (n,) the served rule, oldest first
         rows.append(np.full(len(s), b))
         cols.append(s)
         vals.append(w)
@@ -184,7 +194,7 @@ def recency_weights(seqs: list[np.ndarray], n_items: int, tau: float, floor: flo
 class RecencyEASERetriever:
     """EASE's item-item weights applied to a recency-weighted history (the sequence-aware EASE).
 
-    score_j = sum_r w_r B[h_r, j] with w_r from `recency_weights`. Plain EASE counts a video
+    score_j = sum_r w_r B[h_r, j] with w_r from `recency_matrix`. Plain EASE counts a video
     watched three years ago as much as the one watched a minute ago; what a viewer watches next
     depends mostly on the last few watches (MovieLens users rate in sessions, YouTube viewers
     binge a topic). tau is chosen on the validation items from `cfg.recency_taus` (0 = no decay,
@@ -206,14 +216,14 @@ class RecencyEASERetriever:
         seqs = [split.seqs_train[u] for u in users]
         target = split.val_item[users]
         for tau in self.cfg.recency_taus:
-            W = recency_weights(seqs, split.n_items, tau, self.cfg.recency_floor)
+            W = recency_matrix(seqs, split.n_items, tau, self.cfg.recency_floor)
             s = self.ease.score(W, binary=False)  # (B, I)
             self.val_ndcg_[tau] = _ndcg10(s, H, target)
         self.tau_ = max(self.val_ndcg_, key=self.val_ndcg_.get)
         return self
 
     def score(self, H: sp.csr_matrix, seqs: list[np.ndarray]) -> np.ndarray:
-        W = recency_weights(seqs, H.shape[1], self.tau_, self.cfg.recency_floor)
+        W = recency_matrix(seqs, H.shape[1], self.tau_, self.cfg.recency_floor)
         return self.ease.score(W, binary=False)
 
 
@@ -232,16 +242,6 @@ def _ndcg10(scores: np.ndarray, H: sp.csr_matrix, target: np.ndarray) -> float:
 
 # ---------------------------------------------------------------------------------------------
 # Sequence helpers
-
-
-def pad_left(seqs: list[np.ndarray], L: int) -> np.ndarray:
-    """The last L items of each sequence, shifted +1 (0 = pad), left-padded; -> (B, L) int64."""
-    out = np.zeros((len(seqs), L), dtype=np.int64)
-    for r, s in enumerate(seqs):
-        s = s[-L:]
-        if len(s):
-            out[r, L - len(s) :] = s + 1
-    return out
 
 
 def sasrec_windows(seqs: list[np.ndarray], L: int) -> tuple[np.ndarray, np.ndarray]:
@@ -389,10 +389,88 @@ class TwoTowerRetriever:
         return self.user_vectors(seqs) @ self.item_vectors_.T  # (B, I)
 
 
-def timed_fit(model, split: RetrievalSplit) -> tuple[object, float]:
-    t0 = time.perf_counter()
-    model.fit(split)
-    return model, time.perf_counter() - t0
+def top_k_excluding(scores: np.ndarray, H: sp.csr_matrix, k: int) -> np.ndarray:
+    """Top-k item ids per row after removing the items in each history row; (B, I) -> (B, k)."""
+    s = scores.astype(np.float32, copy=True)
+    r, c = H.nonzero()
+    s[r, c] = -np.inf
+    k = min(k, s.shape[1])
+    top = np.argpartition(-s, k - 1, axis=1)[:, :k]
+    order = np.argsort(-np.take_along_axis(s, top, 1), axis=1)
+    return np.take_along_axis(top, order, 1)
+
+
+def rank_users(
+    model,
+    split: RetrievalSplit,
+    users: np.ndarray,
+    stage: str = "test",
+    k: int = 50,
+    batch: int = 1024,
+) -> np.ndarray:
+    """Top-k lists for `users`; stage "test" uses train + validation history, "val" train only."""
+    X = split.X_trainval if stage == "test" else split.X_train
+    seqs = split.seqs_trainval if stage == "test" else split.seqs_train
+    out = []
+    for b in range(0, len(users), batch):
+        u = users[b : b + batch]
+        H = X[u]
+        out.append(top_k_excluding(model.score(H, [seqs[x] for x in u]), H, k))
+    return np.concatenate(out) if out else np.zeros((0, k), np.int64)
+
+
+# Models that need an order of watches, skipped on data without timestamps.
+ORDERED_MODELS = {
+    "recent_popularity": "counts the most recent watches; without timestamps there are none",
+    "ease_recency": "weights each watch by how recent it is; without timestamps nothing is",
+    "sasrec": "predicts the next watch from the ones before; without timestamps the order "
+    "is the file's (Last.fm: artist id), not the viewer's",
+}
+
+
+@dataclass
+class VideoRecTrained:
+    """What training produced: the split, the fitted retrievers and the one chosen to ship."""
+
+    split: RetrievalSplit
+    models: dict  # name -> fitted retriever
+    skipped: dict[str, str]  # name -> why it was not trained on this data
+    val_ndcg: dict[str, float]  # name -> validation NDCG@10 (the selection metric)
+    production: str  # the retriever the artifact serves first: best on validation
+    learned: str  # the better learned retriever on validation (its index is served too)
+    rankers: dict | None = None  # simulator only: variant -> VideoRecRanker
+    rank_test: tuple | None = None  # (features, impressions) of the ranker's test days
+
+
+def train_retrievers(
+    cfg: VideoRecConfig, data: VideoRecData, seed: int, timings: dict
+) -> VideoRecTrained:
+    """Split, fit every retriever the data allows, and pick the shipped one on validation.
+
+    Without timestamps the models that need an order are skipped (ORDERED_MODELS); with play
+    counts the log1p-weighted item-kNN and EASE are fitted beside the binary ones.
+    `timings` gets fit_<name>_s per model (seconds).
+    """
+    split = make_split(data, seed)
+    candidates = dict(make_baselines(cfg, counts=data.weight_is_count))
+    candidates["ease_recency"] = RecencyEASERetriever(cfg, ease=candidates["ease"].model)
+    candidates["two_tower"] = TwoTowerRetriever(cfg, data.item_topic, seed)
+    candidates["sasrec"] = SASRecRetriever(cfg, seed)
+    skipped = {} if data.has_time else dict(ORDERED_MODELS)
+    models, val = {}, {}
+    users = split.val_users
+    rel = [[t] for t in split.val_item[users]]
+    for name, model in candidates.items():
+        if name in skipped:
+            continue
+        t0 = time.perf_counter()
+        models[name] = model.fit(split)
+        timings[f"fit_{name}_s"] = time.perf_counter() - t0
+        val[name] = ndcg_at_k(rank_users(model, split, users, "val", 10), rel, 10)
+    # The shipped retriever is chosen on validation NDCG@10, never on the test numbers.
+    production = max(val, key=val.get)
+    learned = max(("two_tower", "sasrec"), key=lambda n: val.get(n, -1.0))
+    return VideoRecTrained(split, models, skipped, val, production, learned)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -408,12 +486,11 @@ def ranker_features(
 ) -> dict[str, np.ndarray]:
     """Ranker inputs for impression rows, from each user's watches before the session started.
 
-    Returns item (+1), topic (+1) and dense (N, 6): log duration, log video age (days), log item
-    views, topic affinity (share of the user's past watches in this topic), two-tower score, and
-    example age in days (t_end - impression time; set to 0 at serving, Covington et al. 2016).
+    Returns item (+1), topic (+1) and dense (N, 6) by `model.ranker_inputs` (the function the
+    predictor uses): log duration, log video age (days), log item views, topic affinity (share
+    of the user's past watches in this topic), two-tower score, and example age in days
+    (t_end - request time; set to 0 at serving, Covington et al. 2016).
     """
-    from .data import DAY_S
-
     sim = data.simulator
     it = data.interactions
     order = np.lexsort((it["timestamp"], it["user"]))
@@ -427,27 +504,24 @@ def ranker_features(
         a, b = bounds[u], bounds[u + 1]
         k = a + np.searchsorted(wt[a:b], t, side="left")
         hists.append(wi[a:k])
-    n_topics = int(data.item_topic.max()) + 1
-    topic_share = np.zeros((len(sess), n_topics), dtype=np.float32)
-    for r, h in enumerate(hists):
-        if len(h):
-            topic_share[r] = np.bincount(data.item_topic[h], minlength=n_topics) / len(h)
     uvec = tower.user_vectors(hists)  # (S, D)
     row_sess = np.searchsorted(sess, imp["session"])  # impression -> session row
+    # Ages are taken at the request (the session's start), as the served request sees them,
+    # not at each slot's impression time (slot k is logged about 20 k seconds later).
+    t_req = s_time[row_sess]
     items = imp["item"]
-    topic = data.item_topic[items]
-    dense = np.stack(
-        [
-            np.log(sim.item_duration_s[items]),
-            np.log1p(np.maximum(imp["timestamp"] - data.item_upload_s[items], 0) / DAY_S),
-            np.log1p(item_views[items]),
-            topic_share[row_sess, topic],
-            np.einsum("nd,nd->n", uvec[row_sess], tower.item_vectors_[items]),
-            (t_end - imp["timestamp"]) / DAY_S,
-        ],
-        1,
-    ).astype(np.float32)
-    return {"item": items + 1, "topic": topic + 1, "dense": dense}
+    return ranker_inputs(
+        items,
+        row_sess,
+        hists,
+        data.item_topic,
+        int(data.item_topic.max()) + 1,
+        np.log(sim.item_duration_s[items]),
+        (t_req - data.item_upload_s[items]) / DAY_S,
+        item_views[items],
+        tower_score(uvec[row_sess], tower.item_vectors_[items]),
+        (t_end - t_req) / DAY_S,
+    )
 
 
 def train_ranker(
@@ -524,6 +598,165 @@ def ranker_logits(model, feats: dict[str, np.ndarray], position: np.ndarray | No
     return np.concatenate(out) if out else np.zeros((0, 3), np.float32)
 
 
-def serving_score(logits: np.ndarray, sat_weight: float = 1.0) -> np.ndarray:
-    """Rank by expected watch time (the watch head's log-odds) plus log P(satisfied)."""
-    return logits[..., 1] - sat_weight * np.logaddexp(0.0, -logits[..., 2])
+RANKER_VARIANTS = {
+    "multitask": {},
+    "no_watch_weighting": {"weight_watch": False},
+    "no_position_tower": {"use_position": False},
+}
+
+
+def train_rankers(cfg: VideoRecConfig, data: VideoRecData, trained: VideoRecTrained, seed: int):
+    """The ranker and its ablations on the first 80% of simulated days (simulator only).
+
+    Sets `trained.rankers` (variant -> model) and `trained.rank_test` (features and
+    impressions of the last 20% of days, for evaluation and the ONNX parity check).
+    """
+    imp = data.impressions
+    cut = int(cfg.n_days * 0.8)
+    tr = imp["day"] < cut
+    item_views = np.bincount(data.interactions["item"], minlength=data.n_items).astype(np.float32)
+    feats = ranker_features(imp, data, trained.models["two_tower"], float(cut * DAY_S), item_views)
+    sub = lambda d, m: {k: v[m] for k, v in d.items()}  # noqa: E731
+    n_topics = int(data.item_topic.max()) + 1
+    trained.rankers = {
+        name: train_ranker(sub(feats, tr), sub(imp, tr), cfg, data.n_items, n_topics, seed, **kw)
+        for name, kw in RANKER_VARIANTS.items()
+    }
+    trained.rank_test = (sub(feats, ~tr), sub(imp, ~tr))
+    return trained
+
+
+# ---------------------------------------------------------------------------------------------
+# The artifact: everything the predictor needs, nothing it does not
+
+ITEM_ITEM = ("ease", "ease_recency", "ease_log1p", "item_knn", "item_knn_log1p")
+POPULARITY = ("popularity", "recent_popularity")
+
+
+def item_item_table(trained: VideoRecTrained, k: int) -> tuple[np.ndarray, np.ndarray, float]:
+    """The shipped item-item model as the served table: (idx (I, k), w (I, k), recency tau).
+
+    EASE rows: the k largest positive weights of B per video; item-kNN rows: its k cosine
+    neighbours (already at most `knn_neighbours`). tau is the sequence-aware EASE's (0 = none).
+    """
+    name, models = trained.production, trained.models
+    if name.startswith("ease"):
+        ease = models[name].ease if name == "ease_recency" else models[name].model
+        idx, w = ease.neighbours(k)
+        return idx, w, models[name].tau_ if name == "ease_recency" else 0.0
+    sim = models[name].model.sim_.tocsr()  # (I, I): row h = h's neighbours and weights
+    n = sim.shape[0]
+    idx, w = np.full((n, k), -1, np.int64), np.zeros((n, k), np.float32)
+    for h in range(n):
+        a, b = sim.indptr[h], sim.indptr[h + 1]
+        order = np.argsort(-sim.data[a:b], kind="stable")[:k]
+        idx[h, : len(order)] = sim.indices[a:b][order]
+        w[h, : len(order)] = sim.data[a:b][order]
+    return idx, w, 0.0
+
+
+def build_artifact(
+    trained: VideoRecTrained,
+    data: VideoRecData,
+    cfg: VideoRecConfig,
+    spec: str,
+    seed: int,
+    path: Path,
+) -> tuple[Path, float | None]:
+    """Save the artifact the predictor serves; returns its path and the ONNX parity error.
+
+    Served: the two-tower index always (its score is a ranker feature), SASRec's when it is the
+    better learned model, the shipped retriever (`production_model`) as its own source (an
+    item-item table, a popularity list, or one of the two indexes), trending and fresh lists,
+    the ranker as ONNX (simulator only), and every user's train + validation history.
+    """
+    import torch
+
+    from shared.artifacts import save_artifact
+
+    from .model import export_ranker_onnx
+
+    it, models, production = data.interactions, trained.models, trained.production
+    t = lambda a, dtype: torch.from_numpy(np.ascontiguousarray(a).astype(dtype))  # noqa: E731
+    tensors = {f"tower.{k}": v for k, v in models["two_tower"].model.state_dict().items()}
+    if trained.learned == "sasrec":
+        tensors.update({f"sasrec.{k}": v for k, v in models["sasrec"].model.state_dict().items()})
+    counts = np.bincount(it["item"], minlength=data.n_items).astype(np.float32)
+    recent = models.get("recent_popularity", models["popularity"]).model.counts_
+    t_end = int(it["timestamp"].max())
+    if data.item_upload_s is not None:
+        age = (t_end - data.item_upload_s) / DAY_S
+        fresh = np.argsort(np.where(age >= 0, age, np.inf))[:50]
+    else:
+        age, fresh = np.full(data.n_items, 365.0), np.zeros(0, np.int64)
+    sim = data.simulator
+    log_dur = np.log(sim.item_duration_s) if sim is not None else np.zeros(data.n_items)
+    tensors.update(
+        {
+            "item_topic": t(data.item_topic, np.int64),
+            "item_age_days": t(age, np.float32),
+            "item_views": t(counts, np.float32),
+            "item_log_duration": t(log_dur, np.float32),
+            "trending": t(np.argsort(-recent)[:100], np.int64),
+            "fresh": t(fresh, np.int64),
+        }
+    )
+    recency_tau, sources = None, ["two_tower"] + (["sasrec"] if trained.learned == "sasrec" else [])
+    if production in ITEM_ITEM:
+        # Stored only for the videos that have neighbours (EASE covers `ease_max_items`), so a
+        # 100K catalog does not carry 100K empty rows.
+        idx, w, recency_tau = item_item_table(trained, cfg.i2i_neighbours)
+        rows = np.flatnonzero((idx >= 0).any(1))
+        tensors.update(
+            {
+                "i2i_rows": t(rows, np.int64),
+                "i2i_idx": t(idx[rows], np.int64),
+                "i2i_w": t(w[rows], np.float32),
+            }
+        )
+        sources.append(production)
+    elif production in POPULARITY:
+        order = np.argsort(-models[production].model.counts_, kind="stable")
+        tensors["primary_list"] = t(order[: cfg.retrieval_candidates], np.int64)
+        sources.append(production)
+    files = {
+        "histories.json": json.dumps(
+            {str(u): s.tolist() for u, s in enumerate(trained.split.seqs_trainval) if len(s)}
+        ).encode()
+    }
+    parity = None
+    if trained.rankers is not None:
+        with tempfile.TemporaryDirectory() as tmp:
+            onnx_path, parity = export_ranker_onnx(
+                trained.rankers["multitask"], trained.rank_test[0], Path(tmp) / "ranker.onnx"
+            )
+            files["ranker.onnx"] = onnx_path.read_bytes()
+    config = {
+        "case": "video-recommendation",
+        "data": spec,
+        "seed": seed,
+        "protocol": trained.split.protocol,
+        "n_items": data.n_items,
+        "n_topics": int(max(data.item_topic.max(), 0)) + 1,
+        "item_ids": data.item_ids.tolist() if data.item_ids is not None else None,
+        "production_model": production,
+        "served_retrievers": sources,
+        "ranker": trained.rankers is not None,
+        "hparams": {**cfg.to_dict(), "recency_tau": recency_tau},
+    }
+    metrics = {"val_ndcg@10": trained.val_ndcg}
+    path = save_artifact(
+        path, tensors, config, metrics, data_fingerprint(data, trained.split), files
+    )
+    return path, parity
+
+
+def data_fingerprint(data: VideoRecData, split: RetrievalSplit) -> str:
+    """sha256 of what the model was trained and judged on: the interactions and the held-out
+    items (the random leave-one-out's seed changes the latter, not the former)."""
+    from shared.artifacts import fingerprint_arrays
+
+    it = data.interactions
+    return fingerprint_arrays(
+        it["user"], it["item"], it["timestamp"], it["weight"], split.val_item, split.test_item
+    )
