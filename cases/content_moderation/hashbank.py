@@ -464,3 +464,36 @@ def choose_radius(
             return int(p["radius"])
     best = max(p["recall"] for p in ok)
     return int(min(p["radius"] for p in ok if p["recall"] == best))
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Measure matching on rendered images; prints one JSON line (the sweep is in it).
+
+    python -m cases.content_moderation.hashbank --bank 300 --benign 10000
+    """
+    import argparse
+    import json
+
+    from cases.content_moderation.images import known_bad_bank, render_images
+
+    ap = argparse.ArgumentParser(description=main.__doc__.splitlines()[0])
+    ap.add_argument("--bank", type=int, default=300, help="known-bad images in the bank")
+    ap.add_argument(
+        "--benign", type=int, default=10_000, help="benign images (half pick the radius)"
+    )
+    ap.add_argument("--radius", type=int, default=None, help="fixed radius (default: chosen)")
+    ap.add_argument("--crop", type=float, default=DEFAULT_CROP, help="crop variants, share of side")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+    bank = known_bad_bank(args.bank, args.seed)
+    benign, _, _ = render_images(
+        args.benign, args.seed + 7, size=128, violating_share=0.0, label_noise=0.0
+    )
+    r = measure_matching(
+        bank, benign, np.random.default_rng(args.seed), args.radius, crop=args.crop
+    )
+    print(json.dumps(r))
+
+
+if __name__ == "__main__":
+    main()

@@ -203,3 +203,39 @@ def queue_markdown(results: dict[str, dict]) -> str:
             f"{m['median_hours_to_removal']:.1f} |"
         )
     return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Priority vs FIFO vs score on a simulated stream; prints a markdown table and one JSON line.
+
+    python -m cases.content_moderation.review --items 6000 --days 3 --capacity 120
+
+    The stream: items arrive uniformly over `days`; 8% violate; the model's P(violate) is
+    sigmoid(N(+1.5, 1)) for violations and sigmoid(N(-1.5, 1)) otherwise (ROC-AUC about 0.98);
+    severity 1, 2 or 3 (spam, harassment, hate) at random; reach log-normal with median 100
+    views and sigma 1.5 (a heavy tail: 1% of items above 3,300 views), independent of the label.
+    """
+    import argparse
+    import json
+
+    ap = argparse.ArgumentParser(description=main.__doc__.splitlines()[0])
+    ap.add_argument("--items", type=int, default=6_000)
+    ap.add_argument("--days", type=int, default=3)
+    ap.add_argument("--capacity", type=int, default=120, help="decisions per day (2 h x 60)")
+    ap.add_argument("--prevalence", type=float, default=0.08)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+    rng = np.random.default_rng(args.seed)
+    n = args.items
+    y = rng.random(n) < args.prevalence
+    p = 1 / (1 + np.exp(-rng.normal(np.where(y, 1.5, -1.5), 1.0)))
+    severity = rng.choice([1.0, 2.0, 3.0], size=n)
+    reach = rng.lognormal(math.log(100), 1.5, size=n)
+    arrival = np.sort(rng.uniform(0, args.days, size=n))
+    out = compare_orders(p, severity, reach, y, args.capacity, arrival, days=args.days)
+    print(queue_markdown(out))
+    print(json.dumps({o: {k: v for k, v in m.items() if k != "daily"} for o, m in out.items()}))
+
+
+if __name__ == "__main__":
+    main()
