@@ -39,7 +39,7 @@ format: setup  ## ruff format and autofix
 bench: setup  ## run the benchmarks (BENCH=rnn|serving|retrieval|all)
 	$(BIN)/casebook bench $(BENCH)
 
-serve: setup  ## serve a case on 127.0.0.1:8000 (CASE=video-recommendation|mobile-keyboard)
+serve: setup  ## serve a case on 127.0.0.1:8000 (CASE=<name from `casebook list`>)
 	$(BIN)/casebook serve $(CASE)
 
 clean:  ## remove the virtual environment and run outputs

@@ -1,4 +1,4 @@
-"""Artifacts: manifest verification, atomic saves, the promotion gate, registry aliases."""
+"""Artifacts: manifest verification, atomic saves, the promotion check, registry aliases."""
 
 import json
 import logging
