@@ -32,6 +32,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from shared.lifecycle import run_folder, torch_threads
+
 NAME = "serving"
 SUMMARY = "PyTorch eager vs onnxruntime fp32/int8, then Ray Serve batched vs unbatched under load"
 
@@ -394,26 +396,14 @@ def _serve_rows(
     model_path: Path, cfg: ServingBenchConfig, port: int | None, runtime: str
 ) -> list[dict]:
     """Deploy both variants on 127.0.0.1 and load them; returns rows (part "serve")."""
-    from shared.serving import free_port, serve_runtime_env
-
-    runtime_env = serve_runtime_env()
-    import ray
     from ray import serve
 
     from shared.bench import time_fn
     from shared.loadgen import closed_loop
+    from shared.serving import start_local_ray, stop_local_ray
 
-    started_ray = not ray.is_initialized()
-    if started_ray:
-        ray.init(
-            num_cpus=os.cpu_count() or 2,
-            include_dashboard=False,
-            logging_level="ERROR",
-            log_to_driver=False,
-            runtime_env=runtime_env,
-        )
-    port = port or free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    local = start_local_ray("127.0.0.1", port, num_cpus=os.cpu_count() or 2)
+    port = local.port
     rng = np.random.default_rng(0)
     payloads = [
         {"user_id": f"u{int(u)}", "token": int(t)}
@@ -425,14 +415,12 @@ def _serve_rows(
 
     # In-process reference: the same predict() with no Serve in between.
     sizes = (cfg.vocab, cfg.embed, cfg.hidden)
-    threads = torch.get_num_threads()
-    local = _KeyboardServer(str(model_path), cfg.hidden, runtime, sizes)  # sets 1 thread
-    try:  # timed on one thread, like the replica
-        t1 = time_fn(lambda: local.predict([payloads[0]]), warmup=5, repeats=200)
+    with torch_threads(torch.get_num_threads()):  # the server sets 1 thread; restored after
+        server = _KeyboardServer(str(model_path), cfg.hidden, runtime, sizes)
+        # timed on one thread, like the replica
+        t1 = time_fn(lambda: server.predict([payloads[0]]), warmup=5, repeats=200)
         b = cfg.max_batch_size
-        tb = time_fn(lambda: local.predict(payloads[:b]), warmup=3, repeats=50, items_per_call=b)
-    finally:
-        torch.set_num_threads(threads)
+        tb = time_fn(lambda: server.predict(payloads[:b]), warmup=3, repeats=50, items_per_call=b)
     rows.append(
         {
             "part": "serve",
@@ -521,9 +509,8 @@ def _serve_rows(
                 serve.delete(app_name)
             except Exception:
                 pass
-        if started_ray:
-            serve.shutdown()
-            ray.shutdown()
+        if local.started_ray:
+            stop_local_ray(local)
     base = rows[0]["p50_ms"]
     for r in rows:
         r["overhead_p50_ms"] = r["p50_ms"] - base if r["path"] != "in-process" else None
@@ -563,24 +550,18 @@ def run(args: argparse.Namespace) -> Path:
 
     quick = bool(getattr(args, "quick", False))
     cfg = PRESETS["quick" if quick else "full"]
-    out = getattr(args, "out", None)
-    out = Path(out) if out else Path("runs/bench/serving") / time.strftime("%Y%m%d-%H%M%S")
-    out.mkdir(parents=True, exist_ok=True)
+    out = run_folder(f"bench/{NAME}", getattr(args, "out", None))
     t_start = time.perf_counter()
     fp = machine_fingerprint(measure=not quick)
     # One thread for every runtime: as served (one core per replica), and the same for all rows.
     threads = 1
-    torch_threads = torch.get_num_threads()
-    torch.set_num_threads(threads)
-
-    models = [m for m in (_keyboard(cfg), _ranker(cfg)) if m is not None] or [_stand_in()]
+    with torch_threads(threads):
+        models = [m for m in (_keyboard(cfg), _ranker(cfg)) if m is not None] or [_stand_in()]
     rows: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="serving-bench-") as tmp:
-        try:
+        with torch_threads(threads):
             for served in models:
                 rows += _runtime_rows(served, cfg, Path(tmp), threads)
-        finally:
-            torch.set_num_threads(torch_threads)
         serve_note = "skipped (--no-ray)"
         if not getattr(args, "no_ray", False):
             kb = next((m for m in models if m.name == "keyboard_lstm_step"), None)

@@ -134,15 +134,14 @@ def run(args: argparse.Namespace) -> Path:
 
     from shared import ann
     from shared.bench import machine_fingerprint, write_results
+    from shared.lifecycle import run_folder
 
     quick = bool(getattr(args, "quick", False))
     cfg = PRESETS["quick" if quick else "full"]
     if getattr(args, "n", None):
         cfg = replace(cfg, n=int(args.n))
     seed = int(getattr(args, "seed", 0) or 0)
-    out = getattr(args, "out", None)
-    out = Path(out) if out else Path("runs/bench/retrieval") / time.strftime("%Y%m%d-%H%M%S")
-    out.mkdir(parents=True, exist_ok=True)
+    out = run_folder(f"bench/{NAME}", getattr(args, "out", None))
     t_start = time.perf_counter()
 
     import os

@@ -54,6 +54,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from shared.lifecycle import run_folder, torch_threads
+
 NAME = "rnn"
 SUMMARY = "RNN throughput ladder: naive -> cached -> batched -> ORT -> int8 (-> GPU), one run"
 
@@ -999,23 +1001,19 @@ def _ort_and_int8(
             )
             _compare(ctx.rows, name, f"{label}_b{big}_{tag}", f"{label}_b{big}")
         step_big = best_big_step if best_big_step is not None else step_mod
-        torch.set_num_threads(other)
-        try:
-            with torch.inference_mode():
-                t = _time(lambda: step_big(*batch_b), cfg, items=big)
-            _add_row(
-                ctx,
-                "8 threads",
-                f"torch_fp32_b{big}_{tag}",
-                t,
-                batch=big,
-                threads=other,
-                tokens_per_call=big,
-                weight_reads=1,
-                impl="LSTMCell" if isinstance(step_big, RnnBenchCellStep) else "nn.LSTM",
-            )
-        finally:
-            torch.set_num_threads(all_threads)
+        with torch_threads(other), torch.inference_mode():
+            t = _time(lambda: step_big(*batch_b), cfg, items=big)
+        _add_row(
+            ctx,
+            "8 threads",
+            f"torch_fp32_b{big}_{tag}",
+            t,
+            batch=big,
+            threads=other,
+            tokens_per_call=big,
+            weight_reads=1,
+            impl="LSTMCell" if isinstance(step_big, RnnBenchCellStep) else "nn.LSTM",
+        )
         if base_big:
             _compare(ctx.rows, name, f"torch_fp32_b{big}_{tag}", base_big)
     progress.update(1)
@@ -1173,12 +1171,8 @@ def _peak_at(threads: int, n: int = 1024) -> float:
     """fp32 matmul GFLOP/s with `threads` torch threads (shared.bench's measurement)."""
     from shared.bench import measure_matmul_gflops
 
-    saved = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
+    with torch_threads(threads):
         return float(measure_matmul_gflops(n=n, repeats=3)["matmul_gflops"])
-    finally:
-        torch.set_num_threads(saved)
 
 
 def summarize(
@@ -1305,14 +1299,9 @@ COLUMNS = [
 
 def run(args: argparse.Namespace) -> Path:
     """Run the ladder; write rnn_throughput.json / .md / .png into args.out; return the JSON."""
-    saved = torch.get_num_threads()
     threads = int(getattr(args, "threads", 0) or 0)
-    if threads > 0:
-        torch.set_num_threads(threads)
-    try:
+    with torch_threads(threads if threads > 0 else torch.get_num_threads()):
         return _run(args)
-    finally:
-        torch.set_num_threads(saved)
 
 
 def _run(args: argparse.Namespace) -> Path:
@@ -1326,9 +1315,7 @@ def _run(args: argparse.Namespace) -> Path:
     if getattr(args, "no_keyboard", False):
         cfg = replace(cfg, keyboard=False)
     seed = int(getattr(args, "seed", 0) or 0)
-    out = getattr(args, "out", None)
-    out = Path(out) if out is not None else Path("runs/bench/rnn") / time.strftime("%Y%m%d-%H%M%S")
-    out.mkdir(parents=True, exist_ok=True)
+    out = run_folder(f"bench/{NAME}", getattr(args, "out", None))
     t_start = time.perf_counter()
     load_start = _loadavg()
 
