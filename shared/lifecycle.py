@@ -272,10 +272,9 @@ def register_and_promote(
     registry = Registry(registry_root)
     champion = registry.aliases().get("champion")
     path = registry.register(artifact_dir)
-    version = path.name
     record = {
         "format": _RECORD_FORMAT,
-        "version": version,
+        "version": path.name,
         "registry": str(registry.root),
         "metric": metric,
         "higher_is_better": bool(higher_is_better),
@@ -287,50 +286,60 @@ def register_and_promote(
         "artifact_sha256": artifact_hash(path),
         "registered_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    atomic_write_json(record_path(registry.root, version), to_jsonable(record))
-    promotion = Promotion(version, False, [], champion=champion, record=record)
+    atomic_write_json(record_path(registry.root, path.name), to_jsonable(record))
+    promotion = Promotion(path.name, False, [], champion=champion, record=record)
 
     if loader is not None:
         try:
             loader(path)
         except Exception as e:
-            return _refuse(promotion, f"the new version {version} does not load: {_first_line(e)}")
-
-    champ_cohorts = None
-    if champion is None:
-        promotion.reasons.append("no champion yet")
-    else:
-        try:
-            champ = _champion_figures(registry, champion, loader)
-        except Exception as e:
             return _refuse(
-                promotion,
-                f"the champion {champion} is unreadable ({_first_line(e)}); not promoted: "
-                "roll back or promote a version by hand",
+                promotion, f"the new version {path.name} does not load: {_first_line(e)}"
             )
-        if champ.get("fingerprint") != record["fingerprint"]:
-            promotion.reasons.append(
-                f"champion {champion} was trained on other data (fingerprint "
-                f"{str(champ.get('fingerprint'))[:12]} vs {record['fingerprint'][:12]}; preset "
-                f"{champ.get('preset')} seed {champ.get('seed')}): not compared"
-            )
-        elif champ.get("metric") != metric:
-            promotion.reasons.append(
-                f"champion {champion} recorded {champ.get('metric')!r}, not {metric!r}: "
-                "not compared"
-            )
-        else:
-            champ_cohorts = champ["candidate"]
-            promotion.compared = True
+    try:
+        champ_cohorts = _comparable_champion(registry, promotion, loader)
+    except Exception as e:
+        return _refuse(
+            promotion,
+            f"the champion {champion} is unreadable ({_first_line(e)}); not promoted: "
+            "roll back or promote a version by hand",
+        )
     decision = promotion_check(cand, base, champ_cohorts, tolerance, higher_is_better)
     reasons = decision.reasons
-    if champion is not None:
+    if champion is not None:  # a champion not compared is not "no champion"
         reasons = [r for r in reasons if r != "no champion yet"]
     promotion.reasons.extend(f"{metric}: {r}" for r in reasons)
     if decision.promote:
-        registry.promote(version)
+        registry.promote(path.name)
         promotion.promoted = True
     return promotion
+
+
+def _comparable_champion(
+    registry: Registry, promotion: Promotion, loader: Callable[[Path], Any] | None
+) -> dict[str, float] | None:
+    """The champion's recorded cohort figures if they can be compared with this run's, else None
+    (with the reason added to `promotion.reasons`). Raises if the champion is unreadable."""
+    champion, record = promotion.champion, promotion.record
+    if champion is None:
+        promotion.reasons.append("no champion yet")
+        return None
+    champ = _champion_figures(registry, champion, loader)
+    if champ.get("fingerprint") != record["fingerprint"]:
+        promotion.reasons.append(
+            f"champion {champion} was trained on other data (fingerprint "
+            f"{str(champ.get('fingerprint'))[:12]} vs {record['fingerprint'][:12]}; preset "
+            f"{champ.get('preset')} seed {champ.get('seed')}): not compared"
+        )
+        return None
+    if champ.get("metric") != record["metric"]:
+        promotion.reasons.append(
+            f"champion {champion} recorded {champ.get('metric')!r}, not {record['metric']!r}: "
+            "not compared"
+        )
+        return None
+    promotion.compared = True
+    return champ["candidate"]
 
 
 def _refuse(promotion: Promotion, message: str) -> Promotion:
