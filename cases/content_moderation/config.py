@@ -32,6 +32,7 @@ class ModerationConfig:
     # --- fine-tuned MiniLM encoder ---
     encoder: bool = True  # fine-tune the encoder at all
     max_len: int = 64  # word pieces; 99% of OLID tweets fit in 64
+    freeze_layers: int = 3  # embeddings + the first 3 of 6 layers frozen, their outputs cached
     batch_size: int = 32
     lr: float = 4e-5  # AdamW, linear warm-up 6% then linear decay
     head_lr: float = 1e-3  # the new classification head learns faster than the encoder

@@ -225,6 +225,8 @@ def _torch_module():
 
         Mean pooling is how all-MiniLM-L6-v2 was trained for sentence embeddings, so the head
         starts from a meaningful sentence vector. Output: (B, P) logits, one per policy.
+        The forward pass is split at layer `split` (`lower`, `upper`) so that fine-tuning can
+        freeze and cache the lower layers (train.train_encoder); `forward` is `upper(lower())`.
         """
 
         def __init__(self, n_policies: int, bert_config=None, path: Path | None = None):
@@ -236,24 +238,53 @@ def _torch_module():
             else:
                 self.bert = BertModel(BertConfig(**bert_config), add_pooling_layer=False)
             hidden = self.bert.config.hidden_size
+            self.split = 0  # layers below this index are frozen during fine-tuning
             self.dropout = nn.Dropout(0.1)
             self.head = nn.Linear(hidden, n_policies)
 
-        def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-            h = self.bert(input_ids=ids, attention_mask=mask).last_hidden_state  # (B, T, H)
+        @staticmethod
+        def _additive(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+            # (B, T) 1/0 -> (B, 1, 1, T): 0 where attended, a large negative where padded
+            return (1.0 - mask[:, None, None, :].to(dtype)) * torch.finfo(dtype).min
+
+        def _layers(self, h: torch.Tensor, mask: torch.Tensor, layers) -> torch.Tensor:
+            ext = self._additive(mask, h.dtype)
+            for layer in layers:
+                out = layer(h, attention_mask=ext)
+                h = out[0] if isinstance(out, tuple) else out  # (B, T, H)
+            return h
+
+        def lower(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+            """Embeddings and layers [0, split): (B, T) ids -> (B, T, H) hidden states."""
+            h = self.bert.embeddings(input_ids=ids)  # (B, T, H)
+            return self._layers(h, mask, self.bert.encoder.layer[: self.split])
+
+        def upper(self, h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+            """Layers [split, L), mean pool, head: (B, T, H) -> (B, P) logits."""
+            h = self._layers(h, mask, self.bert.encoder.layer[self.split :])  # (B, T, H)
             m = mask.unsqueeze(-1).to(h.dtype)  # (B, T, 1)
             pooled = (h * m).sum(1) / m.sum(1).clamp(min=1.0)  # (B, H)
             return self.head(self.dropout(pooled))  # (B, P)
+
+        def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+            return self.upper(self.lower(ids, mask), mask)  # (B, P)
 
     return ModerationEncoder
 
 
 def build_encoder(n_policies: int, pretrained: bool = True, bert_config: dict | None = None):
     """A ModerationEncoder: from the pinned local MiniLM (pretrained) or a config (tests)."""
+    from transformers.utils import logging as hf_logging
+
     cls = _torch_module()
-    if pretrained:
+    if not pretrained:
+        return cls(n_policies, bert_config=bert_config)
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # the unused-pooler load report is expected noise
+    try:
         return cls(n_policies, path=verify_minilm())
-    return cls(n_policies, bert_config=bert_config)
+    finally:
+        hf_logging.set_verbosity(level)
 
 
 def export_encoder_onnx(model, tok, path: Path) -> tuple[Path, float]:
