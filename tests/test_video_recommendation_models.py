@@ -114,6 +114,30 @@ def test_item_knn_matches_hand_computed_cosine():
     np.testing.assert_allclose(m.score(sp.csr_matrix([[1.0, 0.0]])), [[0, 0.5]], atol=1e-6)
 
 
+@pytest.mark.parametrize("name", ["item_knn", "ease"])
+def test_a_shipped_item_item_model_serves_its_own_scores_through_the_table(name):
+    # The served table (top neighbours per video) must reproduce the offline scores H S / H B
+    # for every video it lists, when k covers every neighbour.
+    from cases.video_recommendation.predictor import i2i_candidates
+    from cases.video_recommendation.train import BaselineRetriever, VideoRecTrained, item_item_table
+
+    rng = np.random.default_rng(0)
+    Xr = sp.csr_matrix((rng.random((40, 12)) < 0.3).astype(np.float32))
+    model = ItemKNN(k=12, shrink=1.0) if name == "item_knn" else EASE(lam=5.0)
+    trained = VideoRecTrained(None, {name: BaselineRetriever(model.fit(Xr))}, {}, {}, name, "")
+    idx, w, tau = item_item_table(trained, 12)
+    assert tau == 0.0
+    hist = [np.array([0, 3, 5]), np.array([7])]
+    found = i2i_candidates(hist, idx, w, np.arange(12), 12)
+    H = sp.csr_matrix((np.ones(4), ([0, 0, 0, 1], [0, 3, 5, 7])), shape=(2, 12))
+    offline = model.score(H)
+    if name == "ease":  # EASE's table keeps the positive weights only (`EASE.neighbours`)
+        offline = np.asarray(H @ np.maximum(model.B_, 0.0))
+    for r, (items, scores) in enumerate(found):
+        assert len(items) > 0
+        np.testing.assert_allclose(scores, offline[r, items], rtol=1e-5)
+
+
 def test_popularity_counts():
     np.testing.assert_allclose(Popularity().fit(X).score(X[:1]), [[2, 2]])
 

@@ -142,3 +142,46 @@ def test_binary_and_log1p_weights_are_both_measured_and_ease_beats_popularity(la
 def test_lastfm_spec_through_load_data(tmp_path):
     d = load_data(f"lastfm:{write_lastfm(tmp_path / 'x')}", get_config("tiny"))
     assert not d.has_time and d.n_users == 120
+
+
+def test_the_served_artifact_is_scored_and_promotion_compares_like_with_like(tmp_path):
+    from cases.video_recommendation import cli
+
+    data = write_lastfm(tmp_path / "data", n_users=300, n_artists=400)
+
+    def run(seed):
+        args = argparse.Namespace(
+            preset="tiny",
+            data=f"lastfm:{data}",
+            out=tmp_path / "run",  # one registry for every run: tmp_path/run/registry
+            seed=seed,
+            seq_epochs=None,
+            tower_epochs=None,
+            skip_loop=True,
+        )
+        return json.loads(cli.run(args).read_text())["extra"]["registry"]
+
+    first = run(0)
+    doc = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    served = doc["tables"]["retrieval"]["served"]["ndcg@10"]
+    record = tmp_path / "run" / "registry" / "versions" / "v0001.record.json"
+    rec = json.loads(record.read_text())
+    # The record holds the served artifact's NDCG@10 (not an offline row's), beating popularity.
+    assert rec["metric"] == "ndcg@10" and rec["candidate"]["all"] == pytest.approx(served)
+    assert rec["baseline"]["all"] == pytest.approx(
+        doc["tables"]["retrieval"]["popularity"]["ndcg@10"]
+    )
+    assert first["promoted"] and first["champion_before"] is None
+    # The same data again (same seed, same split): compared with the champion, and as good.
+    again = run(0)
+    assert again["compared_with_champion"] and again["promoted"]
+    # Another seed holds out other items: other data, so not compared, only the baseline rule.
+    other = run(1)
+    assert not other["compared_with_champion"] and other["champion_before"] == "v0002"
+    assert any("other data" in r for r in other["reasons"])
+    # An unreadable champion is an error in the report, and nothing is promoted over it.
+    champion = tmp_path / "run" / "registry" / "versions" / other["version"]
+    (champion / "histories.json").write_text("{}")
+    broken = run(1)
+    assert broken["error"] and "unreadable" in broken["error"] and not broken["promoted"]
+    assert "**Error:**" in (tmp_path / "run" / "report.md").read_text()

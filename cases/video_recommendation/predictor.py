@@ -7,10 +7,12 @@ weights, and runs the ranker through onnxruntime.
     p.recommend(user_id=12, history=None, k=10)
     -> {"items": [{"item": 431, "score": 2.1, "source": "sasrec"}, ...], "cold_start": False, ...}
 
-Candidate sources: the learned retriever(s) via a faiss inner-product index (exact `IndexFlatIP`
-for catalogs up to 50K videos, HNSW above), EASE's item-to-item table when the artifact carries
-one, trending (recent popularity) and fresh uploads. Re-ranking: remove watched and blocked
-videos, a freshness bonus, then MMR over topics with a per-topic cap. An unknown user with no
+Candidate sources: the learned retriever(s) via a faiss inner-product index
+(`shared.ann.build_index`: exact up to 50K videos, HNSW above), the shipped item-item model's
+table (EASE or item-kNN) or popularity list when one of those ships, trending (recent
+popularity) and fresh uploads. The shipped retriever's source is named `production_model` in
+the artifact. Re-ranking: remove watched and blocked videos, a freshness bonus, then MMR over
+topics with a per-topic cap. An unknown user with no
 history gets the cold-start list (trending + fresh).
 
 A predictor can hold only some stages (`stages=("retrieve",)`): each Ray Serve deployment loads
@@ -28,6 +30,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+from shared.ann import build_index
 from shared.artifacts import load_artifact, sanity_check
 from shared.errors import ArtifactError, CasebookError
 
@@ -42,7 +45,6 @@ from .model import (
 
 logger = logging.getLogger("casebook")
 DAY_S = 86400
-EXACT_INDEX_MAX = 50000  # above this many videos the index is HNSW (approximate)
 STAGES = ("prepare", "retrieve", "rank", "finish")  # prepare + finish = the ingress's part
 N_TRENDING, N_FRESH = 50, 20  # fill-in candidates per request from each list
 FILL_SCORE = -1e3  # retrieval score of a fill-in candidate: below every learned score
@@ -55,20 +57,6 @@ class VideoRecCandidates(NamedTuple):
     scores: np.ndarray  # (N,) float32 score from the source whose label the item carries
     sources: np.ndarray  # (N,) str: two_tower, sasrec, ease, trending or fresh
     tower_score: np.ndarray  # (N,) float32 <user vector, item vector>: a ranker feature
-
-
-def build_index(vectors: np.ndarray):
-    """A faiss inner-product index over item vectors (N, D)."""
-    import faiss
-
-    v = np.ascontiguousarray(vectors, dtype=np.float32)
-    if len(v) <= EXACT_INDEX_MAX:
-        index = faiss.IndexFlatIP(v.shape[1])
-    else:
-        index = faiss.IndexHNSWFlat(v.shape[1], 32, faiss.METRIC_INNER_PRODUCT)
-        index.hnsw.efSearch = 64
-    index.add(v)
-    return index
 
 
 def rerank(

@@ -64,13 +64,10 @@ def one_thread() -> None:
     the machine, and a second torch or faiss thread only contends with them."""
     import torch
 
-    torch.set_num_threads(1)
-    try:
-        import faiss
+    from shared.ann import set_threads
 
-        faiss.omp_set_num_threads(1)
-    except ImportError:  # pragma: no cover - faiss is a core dependency
-        pass
+    torch.set_num_threads(1)
+    set_threads(1)
 
 
 def build_app(registry_root: str, fail_ranker: bool = False, num_cpus: float = 0.0):
