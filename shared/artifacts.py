@@ -42,7 +42,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from shared.errors import ArtifactError, CasebookError
+from shared.errors import ArtifactError, CasebookError, first_line
 from shared.io import atomic_write_json, to_jsonable
 
 logger = logging.getLogger("casebook")
@@ -493,7 +493,7 @@ def load_with_fallback(
             path = registry.resolve(alias)
             return loader(path), alias
         except Exception as e:
-            msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+            msg = first_line(e)
             logger.warning("refused the %s model: %s", alias, msg)
             failures.append(f"{alias}: {msg}")
     raise ArtifactError(f"no loadable model in registry {root} ({'; '.join(failures)})")

@@ -15,3 +15,10 @@ class DataError(CasebookError):
 
 class ArtifactError(CasebookError):
     """A model artifact that is missing, corrupt, tampered with or fails its sanity check."""
+
+
+def first_line(err: BaseException) -> str:
+    """An exception as one line for a log, a report or an HTTP answer: the first non-blank line
+    of its message, or its type's name when the message is blank."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    return lines[0] if lines else type(err).__name__

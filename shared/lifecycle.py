@@ -49,7 +49,7 @@ from shared.artifacts import (
     promotion_check,
     verify_artifact,
 )
-from shared.errors import ArtifactError, CasebookError
+from shared.errors import ArtifactError, CasebookError, first_line
 from shared.io import atomic_write_json, to_jsonable
 
 RUNS = Path("runs")  # relative to the working directory, as `casebook run` has always written
@@ -201,10 +201,6 @@ def _cohorts(name: str, values: Mapping[str, float]) -> dict[str, float]:
     return out
 
 
-def _first_line(e: BaseException) -> str:
-    return str(e).splitlines()[0] if str(e) else type(e).__name__
-
-
 def _champion_figures(
     registry: Registry, name: str, loader: Callable[[Path], Any] | None
 ) -> dict[str, Any]:
@@ -293,15 +289,13 @@ def register_and_promote(
         try:
             loader(path)
         except Exception as e:
-            return _refuse(
-                promotion, f"the new version {path.name} does not load: {_first_line(e)}"
-            )
+            return _refuse(promotion, f"the new version {path.name} does not load: {first_line(e)}")
     try:
         champ_cohorts = _comparable_champion(registry, promotion, loader)
     except Exception as e:
         return _refuse(
             promotion,
-            f"the champion {champion} is unreadable ({_first_line(e)}); not promoted: "
+            f"the champion {champion} is unreadable ({first_line(e)}); not promoted: "
             "roll back or promote a version by hand",
         )
     decision = promotion_check(cand, base, champ_cohorts, tolerance, higher_is_better)

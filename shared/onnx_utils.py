@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from shared.errors import ArtifactError, CasebookError
+from shared.errors import ArtifactError, CasebookError, first_line
 
 
 def _flatten(out: Any) -> list[Any]:
@@ -127,7 +127,7 @@ def make_session(path: str | os.PathLike, threads: int = 1, spinning: bool = Fal
     try:
         return ort.InferenceSession(str(path), sess_options=so, providers=["CPUExecutionProvider"])
     except Exception as e:  # onnxruntime raises its own Fail/InvalidGraph types
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        msg = first_line(e)
         raise ArtifactError(f"cannot load ONNX model {path}: {msg}") from None
 
 

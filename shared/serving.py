@@ -59,7 +59,7 @@ from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from shared.artifacts import MANIFEST, Registry, artifact_hash, load_with_fallback
-from shared.errors import ArtifactError, CasebookError
+from shared.errors import ArtifactError, CasebookError, first_line
 
 logger = logging.getLogger("casebook")
 
@@ -284,7 +284,7 @@ class ReloadableModel(Generic[T]):
             digest = _hash_or_none(path)
             model = self.loader(path)
         except Exception as e:
-            msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+            msg = first_line(e)
             self.last_error = msg
             logger.warning("reload refused, still serving %s: %s", self.version, msg)
             return {"ok": False, **self.status(), "error": msg}
@@ -568,7 +568,7 @@ def run_app(
     except RuntimeError as e:  # a replica failed to start (e.g. no loadable model)
         if local.started_ray:
             stop_local_ray(local)
-        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        first = first_line(e)
         raise CasebookError(
             f"{first} (the replica's error is in /tmp/ray/session_latest/logs/serve/)"
         ) from None

@@ -65,3 +65,11 @@ def test_run_report_writes_the_shared_shape(tmp_path):
 def test_markdown_table_without_baseline():
     text = markdown_table({"a": {"m": 1234567.0, "n": 0.5}})
     assert "1,234,567" in text and "0.5" in text
+
+
+def test_first_line_of_an_error():
+    from shared.errors import CasebookError, first_line
+
+    assert first_line(CasebookError("bad file x.csv\nTraceback ...")) == "bad file x.csv"
+    assert first_line(ValueError("\n  shape mismatch  \n")) == "shape mismatch"
+    assert first_line(KeyError()) == "KeyError"
