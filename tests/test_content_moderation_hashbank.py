@@ -148,5 +148,8 @@ def test_choose_radius_and_interval():
     assert choose_radius(sweep) == 20  # the tightest radius reaching 95% recall
     assert choose_radius(sweep, target_recall=0.999) == 30  # best recall within the rate cap
     assert choose_radius(sweep, max_false_match_rate=-1) == 0
+    sweep[1]["recall_min_kind"] = 0.9  # one edit kind still below 95% at radius 20
+    sweep[2]["recall_min_kind"] = 0.97
+    assert choose_radius(sweep) == 30
     lo, hi = clopper_pearson(0, 5000)
     assert lo == 0 and hi == pytest.approx(1 - 0.025 ** (1 / 5000))  # about 7.4e-4

@@ -63,8 +63,8 @@ def normalize_text(s: str) -> str:
     Steps: Unicode NFKC (full-width and styled letters -> plain), drop format characters (zero-
     width spaces and joiners), casefold, strip accents (NFKD, drop combining marks), map Cyrillic/
     Greek look-alikes to Latin, light leetspeak inside tokens with a letter, punctuation and
-    symbols -> space, runs of 3+ identical characters -> 2 ("freeeee" -> "free" would also hit
-    "free" the word; 2 keeps "soo" apart from "so"), whitespace collapsed.
+    symbols -> space, runs of 3+ identical characters -> 2 ("freeeee" -> "free"; 2 rather than
+    1 keeps "free" and "good" intact), whitespace collapsed.
 
     >>> normalize_text("  FR33   Crypt0!!! Ｇｉｖｅａｗａｙ  ")
     'free crypto giveaway'
@@ -357,15 +357,15 @@ def measure_matching(
     so n >= 5,000 is needed to show a rate under 0.1%. Low-quality queries never match.
 
     radius=None chooses it: the benign images are split in two halves; `choose_radius` picks
-    the smallest radius reaching `target_recall` whose false-match rate on the first half is at
-    most `max_false_match_rate`, and the rate is then reported on the second half only
-    (choosing and reporting on the same images would flatter it).
+    the smallest radius where every edit kind reaches `target_recall` and the false-match rate
+    on the first half is at most `max_false_match_rate`; the rate is then reported on the
+    second half only (choosing and reporting on the same images would flatter it).
 
     Returns a JSON-ready dict: radius, radius_chosen_on, min_quality, crop, n_bank,
     n_bank_hashes, n_bank_low_quality, n_benign, recall {kind: r, "all": r}, recall_ci,
     to_source, false_matches, false_match_rate, false_match_ci, distance_median {kind: d,
-    "benign": d}, benign_min_distance, sweep [{radius, recall, false_match_rate}] (the rate over
-    all benign images).
+    "benign": d}, benign_min_distance, sweep [{radius, recall, recall_min_kind,
+    false_match_rate}] (the rate over all benign images).
     """
     from cases.content_moderation.images import edit_image
 
@@ -402,7 +402,12 @@ def measure_matching(
         return float(np.mean(d <= r)) if len(d) else float("nan")
 
     sweep = [
-        {"radius": int(r), "recall": rate(all_dist, r), "false_match_rate": rate(benign_dist, r)}
+        {
+            "radius": int(r),
+            "recall": rate(all_dist, r),
+            "recall_min_kind": min(rate(d, r) for d in per_kind.values()),
+            "false_match_rate": rate(benign_dist, r),
+        }
         for r in radii
     ]
     report_dist, chosen_on = benign_dist, "given"
@@ -448,9 +453,11 @@ def choose_radius(
     """The operating radius from a sweep of {radius, recall, false_match_rate} points.
 
     Among points whose false-match rate is at most `max_false_match_rate`: the smallest radius
-    whose recall reaches `target_recall` (the tightest radius that does the job leaves the most
-    margin to benign images the sweep has not seen); if none reaches it, the radius with the
-    highest recall (the smallest on ties). 0 if no point qualifies.
+    whose recall reaches `target_recall` under every edit kind (`recall_min_kind` where the
+    point has it, else `recall`): no kind of edit is left as an easy way around the bank, and
+    the tightest radius that does so leaves the most margin to benign images the sweep has not
+    seen. If none reaches it, the radius with the highest recall (the smallest on ties). 0 if
+    no point qualifies.
 
     Choose it on one set of benign images and report the false-match rate on another: the
     sweep's own rate at the chosen radius is optimistic.
@@ -460,7 +467,7 @@ def choose_radius(
     if not ok:
         return 0
     for p in ok:
-        if p["recall"] >= target_recall:
+        if p.get("recall_min_kind", p["recall"]) >= target_recall:
             return int(p["radius"])
     best = max(p["recall"] for p in ok)
     return int(min(p["radius"] for p in ok if p["recall"] == best))
