@@ -17,6 +17,7 @@ while real embeddings are clustered.
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -130,8 +131,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> Path:
     """Build each index, sweep its search setting; write retrieval.json / .md / .png."""
-    import faiss
-
     from shared import ann
     from shared.bench import machine_fingerprint, write_results
     from shared.lifecycle import run_folder
@@ -143,9 +142,6 @@ def run(args: argparse.Namespace) -> Path:
     seed = int(getattr(args, "seed", 0) or 0)
     out = run_folder(f"bench/{NAME}", getattr(args, "out", None))
     t_start = time.perf_counter()
-
-    import os
-
     threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     if quick:
         # A smoke run: one thread, because faiss's OpenMP threads busy-wait and crawl when other
@@ -158,111 +154,17 @@ def run(args: argparse.Namespace) -> Path:
     data = make_vectors(cfg.n + cfg.n_queries, cfg.dim, cfg.n_clusters, seed)
     xb, xq = data[: cfg.n], data[cfg.n :]  # (n, D) database, (Q, D) queries from the same mixture
     xt = xb[rng.choice(cfg.n, size=min(cfg.train_size, cfg.n), replace=False)]  # training sample
-    d, k = cfg.dim, cfg.k
-    rows: list[dict[str, Any]] = []
 
-    def row(index_name, setting, build_s, nbytes, m):
-        rows.append(
-            {
-                "index": index_name,
-                "setting": setting,
-                "build_s": build_s,
-                "bytes_per_vector": nbytes / cfg.n,
-                **m,
-            }
-        )
-
-    # Exact search: the ground truth and the speed to beat.
-    t0 = time.perf_counter()
-    flat = ann.exact_index(xb, "l2")
-    build = time.perf_counter() - t0
-    _, truth = flat.search(xq, k)  # (Q, k) exact neighbours
-    nq_exact = min(cfg.exact_queries, cfg.n_queries)
-    m = _measure(flat, xq[:nq_exact], truth[:nq_exact], cfg, min(cfg.n_single, 50))
-    row("Flat (exact)", "-", build, 4 * d * cfg.n, m)
-    exact_qps = m["batch_qps"]
-
-    # IVF-Flat: k-means cells; search the nprobe nearest cells exhaustively. The IVF-PQ index
-    # below reuses the same cells.
+    rows, truth = _exact_rows(cfg, xb, xq)
+    # k-means cells shared by IVF-Flat and IVF-PQ; their build times include it.
     t0 = time.perf_counter()
     centroids = ann.train_centroids(xt, cfg.nlist, seed=seed, metric="l2")
     coarse_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    ivf = ann.ivf_flat_index(xb, cfg.nlist, metric="l2", centroids=centroids)
-    build = coarse_s + time.perf_counter() - t0
-    nbytes = ann.index_bytes(ivf)
-    for nprobe in cfg.nprobes:
-        ivf.nprobe = nprobe
-        row(
-            f"IVF{cfg.nlist},Flat",
-            f"nprobe={nprobe}",
-            build,
-            nbytes,
-            _measure(ivf, xq, truth, cfg, cfg.n_single),
-        )
+    rows += _ivf_rows(cfg, xb, xq, truth, centroids, coarse_s)
+    rows += _hnsw_rows(cfg, xb, xq, truth)
+    rows += _ivfpq_rows(cfg, xb, xq, xt, truth, centroids, coarse_s)
 
-    # HNSW: a navigable small-world graph; efSearch sets the candidate-list length.
-    t0 = time.perf_counter()
-    hnsw = ann.hnsw_index(xb, "l2", m=cfg.hnsw_m, ef_construction=cfg.hnsw_ef_construction)
-    build = time.perf_counter() - t0
-    nbytes = ann.index_bytes(hnsw)
-    for ef in cfg.hnsw_efs:
-        hnsw.hnsw.efSearch = ef
-        row(
-            f"HNSW{cfg.hnsw_m},Flat",
-            f"efSearch={ef}",
-            build,
-            nbytes,
-            _measure(hnsw, xq, truth, cfg, cfg.n_single),
-        )
-    del hnsw
-
-    # IVF-PQ (4-bit fast-scan codes) plus exact re-ranking of k * factor candidates.
-    t0 = time.perf_counter()
-    refine = ann.ivfpq_refine_index(
-        xb, cfg.nlist, cfg.pq_m, metric="l2", train=xt, centroids=centroids
-    )
-    ivfpq = faiss.downcast_index(refine.base_index)
-    build = coarse_s + time.perf_counter() - t0
-    pq_bytes = ann.index_bytes(ivfpq)
-    name = f"IVF{cfg.nlist},PQ{cfg.pq_m}x4fs,RFlat"
-    for nprobe, k_factor in cfg.pq_settings:
-        ivfpq.nprobe = nprobe
-        refine.k_factor = k_factor
-        m = _measure(refine, xq, truth, cfg, cfg.n_single)
-        # Codes + the full vectors kept for re-ranking (which could live on disk or another tier).
-        row(
-            name,
-            f"nprobe={nprobe},k_factor={k_factor}",
-            build,
-            pq_bytes + 4 * d * cfg.n,
-            m,
-        )
-        rows[-1]["code_bytes_per_vector"] = pq_bytes / cfg.n
-    ivfpq.nprobe = cfg.pq_settings[-1][0]
-    m = _measure(ivfpq, xq, truth, cfg, cfg.n_single)
-    row(
-        f"IVF{cfg.nlist},PQ{cfg.pq_m}x4fs", f"nprobe={ivfpq.nprobe} (no refine)", build, pq_bytes, m
-    )
-
-    for r in rows:
-        r["x_exact_batch_qps"] = r["batch_qps"] / exact_qps
-    good = [r for r in rows if r["recall_at_10"] >= 0.95 and r["index"] != "Flat (exact)"]
-    best = max(good, key=lambda r: r["batch_qps"]) if good else None
-    summary = {
-        "n": cfg.n,
-        "dim": cfg.dim,
-        "threads": threads,
-        "exact_batch_qps": exact_qps,
-        "best_at_recall_95": f"{best['index']} {best['setting']}" if best else None,
-        "best_at_recall_95_x_exact": best["x_exact_batch_qps"] if best else None,
-        "best_at_recall_95_recall": best["recall_at_10"] if best else None,
-        "target": "recall@10 >= 0.95 at >= 8x exact batch QPS",
-        "video_rec_embeddings": "not included (the case's catalogue is small enough for exact "
-        "search; see benchmarks/README.md)",
-        "config": {k_: list(v) if isinstance(v, tuple) else v for k_, v in asdict(cfg).items()},
-        "wall_s": time.perf_counter() - t_start,
-    }
+    summary = _summarize(rows, cfg, threads, time.perf_counter() - t_start)
     columns = [
         "index",
         "setting",
@@ -276,8 +178,117 @@ def run(args: argparse.Namespace) -> Path:
         "bytes_per_vector",
     ]
     path = write_results(out, "retrieval", rows, summary, columns=columns, fingerprint=fp)
-    _plot(rows, exact_qps, out / "retrieval.png")
+    _plot(rows, summary["exact_batch_qps"], out / "retrieval.png")
     return Path(path)
+
+
+def _row(cfg, index_name: str, setting: str, build_s: float, nbytes: int, m: dict) -> dict:
+    return {
+        "index": index_name,
+        "setting": setting,
+        "build_s": build_s,
+        "bytes_per_vector": nbytes / cfg.n,
+        **m,
+    }
+
+
+def _exact_rows(cfg, xb: np.ndarray, xq: np.ndarray) -> tuple[list[dict], np.ndarray]:
+    """Exact search: the ground truth (Q, k) and the speed to beat."""
+    from shared import ann
+
+    t0 = time.perf_counter()
+    flat = ann.exact_index(xb, "l2")
+    build = time.perf_counter() - t0
+    _, truth = flat.search(xq, cfg.k)  # (Q, k) exact neighbours
+    nq_exact = min(cfg.exact_queries, cfg.n_queries)
+    m = _measure(flat, xq[:nq_exact], truth[:nq_exact], cfg, min(cfg.n_single, 50))
+    return [_row(cfg, "Flat (exact)", "-", build, 4 * cfg.dim * cfg.n, m)], truth
+
+
+def _ivf_rows(cfg, xb, xq, truth, centroids, coarse_s: float) -> list[dict]:
+    """IVF-Flat: k-means cells; search the nprobe nearest cells exhaustively."""
+    from shared import ann
+
+    t0 = time.perf_counter()
+    ivf = ann.ivf_flat_index(xb, cfg.nlist, metric="l2", centroids=centroids)
+    build = coarse_s + time.perf_counter() - t0
+    nbytes = ann.index_bytes(ivf)
+    rows = []
+    for nprobe in cfg.nprobes:
+        ivf.nprobe = nprobe
+        m = _measure(ivf, xq, truth, cfg, cfg.n_single)
+        rows.append(_row(cfg, f"IVF{cfg.nlist},Flat", f"nprobe={nprobe}", build, nbytes, m))
+    return rows
+
+
+def _hnsw_rows(cfg, xb, xq, truth) -> list[dict]:
+    """HNSW: a navigable small-world graph; efSearch sets the candidate-list length."""
+    from shared import ann
+
+    t0 = time.perf_counter()
+    hnsw = ann.hnsw_index(xb, "l2", m=cfg.hnsw_m, ef_construction=cfg.hnsw_ef_construction)
+    build = time.perf_counter() - t0
+    nbytes = ann.index_bytes(hnsw)
+    rows = []
+    for ef in cfg.hnsw_efs:
+        hnsw.hnsw.efSearch = ef
+        m = _measure(hnsw, xq, truth, cfg, cfg.n_single)
+        rows.append(_row(cfg, f"HNSW{cfg.hnsw_m},Flat", f"efSearch={ef}", build, nbytes, m))
+    return rows
+
+
+def _ivfpq_rows(cfg, xb, xq, xt, truth, centroids, coarse_s: float) -> list[dict]:
+    """IVF-PQ (4-bit fast-scan codes) plus exact re-ranking of k * factor candidates, and the
+    codes alone (no re-ranking) at the last setting."""
+    import faiss
+
+    from shared import ann
+
+    t0 = time.perf_counter()
+    refine = ann.ivfpq_refine_index(
+        xb, cfg.nlist, cfg.pq_m, metric="l2", train=xt, centroids=centroids
+    )
+    ivfpq = faiss.downcast_index(refine.base_index)
+    build = coarse_s + time.perf_counter() - t0
+    pq_bytes = ann.index_bytes(ivfpq)
+    name = f"IVF{cfg.nlist},PQ{cfg.pq_m}x4fs,RFlat"
+    rows = []
+    for nprobe, k_factor in cfg.pq_settings:
+        ivfpq.nprobe = nprobe
+        refine.k_factor = k_factor
+        m = _measure(refine, xq, truth, cfg, cfg.n_single)
+        # Codes + the full vectors kept for re-ranking (which could live on disk or another tier).
+        setting = f"nprobe={nprobe},k_factor={k_factor}"
+        rows.append(_row(cfg, name, setting, build, pq_bytes + 4 * cfg.dim * cfg.n, m))
+        rows[-1]["code_bytes_per_vector"] = pq_bytes / cfg.n
+    ivfpq.nprobe = cfg.pq_settings[-1][0]
+    m = _measure(ivfpq, xq, truth, cfg, cfg.n_single)
+    setting = f"nprobe={ivfpq.nprobe} (no refine)"
+    rows.append(_row(cfg, f"IVF{cfg.nlist},PQ{cfg.pq_m}x4fs", setting, build, pq_bytes, m))
+    return rows
+
+
+def _summarize(rows: list[dict], cfg, threads: int, wall_s: float) -> dict[str, Any]:
+    """Speed-ups against exact search (added to each row) and the best index at recall >= 0.95."""
+    exact_qps = rows[0]["batch_qps"]  # the first row is exact search
+    for r in rows:
+        r["x_exact_batch_qps"] = r["batch_qps"] / exact_qps
+    good = [r for r in rows if r["recall_at_10"] >= 0.95 and r["index"] != "Flat (exact)"]
+    best = max(good, key=lambda r: r["batch_qps"]) if good else None
+    return {
+        "n": cfg.n,
+        "dim": cfg.dim,
+        "threads": threads,
+        "exact_batch_qps": exact_qps,
+        "best_at_recall_95": f"{best['index']} {best['setting']}" if best else None,
+        "best_at_recall_95_x_exact": best["x_exact_batch_qps"] if best else None,
+        "best_at_recall_95_recall": best["recall_at_10"] if best else None,
+        "target": "recall@10 >= 0.95 at >= 8x exact batch QPS",
+        "video_rec_embeddings": "not included (the case's catalogue is small enough for exact "
+        "search; see benchmarks/README.md)",
+        "config": {k_: list(v) if isinstance(v, tuple) else v for k_, v in asdict(cfg).items()},
+        "wall_s": wall_s,
+    }
 
 
 def _plot(rows: list[dict], exact_qps: float, path: Path) -> Path:
