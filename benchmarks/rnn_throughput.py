@@ -861,6 +861,23 @@ def _variable_lengths(model: RnnBenchLSTM, ctx: _Ctx, held: torch.Tensor) -> Non
     _compare(ctx.rows, ctx.model_name, "lengths_bucketed", "lengths_padded")
 
 
+@dataclass
+class _Runtimes:
+    """The exported and quantized steps that rungs 6-8 time, with the reference outputs."""
+
+    batch_1: tuple  # (token (1,), h (1, 1, H), c (1, 1, H))
+    batch_b: tuple  # (token (big,), h (1, big, H), c (1, big, H))
+    refs: dict[int, torch.Tensor]  # batch size -> fp32 logits of the torch step
+    base_top1: float  # held-out top-1 of the fp32 torch step, percent
+    paths: dict[str, Path]  # "ort_fp32" / "ort_int8" -> ONNX file
+    sessions: dict[tuple[str, int], Any]  # (label, threads) -> onnxruntime session
+    feeds: dict[int, dict[str, np.ndarray]]  # batch size -> session inputs
+    ort_top1: dict[str, float]  # label -> held-out top-1, percent
+    q_step: nn.Module  # PyTorch dynamic int8 step
+    q_bytes: int
+    q_top1: float
+
+
 def _ort_and_int8(
     model,
     ctx,
@@ -875,22 +892,32 @@ def _ort_and_int8(
     threads_rung=True,
     best_big_step=None,
 ) -> None:
+    """6. onnxruntime fp32, 7. int8 (onnxruntime and PyTorch), 8. threads (unless disabled)."""
+    rt = _build_runtimes(model, ctx, held, workdir, step_mod, h_big, c_big, tok_big, all_threads)
+    progress.update(1)
+    _rung_ort_int8(ctx, rt, all_threads)
+    progress.update(1)
+    if _other_threads(all_threads) != all_threads and threads_rung:
+        step_big = best_big_step if best_big_step is not None else step_mod
+        _rung_threads(ctx, rt, all_threads, step_big)
+    progress.update(1)
+
+
+def _build_runtimes(
+    model, ctx, held, workdir, step_mod, h_big, c_big, tok_big, all_threads
+) -> _Runtimes:
+    """Export the step to ONNX (fp32, then dynamic int8), open sessions, quantize the torch model,
+    and measure each one's held-out top-1 against the fp32 step's."""
     from shared.onnx_utils import export_onnx, make_session, quantize_dynamic_onnx
 
-    cfg = ctx.cfg
-    name = ctx.model_name
-    big, H = cfg.big_batch, cfg.hidden
-    eval_rows = held  # (R, T) held-out text
+    cfg, name, H = ctx.cfg, ctx.model_name, ctx.cfg.hidden
     batch_1 = (tok_big[:1], h_big[:, :1].clone(), c_big[:, :1].clone())
     batch_b = (tok_big, h_big.clone(), c_big.clone())
-
     with torch.inference_mode():
-        ref_1 = step_mod(*batch_1)[0]
-        ref_b = step_mod(*batch_b)[0]
-        base_top1 = _top1_step_fn(lambda t, h, c: step_mod(t, h, c), eval_rows, H)
+        refs = {1: step_mod(*batch_1)[0], cfg.big_batch: step_mod(*batch_b)[0]}
+        base_top1 = _top1_step_fn(lambda t, h, c: step_mod(t, h, c), held, H)
     ctx.top1_fp32_pct = base_top1
 
-    # 6. onnxruntime fp32.
     fp32_path = workdir / f"{name}_step_fp32.onnx"
     export_onnx(
         step_mod,
@@ -907,50 +934,57 @@ def _ort_and_int8(
             "c_out": {1: "batch"},
         },
     )
-    int8_path = quantize_dynamic_onnx(fp32_path, workdir / f"{name}_step_int8.onnx")
-    sessions = {}
-    for label, path in (("ort_fp32", fp32_path), ("ort_int8", int8_path)):
-        for threads in sorted({_other_threads(all_threads), all_threads}):
-            sessions[(label, threads)] = make_session(path, threads=threads, spinning=False)
-    feeds = {
-        1: {"token": batch_1[0].numpy(), "h": batch_1[1].numpy(), "c": batch_1[2].numpy()},
-        big: {"token": batch_b[0].numpy(), "h": batch_b[1].numpy(), "c": batch_b[2].numpy()},
+    paths = {
+        "ort_fp32": fp32_path,
+        "ort_int8": quantize_dynamic_onnx(fp32_path, workdir / f"{name}_step_int8.onnx"),
     }
-    progress.update(1)
-
+    sessions = {
+        (label, threads): make_session(path, threads=threads, spinning=False)
+        for label, path in paths.items()
+        for threads in sorted({_other_threads(all_threads), all_threads})
+    }
+    feeds = {
+        b: {"token": args[0].numpy(), "h": args[1].numpy(), "c": args[2].numpy()}
+        for b, args in ((1, batch_1), (cfg.big_batch, batch_b))
+    }
     with torch.inference_mode():
         q_model = _quantize_int8(_clone(model))
         q_step = RnnBenchStep(q_model.model)
         q_bytes = _model_bytes(q_model)
-        q_top1 = _top1_step_fn(lambda t, h, c: q_step(t, h, c), eval_rows, H)
+        q_top1 = _top1_step_fn(lambda t, h, c: q_step(t, h, c), held, H)
+    ort_top1 = {
+        label: _top1_step_fn(_ort_step(sessions[(label, all_threads)]), held, H) for label in paths
+    }
+    return _Runtimes(
+        batch_1, batch_b, refs, base_top1, paths, sessions, feeds, ort_top1, q_step, q_bytes, q_top1
+    )
 
-    ort_top1 = {}
-    for label in ("ort_fp32", "ort_int8"):
-        ort_top1[label] = _top1_step_fn(_ort_step(sessions[(label, all_threads)]), eval_rows, H)
 
-    for b, args, ref in ((1, batch_1, ref_1), (big, batch_b, ref_b)):
+def _rung_ort_int8(ctx, rt: _Runtimes, all_threads: int) -> None:
+    """6-7. onnxruntime fp32 and int8, PyTorch int8, at batch 1 and the big batch."""
+    cfg, name, big = ctx.cfg, ctx.model_name, ctx.cfg.big_batch
+    for b, args in ((1, rt.batch_1), (big, rt.batch_b)):
+        ref = rt.refs[b]
         for label in ("ort_fp32", "ort_int8"):
-            sess = sessions[(label, all_threads)]
-            out = torch.from_numpy(sess.run(None, feeds[b])[0])
-            t = _time(lambda sess=sess, b=b: sess.run(None, feeds[b]), cfg, items=b)
-            path = fp32_path if label == "ort_fp32" else int8_path
-            rung = "6 ort" if label == "ort_fp32" else "7 int8"
+            sess = rt.sessions[(label, all_threads)]
+            out = torch.from_numpy(sess.run(None, rt.feeds[b])[0])
+            t = _time(lambda sess=sess, b=b: sess.run(None, rt.feeds[b]), cfg, items=b)
             _add_row(
                 ctx,
-                rung,
+                "6 ort" if label == "ort_fp32" else "7 int8",
                 f"{label}_b{b}",
                 t,
                 batch=b,
                 tokens_per_call=b,
                 weight_reads=1,
-                model_bytes=path.stat().st_size,
+                model_bytes=rt.paths[label].stat().st_size,
                 impl=f"onnxruntime {label[4:]}",
-                top1_delta_pts=ort_top1[label] - base_top1,
+                top1_delta_pts=rt.ort_top1[label] - rt.base_top1,
                 **_errors(ref, out),
             )
         with torch.inference_mode():
-            out = q_step(*args)[0]
-            t = _time(lambda args=args: q_step(*args), cfg, items=b)
+            out = rt.q_step(*args)[0]
+            t = _time(lambda args=args: rt.q_step(*args), cfg, items=b)
         _add_row(
             ctx,
             "7 int8",
@@ -959,9 +993,9 @@ def _ort_and_int8(
             batch=b,
             tokens_per_call=b,
             weight_reads=1,
-            model_bytes=q_bytes,
+            model_bytes=rt.q_bytes,
             impl="quantize_dynamic (wrapped)",
-            top1_delta_pts=q_top1 - base_top1,
+            top1_delta_pts=rt.q_top1 - rt.base_top1,
             **_errors(ref, out),
         )
     one = "cached_step_lstmcell" if _find(ctx.rows, name, "cached_step_lstmcell") else "cached_step"
@@ -977,46 +1011,44 @@ def _ort_and_int8(
         _compare(ctx.rows, name, f"ort_fp32_b{big}", base_big)
         _compare(ctx.rows, name, f"torch_int8_b{big}", base_big)
     _compare(ctx.rows, name, f"ort_int8_b{big}", f"ort_fp32_b{big}")
-    progress.update(1)
 
-    # 8. threads: the batched paths on one thread vs all cores (whichever the run did not use).
+
+def _rung_threads(ctx, rt: _Runtimes, all_threads: int, step_big: nn.Module) -> None:
+    """8. threads: the batched paths on one thread vs all cores (whichever the run did not use)."""
+    cfg, name, big = ctx.cfg, ctx.model_name, ctx.cfg.big_batch
     other = _other_threads(all_threads)
     tag = f"{other}thread" if other == 1 else f"{other}threads"
-    if other != all_threads and threads_rung:
-        for label in ("ort_fp32", "ort_int8"):
-            sess = sessions[(label, other)]
-            t = _time(lambda sess=sess: sess.run(None, feeds[big]), cfg, items=big)
-            path = fp32_path if label == "ort_fp32" else int8_path
-            _add_row(
-                ctx,
-                "8 threads",
-                f"{label}_b{big}_{tag}",
-                t,
-                batch=big,
-                threads=other,
-                tokens_per_call=big,
-                weight_reads=1,
-                model_bytes=path.stat().st_size,
-                impl=f"onnxruntime {label[4:]}",
-            )
-            _compare(ctx.rows, name, f"{label}_b{big}_{tag}", f"{label}_b{big}")
-        step_big = best_big_step if best_big_step is not None else step_mod
-        with torch_threads(other), torch.inference_mode():
-            t = _time(lambda: step_big(*batch_b), cfg, items=big)
+    for label in ("ort_fp32", "ort_int8"):
+        sess = rt.sessions[(label, other)]
+        t = _time(lambda sess=sess: sess.run(None, rt.feeds[big]), cfg, items=big)
         _add_row(
             ctx,
             "8 threads",
-            f"torch_fp32_b{big}_{tag}",
+            f"{label}_b{big}_{tag}",
             t,
             batch=big,
             threads=other,
             tokens_per_call=big,
             weight_reads=1,
-            impl="LSTMCell" if isinstance(step_big, RnnBenchCellStep) else "nn.LSTM",
+            model_bytes=rt.paths[label].stat().st_size,
+            impl=f"onnxruntime {label[4:]}",
         )
-        if base_big:
-            _compare(ctx.rows, name, f"torch_fp32_b{big}_{tag}", base_big)
-    progress.update(1)
+        _compare(ctx.rows, name, f"{label}_b{big}_{tag}", f"{label}_b{big}")
+    with torch_threads(other), torch.inference_mode():
+        t = _time(lambda: step_big(*rt.batch_b), cfg, items=big)
+    _add_row(
+        ctx,
+        "8 threads",
+        f"torch_fp32_b{big}_{tag}",
+        t,
+        batch=big,
+        threads=other,
+        tokens_per_call=big,
+        weight_reads=1,
+        impl="LSTMCell" if isinstance(step_big, RnnBenchCellStep) else "nn.LSTM",
+    )
+    if _find(ctx.rows, name, f"batch_{big}"):
+        _compare(ctx.rows, name, f"torch_fp32_b{big}_{tag}", f"batch_{big}")
 
 
 def _cores() -> int:
