@@ -94,6 +94,12 @@ def test_decode_image_composites_transparency_on_white():
     assert out.shape == (8, 8, 3) and (out == 255).all()
 
 
+def test_decode_image_scales_16_bit_grey():
+    grey16 = np.full((6, 5), 40_000, dtype=np.uint16)  # 61% of full scale
+    out = decode_image(_encode(grey16, "PNG"))
+    assert out.shape == (6, 5, 3) and (out == 40_000 >> 8).all()
+
+
 def test_decode_image_refuses_bad_input():
     png = _encode(known_bad_bank(1, seed=2)[0], "PNG")
     jpeg = _encode(known_bad_bank(1, seed=2)[0], "JPEG", quality=90)

@@ -294,7 +294,8 @@ def decode_image(
     DecompressionBombWarning is raised as an error here and its DecompressionBombError caught.
     We do not lower that global, as it would change every other Pillow user in the process; the
     per-call limit above is the stricter one. EXIF orientation is applied; transparency is
-    composited onto white (what a viewer sees); the first frame of an animation is used.
+    composited onto white (what a viewer sees); 16-bit grey keeps its top byte; the first frame
+    of an animation is used.
     """
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise DataError(f"image must be bytes, got {type(data).__name__}")
@@ -333,7 +334,12 @@ def decode_image(
                     rgba = im.convert("RGBA")
                     white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
                     im = Image.alpha_composite(white, rgba)
-                rgb = np.asarray(im.convert("RGB"), dtype=np.uint8)  # (H, W, 3)
+                if im.mode in ("I", "I;16", "I;16B", "I;16L"):
+                    # 16-bit grey (PNG): Pillow's convert("RGB") clips at 255; keep the top byte.
+                    grey = np.clip(np.asarray(im, dtype=np.int64) >> 8, 0, 255).astype(np.uint8)
+                    rgb = np.repeat(grey[..., None], 3, axis=2)  # (H, W, 3)
+                else:
+                    rgb = np.asarray(im.convert("RGB"), dtype=np.uint8)  # (H, W, 3)
             except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
                 raise DataError(f"image rejected as a decompression bomb: {e}") from None
             except (OSError, SyntaxError, ValueError, EOFError) as e:
