@@ -316,8 +316,7 @@ def _comparable_champion(
     (with the reason added to `promotion.reasons`). Raises if the champion is unreadable."""
     champion, record = promotion.champion, promotion.record
     if champion is None:
-        promotion.reasons.append("no champion yet")
-        return None
+        return None  # promotion_check says "no champion yet"
     champ = _champion_figures(registry, champion, loader)
     if champ.get("fingerprint") != record["fingerprint"]:
         promotion.reasons.append(

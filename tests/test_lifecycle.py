@@ -67,7 +67,7 @@ def test_torch_threads_restores():
 def test_first_model_promoted_when_it_beats_the_baseline(tmp_path):
     p = _promote(tmp_path, "a1", {"all": 0.5, "new": 0.4})
     assert p.promoted and p.version == "v0001" and p.champion is None and p.error is None
-    assert "no champion yet" in p.reasons
+    assert p.reasons == ["top1: beats the baseline on all: 0.5 vs 0.2", "top1: no champion yet"]
     reg = Registry(tmp_path / "registry")
     assert reg.aliases() == {"champion": "v0001"}
     rec = read_record(reg.root, "v0001")
