@@ -106,6 +106,7 @@ def test_other_fingerprint_is_not_compared_and_the_report_says_so(tmp_path):
     p = _promote(tmp_path, "a2", {"all": 0.3}, fp="b" * 64, seed=1)
     assert p.promoted and not p.compared and p.error is None
     assert any("other data" in r and "not compared" in r for r in p.reasons)
+    assert not any("no champion" in r for r in p.reasons)  # there is one; it was not compared
 
 
 @pytest.mark.parametrize("damage", ["artifact", "record", "no_record"])
