@@ -1,50 +1,74 @@
-"""The served keyboard app: good input answers, bad input gets a clear 4xx."""
+"""The served keyboard app: the served numbers are the predictor's, bad input gets a clear
+4xx, and the standard routes tell the truth (/version names the artifact, /reload fails loudly)."""
 
 import pytest
 import requests
 
+from cases.mobile_keyboard.baseline import KeyboardKneserNey
 from cases.mobile_keyboard.data import builtin_corpus
-from cases.mobile_keyboard.model import KeyboardLSTM, KeyboardVocab
-from shared.artifacts import save_artifact
+from cases.mobile_keyboard.model import KeyboardVocab
+from cases.mobile_keyboard.predictor import TRIGRAM, KeyboardPredictor
+from shared.artifacts import Registry, save_artifact
 
 pytestmark = pytest.mark.serve
 
 
 @pytest.fixture(scope="module")
-def artifact(tmp_path_factory):
-    corpus = builtin_corpus(300, seed=2)
-    vocab = KeyboardVocab.build(corpus.train, 200)
-    model = KeyboardLSTM(len(vocab), 8, 16)
-    cfg = {"embed_dim": 8, "hidden_dim": 16, "num_layers": 1}
+def registry(tmp_path_factory):
+    """A registry whose champion is a trained trigram (the model ships when it wins)."""
+    corpus = builtin_corpus(1500, seed=2)
+    vocab = KeyboardVocab.build(corpus.train, 400)
+    kn = KeyboardKneserNey(vocab).fit(corpus.train)
+    cfg = {"embed_dim": 8, "hidden_dim": 16, "num_layers": 1, "shipped": "kn_full"}
     # No error model: the replica then skips loading the 82K-word spelling dictionary (seconds);
     # corrections are covered by the predictor tests.
-    files = {"vocab.json": vocab.to_json().encode()}
-    return save_artifact(
-        tmp_path_factory.mktemp("mk") / "artifact", model.state_tensors(), cfg, {}, "test", files
-    )
+    files = {"vocab.json": vocab.to_json().encode(), TRIGRAM: kn.full_.to_bytes()}
+    root = tmp_path_factory.mktemp("mk")
+    art = save_artifact(root / "artifact", {}, cfg, {}, "test", files)
+    reg = Registry(root / "registry")
+    reg.promote(reg.register(art).name)
+    return reg
 
 
 @pytest.fixture(scope="module")
-def url(artifact, serve_port):
+def url(registry, serve_port):
     # The session's Ray + Serve (tests/conftest.py); the app is deleted after this module.
     from ray import serve
 
     from cases.mobile_keyboard.serve import build_app
 
-    serve.run(build_app(artifact, num_cpus=0), name="keyboard", route_prefix="/keyboard")
+    serve.run(build_app(registry.root, num_cpus=0), name="keyboard", route_prefix="/keyboard")
     return f"http://127.0.0.1:{serve_port}/keyboard"
 
 
-def test_suggest_good_input(url):
-    r = requests.post(
-        f"{url}/suggest", json={"context": "see you at the", "prefix": "st"}, timeout=30
-    )
-    assert r.status_code == 200, r.text
-    body = r.json()
-    assert set(body) >= {"completions", "next_words", "corrections"}
-    assert all(w.startswith("st") for w in body["completions"])
-    r = requests.post(f"{url}/suggest", json={"context": "hi", "user_id": "u_1"}, timeout=30)
-    assert r.status_code == 200 and len(r.json()["next_words"]) == 3
+def test_served_numbers_are_the_predictors(url, registry):
+    local = KeyboardPredictor.load(registry.resolve("champion"), with_spell=False)
+    for context, prefix in (("see you at the", "st"), ("do you want to", ""), ("", "gr")):
+        body = {"context": context, "prefix": prefix}
+        r = requests.post(f"{url}/suggest", json=body, timeout=30)
+        assert r.status_code == 200, r.text
+        got, expect = r.json(), local.suggest(context, prefix)
+        assert got["next_words"] == expect["next_words"] and len(got["next_words"]) == 3
+        assert got["completions"] == expect["completions"]
+        assert all(w.startswith(prefix) for w in got["completions"])
+    # The trained trigram learned the grammar: "do you want to" is followed by a verb it saw.
+    assert local.suggest("do you")["next_words"][0] == "want"
+
+
+def test_standard_routes(url, registry):
+    v = requests.get(f"{url}/version", timeout=30).json()
+    assert v["serving"] == "v0001" and len(v["artifact_sha256"]) == 64
+    assert requests.get(f"{url}/status", timeout=30).json()["shipped"] == "kn_full"
+    assert requests.get(f"{url}/health", timeout=30).status_code == 200
+    # A corrupt new champion: /reload answers 409 and the old model keeps serving.
+    new = registry.register(registry.resolve("champion")).name
+    registry.promote(new)
+    (registry.resolve("champion") / "vocab.json").write_text('["tampered"]')
+    r = requests.post(f"{url}/reload", timeout=60)
+    assert r.status_code == 409 and r.json()["error"]
+    assert requests.get(f"{url}/version", timeout=30).json()["serving"] == "v0001"
+    r = requests.post(f"{url}/suggest", json={"context": "do you"}, timeout=30)
+    assert r.status_code == 200 and r.json()["next_words"][0] == "want"
 
 
 @pytest.mark.parametrize(

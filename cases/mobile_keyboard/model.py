@@ -5,14 +5,16 @@ In the spirit of Gboard's next-word model (Hard et al. 2018: CIFG-LSTM, 670 unit
 matrix. Tying the output layer to the input embedding halves the parameters that a 10K
 vocabulary costs (V x E once instead of twice), which is what makes a few-MB model possible.
 
-Also here: the vocabulary, int8 packaging (torch dynamic quantization for the runtime, an int8
-safetensors package for the size on disk) and ONNX export of the single-step graph.
+Also here: the vocabulary; the int8 package (int8 rows + a scale per row, safetensors) and its
+inverse, which is what the predictor runs when int8 ships; `KeyboardTrigram`, the Kneser-Ney
+trigram as it ships (probability tables, pruned to a size budget by `baseline.KeyboardKneserNey`);
+`mix_logp`, the per-step interpolation of two next-word distributions; and ONNX export of the
+single-step graph.
 """
 
 from __future__ import annotations
 
 import bisect
-import io
 import json
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -130,8 +132,6 @@ class KeyboardLSTM(nn.Module):
         nn.LSTM re-lays out its weights on every call, which dominates a batch-1 step on CPU;
         LSTMCell does not (3-6x faster per step). Same numbers as `step` (tested).
         """
-        if not isinstance(self.lstm, nn.LSTM):  # a quantized copy: use its own kernels
-            return self.step(token, state)
         cells = self.__dict__.get("_cells")
         if cells is None:
             cells = []
@@ -184,43 +184,6 @@ class KeyboardStep(nn.Module):
         return torch.log_softmax(logits, dim=-1), h2, c2
 
 
-def quantize_int8(model: KeyboardLSTM) -> nn.Module:
-    """Dynamic int8 copy for the CPU runtime: LSTM and Linear weights int8, embedding 8-bit rows.
-
-    `quantize_dynamic` swaps submodules by type, so it only works because the LSTM sits inside
-    this model (a bare nn.LSTM passed at top level comes back unchanged); `is_quantized` checks.
-    """
-    import copy
-    import warnings
-
-    from torch.ao.quantization import (
-        default_dynamic_qconfig,
-        float_qparams_weight_only_qconfig,
-        quantize_dynamic,
-    )
-
-    m = copy.deepcopy(model).eval()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # torch.ao deprecation notices
-        q = quantize_dynamic(
-            m,
-            {
-                nn.LSTM: default_dynamic_qconfig,
-                nn.Linear: default_dynamic_qconfig,
-                nn.Embedding: float_qparams_weight_only_qconfig,
-            },
-            dtype=torch.qint8,
-        )
-    if not is_quantized(q):
-        raise RuntimeError("quantize_dynamic left the LSTM in float32")
-    return q
-
-
-def is_quantized(model: nn.Module) -> bool:
-    """True when the LSTM inside `model` was really replaced by its dynamic int8 version."""
-    return "quantized" in type(model.lstm).__module__
-
-
 def int8_package(model: KeyboardLSTM) -> bytes:
     """The int8 file a phone would ship: every matrix as int8 rows + one fp32 scale per row.
 
@@ -241,11 +204,48 @@ def int8_package(model: KeyboardLSTM) -> bytes:
     return save(out)
 
 
-def fp32_bytes(model: KeyboardLSTM) -> int:
-    """Size on disk of the fp32 weights as safetensors (tied embedding stored once)."""
+def int8_tensors(package: bytes) -> dict[str, torch.Tensor]:
+    """The fp32 tensors an int8 package encodes, w = q * s row by row (`int8_package`'s inverse).
+
+    The predictor runs exactly these numbers when int8 ships, and the candidate table scores
+    them, so the accuracy, the size and the latency of the int8 row all come from one file.
+    """
+    from safetensors.torch import load
+
+    raw = load(bytes(package))
+    out = {}
+    for name, t in raw.items():
+        if name.endswith(".q"):
+            out[name[: -len(".q")]] = t.float() * raw[name[: -len(".q")] + ".scale"][:, None]
+        elif not name.endswith(".scale"):
+            out[name] = t.float()
+    return out
+
+
+def lstm_from_int8(package: bytes, embed_dim: int, hidden_dim: int, num_layers: int = 1):
+    """A KeyboardLSTM holding the weights of an int8 package (dequantized once, at load)."""
+    tensors = int8_tensors(package)
+    vocab_size = tensors["embed.weight"].shape[0]
+    model = KeyboardLSTM(vocab_size, embed_dim, hidden_dim, num_layers)
+    model.load_state_tensors(tensors)
+    return model.eval()
+
+
+def fp32_file(model: KeyboardLSTM) -> bytes:
+    """The fp32 weights as safetensors (tied embedding stored once)."""
     from safetensors.torch import save
 
-    return len(save({k: v.contiguous() for k, v in model.state_tensors().items()}))
+    return save({k: v.contiguous() for k, v in model.state_tensors().items()})
+
+
+def lstm_from_fp32(data: bytes, embed_dim: int, hidden_dim: int, num_layers: int = 1):
+    """A KeyboardLSTM holding the weights of an fp32 file (`fp32_file`'s inverse)."""
+    from safetensors.torch import load
+
+    tensors = load(bytes(data))
+    model = KeyboardLSTM(tensors["embed.weight"].shape[0], embed_dim, hidden_dim, num_layers)
+    model.load_state_tensors(tensors)
+    return model.eval()
 
 
 def export_step_onnx(model: KeyboardLSTM, path, opset: int = 17):
@@ -269,10 +269,75 @@ def export_step_onnx(model: KeyboardLSTM, path, opset: int = 17):
     return p, diff
 
 
-def state_bytes(tensors: dict[str, torch.Tensor]) -> bytes:
-    """safetensors bytes of a tensor dict (for sizes and personalization deltas)."""
-    from safetensors.torch import save
+class KeyboardTrigram:
+    """The interpolated Kneser-Ney trigram as it ships: per-level probability tables.
 
-    buf = io.BytesIO()
-    buf.write(save({k: v.contiguous() for k, v in tensors.items()}))
-    return buf.getvalue()
+    For a context (u, v) the distribution is built top-down, each level a sparse correction of
+    the one below (see baseline.py for the formulas):
+        p = p1;  p = gamma2[v] * p + p2[v, .];  p = gamma3[u v] * p + p3[u v, .]
+    where p2/p3 hold the discounted probabilities of the kept (word, context) pairs and gamma the
+    mass left for the lower order: 1 - sum of the kept entries. A pruned pair simply falls back
+    to the lower order, so every level sums to one whatever was pruned.
+
+    Tables (numpy, stored as safetensors): `p1` (V,) float32; for each level n in (2, 3):
+    `ctx{n}` sorted context keys (v, or u * V + v) int64, `ptr{n}` CSR offsets, `ids{n}` the word
+    ids (uint16 when V < 65,536), `p{n}` float32 and `gamma{n}` float32 per context.
+    """
+
+    def __init__(self, tables: dict[str, np.ndarray], bos: int = 1):
+        self.t = tables
+        self.V = len(tables["p1"])
+        self.bos = bos  # <s>, the message start (SPECIALS order)
+
+    def _level(self, p: np.ndarray, n: int, key: int) -> np.ndarray:
+        ctx = self.t[f"ctx{n}"]
+        i = int(np.searchsorted(ctx, key))
+        if i == len(ctx) or ctx[i] != key:
+            return p  # unseen context: this level adds nothing
+        a, b = self.t[f"ptr{n}"][i], self.t[f"ptr{n}"][i + 1]
+        p = p * float(self.t[f"gamma{n}"][i])
+        p[self.t[f"ids{n}"][a:b].astype(np.int64)] += self.t[f"p{n}"][a:b]
+        return p
+
+    def prob_next(self, context: Sequence[int]) -> np.ndarray:
+        """P(w | the last two ids of `context`), (V,) float64; [] is a message start."""
+        ctx = [self.bos, self.bos] + list(context)
+        u, v = int(ctx[-2]), int(ctx[-1])
+        p = self.t["p1"].astype(np.float64)  # (V,), a copy
+        p = self._level(p, 2, v)
+        return self._level(p, 3, u * self.V + v)
+
+    def logprob_next(self, context: Sequence[int]) -> np.ndarray:
+        return np.log(np.maximum(self.prob_next(context), 1e-30))
+
+    def n_entries(self) -> int:
+        return int(len(self.t["ids2"]) + len(self.t["ids3"]))
+
+    def to_bytes(self) -> bytes:
+        from safetensors.numpy import save
+
+        return save({k: np.ascontiguousarray(v) for k, v in self.t.items()})
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> KeyboardTrigram:
+        from safetensors.numpy import load
+
+        return cls(load(bytes(data)))
+
+    def n_bytes(self) -> int:
+        """Size on disk: the safetensors file that ships."""
+        return len(self.to_bytes())
+
+
+def mix_logp(lp_a: np.ndarray, lp_b: np.ndarray, weight_b: float) -> np.ndarray:
+    """log((1 - w) exp(lp_a) + w exp(lp_b)), row-wise; the mixture of two next-word distributions.
+
+    Both inputs are log-probabilities over the same vocabulary (..., V); the result sums to one
+    when they do. Computed with logaddexp, so words far down either list stay finite.
+    """
+    w = float(weight_b)
+    if w <= 0.0:
+        return lp_a
+    if w >= 1.0:
+        return lp_b
+    return np.logaddexp(np.log1p(-w) + lp_a, np.log(w) + lp_b)

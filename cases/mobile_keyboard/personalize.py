@@ -1,8 +1,9 @@
 """Personalization on the device, and a federated-averaging simulation.
 
 Two mechanisms, both keeping the user's text on the phone:
-- `KeyboardUserCache`: a per-user unigram/bigram cache of what the user typed, mixed with the
-  LSTM: P(w) = (1 - lam) P_lstm(w) + lam P_cache(w | previous word). It can suggest the user's own
+- `predictor.KeyboardUserCache` (it serves, so it lives with the predictor): a per-user
+  unigram/bigram cache of what the user typed, mixed with the next-word model:
+  P(w) = (1 - lam) P_model(w) + lam P_cache(w | previous word). It can suggest the user's own
   words that the shipped vocabulary lacks (friends' names, a hobby's jargon). It lives and dies
   on the phone.
 - `federated_averaging`: FedAvg (McMahan et al. 2017) over simulated users. Each round a few
@@ -17,7 +18,6 @@ base corpus, "niche" users add private names, hobby jargon and slang.
 from __future__ import annotations
 
 import copy
-from collections import Counter
 from collections.abc import Callable
 
 import numpy as np
@@ -28,54 +28,8 @@ from .config import KeyboardConfig
 from .data import KeyboardTextGenerator, tokenize
 from .evaluate import LSTMScorer, test_stream
 from .model import KeyboardLSTM, KeyboardVocab
+from .predictor import KeyboardUserCache, mixed_top
 from .train import token_stream
-
-
-class KeyboardUserCache:
-    """Per-user unigram + bigram counts of kept words; P_cache(w | prev) with add-beta backoff."""
-
-    def __init__(self, beta: float = 2.0):
-        self.beta = beta
-        self.uni: Counter = Counter()
-        self.bi: dict[str, Counter] = {}
-
-    def update(self, words: list[str]) -> None:
-        prev = "<s>"
-        for w in words:
-            self.uni[w] += 1
-            self.bi.setdefault(prev, Counter())[w] += 1
-            prev = w
-
-    def probs(self, prev: str) -> dict[str, float]:
-        """P_cache(. | prev) over the words in the cache."""
-        total = sum(self.uni.values())
-        if total == 0:
-            return {}
-        nxt = self.bi.get(prev, Counter())
-        n = sum(nxt.values())
-        return {
-            w: (nxt.get(w, 0) + self.beta * c / total) / (n + self.beta)
-            for w, c in self.uni.items()
-        }
-
-
-def mixed_top(
-    logp: np.ndarray, vocab: KeyboardVocab, cache: dict[str, float], lam: float, k: int = 3
-) -> list[str]:
-    """Top-k words of (1 - lam) P_lstm + lam P_cache; cache words outside the vocab compete too."""
-    p = np.exp(logp) * (1 - lam)
-    p[:2] = 0.0  # <unk>, <s>
-    extra: dict[str, float] = {}
-    for w, pc in cache.items():
-        i = vocab.stoi.get(w)
-        if i is None:
-            extra[w] = lam * pc
-        else:
-            p[i] += lam * pc
-    top = np.argpartition(-p, k)[:k] if len(p) > k else np.arange(len(p))
-    cands = [(float(p[i]), vocab.itos[i]) for i in top] + [(v, w) for w, v in extra.items()]
-    cands.sort(reverse=True)
-    return [w for _, w in cands[:k]]
 
 
 def _user_data(cfg: KeyboardConfig, seed: int):

@@ -1,18 +1,24 @@
-"""KeyboardPredictor: load an artifact, answer keystrokes. No training code is imported.
+"""KeyboardPredictor: load an artifact, answer keystrokes. No training or evaluation code is
+imported, directly or through another module (tests/test_layout.py checks the import graph).
 
     p = KeyboardPredictor.load(Path("runs/mobile-keyboard/<run>/artifact"))
     p.suggest("see you at the", "sta")
     -> {"completions": ["station", ...], "next_words": ["station", "park", ...],
         "corrections": [...], "context_tokens": 4}
 
-The LSTM state after each context is cached (LRU keyed by the context words): the next keystroke
+The artifact holds exactly the next-word model that won the candidate table (config "shipped"):
+the LSTM in fp32 or as the int8 package (dequantized once at load: the numbers the table scored),
+the Kneser-Ney trigram's tables, or the two mixed per step. `KeyboardNextWord` puts each behind
+one step function; the offline evaluation times and checks this same step.
+
+The model state after each context is cached (LRU keyed by the context words): the next keystroke
 in the same word reuses it (prefix filtering only), and a context one word longer costs a single
 LSTM step from the cached state. Nothing recomputes the prefix.
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +29,122 @@ from shared.artifacts import load_artifact, sanity_check
 from shared.errors import ArtifactError
 
 from .data import SENT_SPLIT_RE, tokenize
-from .model import KeyboardLSTM, KeyboardVocab
-from .personalize import KeyboardUserCache, mixed_top
+from .model import (
+    KeyboardLSTM,
+    KeyboardTrigram,
+    KeyboardVocab,
+    lstm_from_fp32,
+    lstm_from_int8,
+    mix_logp,
+)
 from .spell import KeyboardErrorModel, KeyboardSpellCorrector
 
 MAX_CONTEXT_WORDS = 32  # older words add little and cost a step each on a cold cache
+# The artifact's model files, by what they hold.
+LSTM_FP32, LSTM_INT8 = "lstm_fp32.safetensors", "lstm_int8.safetensors"
+TRIGRAM = "trigram.safetensors"
+
+
+class KeyboardNextWord:
+    """The shipped next-word model behind one step: `state, logp = step(state, token)`.
+
+    `lstm` and/or `trigram`; with both, P = (1 - w) P_lstm + w P_trigram per step
+    (`model.mix_logp`, w = `mix_weight`). The state is (LSTM (h, c), the trigram's last two ids);
+    <s> starts a message afresh for both, as in training and in the offline evaluation.
+    """
+
+    def __init__(
+        self,
+        lstm: KeyboardLSTM | None = None,
+        trigram: KeyboardTrigram | None = None,
+        mix_weight: float = 0.0,
+        bos: int = 1,
+    ):
+        if lstm is None and trigram is None:
+            raise ValueError("a next-word model needs an LSTM, a trigram or both")
+        self.lstm = lstm.eval() if lstm is not None else None
+        self.trigram = trigram
+        self.mix_weight = float(mix_weight) if lstm is not None and trigram is not None else 0.0
+        self.bos = bos
+
+    @torch.no_grad()
+    def step(self, state, token: int) -> tuple[Any, np.ndarray]:
+        """Advance by one word id; returns the new state and log P(next word) (V,)."""
+        hc, hist = state if state is not None else (None, ())
+        if token == self.bos:  # a message starts afresh (as in training and evaluation)
+            hc, hist = None, ()
+        lp_lstm = lp_tri = None
+        if self.lstm is not None:
+            logits, hc = self.lstm.fast_step(torch.tensor([token]), hc)  # (1, V)
+            lp_lstm = torch.log_softmax(logits, -1)[0].numpy()  # (V,)
+        if self.trigram is not None:
+            hist = () if token == self.bos else (hist + (token,))[-2:]  # the last two words
+            lp_tri = self.trigram.logprob_next(hist)  # (V,)
+        if lp_lstm is None:
+            return (hc, hist), lp_tri
+        if lp_tri is None:
+            return (hc, hist), lp_lstm
+        return (hc, hist), mix_logp(lp_lstm, lp_tri, self.mix_weight)
+
+    @classmethod
+    def from_files(cls, files: dict[str, bytes], cfg: dict[str, Any]) -> KeyboardNextWord:
+        """Rebuild the shipped model from the artifact's files and config."""
+        dims = (cfg["embed_dim"], cfg["hidden_dim"], cfg.get("num_layers", 1))
+        lstm = trigram = None
+        if LSTM_INT8 in files:
+            lstm = lstm_from_int8(files[LSTM_INT8], *dims)
+        elif LSTM_FP32 in files:
+            lstm = lstm_from_fp32(files[LSTM_FP32], *dims)
+        if TRIGRAM in files:
+            trigram = KeyboardTrigram.from_bytes(files[TRIGRAM])
+        return cls(lstm, trigram, float(cfg.get("mix_weight", 0.0)))
+
+
+class KeyboardUserCache:
+    """Per-user unigram + bigram counts of kept words; P_cache(w | prev) with add-beta backoff."""
+
+    def __init__(self, beta: float = 2.0):
+        self.beta = beta
+        self.uni: Counter = Counter()
+        self.bi: dict[str, Counter] = {}
+
+    def update(self, words: list[str]) -> None:
+        prev = "<s>"
+        for w in words:
+            self.uni[w] += 1
+            self.bi.setdefault(prev, Counter())[w] += 1
+            prev = w
+
+    def probs(self, prev: str) -> dict[str, float]:
+        """P_cache(. | prev) over the words in the cache."""
+        total = sum(self.uni.values())
+        if total == 0:
+            return {}
+        nxt = self.bi.get(prev, Counter())
+        n = sum(nxt.values())
+        return {
+            w: (nxt.get(w, 0) + self.beta * c / total) / (n + self.beta)
+            for w, c in self.uni.items()
+        }
+
+
+def mixed_top(
+    logp: np.ndarray, vocab: KeyboardVocab, cache: dict[str, float], lam: float, k: int = 3
+) -> list[str]:
+    """Top-k words of (1 - lam) P_model + lam P_cache; cache words outside the vocab compete too."""
+    p = np.exp(logp) * (1 - lam)
+    p[:2] = 0.0  # <unk>, <s>
+    extra: dict[str, float] = {}
+    for w, pc in cache.items():
+        i = vocab.stoi.get(w)
+        if i is None:
+            extra[w] = lam * pc
+        else:
+            p[i] += lam * pc
+    top = np.argpartition(-p, k)[:k] if len(p) > k else np.arange(len(p))
+    cands = [(float(p[i]), vocab.itos[i]) for i in top] + [(v, w) for w, v in extra.items()]
+    cands.sort(reverse=True)
+    return [w for _, w in cands[:k]]
 
 
 class KeyboardPredictor:
@@ -35,13 +152,13 @@ class KeyboardPredictor:
 
     def __init__(
         self,
-        model: KeyboardLSTM,
+        model: KeyboardNextWord,
         vocab: KeyboardVocab,
         corrector: KeyboardSpellCorrector | None,
         config: dict[str, Any],
         cache_size: int = 4096,
     ):
-        self.model = model.eval()
+        self.model = model
         self.vocab = vocab
         self.corrector = corrector
         self.config = config
@@ -59,9 +176,11 @@ class KeyboardPredictor:
         cfg = art.config
         try:
             vocab = KeyboardVocab.from_json(art.files["vocab.json"].decode("utf-8"))
-            model = KeyboardLSTM(len(vocab), cfg["embed_dim"], cfg["hidden_dim"], cfg["num_layers"])
-            model.load_state_tensors(art.tensors)
-        except (KeyError, RuntimeError, ValueError) as e:
+            model = KeyboardNextWord.from_files(art.files, cfg)
+            n = model.lstm.vocab_size if model.lstm is not None else model.trigram.V
+            if n != len(vocab):
+                raise ValueError(f"the model has {n} words, the vocabulary {len(vocab)}")
+        except (KeyError, RuntimeError, ValueError, OSError) as e:
             raise ArtifactError(f"artifact {path}: cannot rebuild the model ({e})") from None
         corrector = None
         if with_spell and "error_model.json" in art.files:
@@ -73,7 +192,6 @@ class KeyboardPredictor:
         return p
 
     # -- the language model with a state cache ----------------------------------------------------
-    @torch.no_grad()
     def _logp_for(self, ids: tuple[int, ...]) -> np.ndarray:
         """log P(next | <s> ids) over the vocabulary, reusing the longest cached prefix."""
         hit = self._states.get(ids)
@@ -96,9 +214,8 @@ class KeyboardPredictor:
         return lp
 
     def _step(self, token: int, state):
-        logits, state = self.model.fast_step(torch.tensor([token]), state)  # (1, V)
         self.steps_run += 1
-        return state, torch.log_softmax(logits, -1)[0].numpy()
+        return self.model.step(state, token)
 
     def _remember(self, key: tuple[int, ...], state, lp: np.ndarray) -> None:
         self._states[key] = (state, lp)

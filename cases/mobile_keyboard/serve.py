@@ -1,4 +1,5 @@
-"""Ray Serve app for the keyboard demo: `POST /suggest`.
+"""Ray Serve app for the keyboard demo: `POST /suggest`, and the standard routes every case has
+(`/health`, `/version`, `/reload`, `/status`; shared.serving).
 
     curl -s 127.0.0.1:8000/suggest -H 'content-type: application/json' \
          -d '{"context": "see you at the", "prefix": "sta"}'
@@ -54,7 +55,7 @@ def build_app(artifact: str | Path, num_cpus: float = 1.0, max_batch_size: int =
     """A bound Ray Serve application around KeyboardPredictor (artifact folder or registry)."""
     from ray import serve
 
-    from shared.serving import ReloadableModel, make_app
+    from shared.serving import ReloadableModel, make_app, standard_routes
 
     app = make_app("mobile-keyboard")
 
@@ -64,6 +65,7 @@ def build_app(artifact: str | Path, num_cpus: float = 1.0, max_batch_size: int =
         ray_actor_options={"num_cpus": num_cpus},
     )
     @serve.ingress(app)
+    @standard_routes(app)  # /version (the artifact's hash), /reload (409 when it fails), /status
     class KeyboardServer:
         def __init__(self, root: str):
             self.model = ReloadableModel(root, KeyboardPredictor.load)
@@ -76,12 +78,7 @@ def build_app(artifact: str | Path, num_cpus: float = 1.0, max_batch_size: int =
         async def batched(self, reqs: list[dict]) -> list[dict]:
             return self.model.get().suggest_batch(reqs)
 
-        @app.get("/version")
-        def version(self) -> dict:
-            return self.model.status()
-
-        @app.post("/reload")
-        def reload(self) -> dict:
-            return self.model.reload()
+        def status_info(self) -> dict:
+            return {"shipped": self.model.get().config.get("shipped")}
 
     return KeyboardServer.bind(str(artifact))

@@ -1,8 +1,15 @@
-"""Train the keyboard's models: the LSTM language model and the spelling error model.
+"""Train the keyboard's models and ship the one that wins: `train(cfg, corpus, artifact_dir)`.
 
     from cases.mobile_keyboard.config import get_config
+    from cases.mobile_keyboard.data import builtin_corpus
     from cases.mobile_keyboard.train import train
-    model, vocab, info = train(get_config("fast"))           # built-in text, about a minute
+    cfg = get_config("fast")
+    trained = train(cfg, builtin_corpus(cfg.n_messages), Path("/tmp/kb/artifact"))  # ~40 s
+
+Steps: the vocabulary; the Kneser-Ney trigram; the LSTM (`train_lm`); the spelling error model;
+the candidates for the phone (`build_candidates`: each rebuilt from the bytes it would ship as);
+their validation table and the choice (`evaluate.validation_table`, `evaluate.choose_shipped`);
+the artifact with exactly the shipped model (`save_shipped`).
 
 Loss: cross-entropy of the next word. Cross-entropy is what top-k and keystroke savings reward:
 a calibrated next-word distribution. The full softmax costs V*E multiply-adds per token forward
@@ -23,6 +30,8 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -30,10 +39,21 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from shared.errors import CasebookError
+from shared.lifecycle import torch_threads
 
+from .baseline import KeyboardKneserNey
 from .config import KeyboardConfig
-from .data import KeyboardCorpus, builtin_corpus, generated_spell_pairs
-from .model import KeyboardLSTM, KeyboardVocab
+from .data import KeyboardCorpus, generated_spell_pairs
+from .model import (
+    KeyboardLSTM,
+    KeyboardTrigram,
+    KeyboardVocab,
+    fp32_file,
+    int8_package,
+    lstm_from_fp32,
+    lstm_from_int8,
+)
+from .predictor import LSTM_FP32, LSTM_INT8, TRIGRAM, KeyboardNextWord
 from .spell import KeyboardErrorModel, load_frequency_dictionary
 
 
@@ -143,191 +163,232 @@ def train_lm(
     log: Callable[[str], None] = print,
 ) -> tuple[KeyboardLSTM, dict]:
     """Train KeyboardLSTM on corpus.train; keep the weights with the best validation score
-    (`cfg.select_on`: next-word top-1 or loss)."""
+    (`cfg.select_on`: next-word top-1 or loss).
+
+    Phase 1: sampled (or full) softmax, cosine schedule, early stopping on validation.
+    Phase 2 (sampled runs only): the best phase-1 weights fine-tuned with the full softmax at the
+    schedule's final learning rate, kept only if validation improves.
+    The time cap is `cfg.train_minutes(training tokens)`: it grows with the corpus.
+    """
     if cfg.select_on not in ("top1", "nll"):
         raise CasebookError(f"select_on must be 'top1' or 'nll', got {cfg.select_on!r}")
     torch.manual_seed(seed)
-    rng = np.random.default_rng(seed)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(max(1, cfg.train_threads))
-    try:
-        return _train_lm(cfg, corpus, vocab, rng, log)
-    finally:
-        torch.set_num_threads(threads)
+    with torch_threads(cfg.train_threads):
+        trainer = _LMTrainer(cfg, corpus, vocab, np.random.default_rng(seed), log)
+        trainer.run_phase1()
+        trainer.run_phase2()
+        return trainer.model.eval(), trainer.info()
 
 
-def _train_lm(cfg, corpus, vocab, rng, log):
-    """Phase 1: sampled (or full) softmax, cosine schedule, early stopping on validation.
-    Phase 2 (sampled runs only): the best phase-1 weights fine-tuned with the full softmax at the
-    schedule's final learning rate, kept only if validation improves."""
-    model = KeyboardLSTM(len(vocab), cfg.embed_dim, cfg.hidden_dim, cfg.num_layers, cfg.dropout)
-    train_ids = token_stream(corpus.train, vocab)
-    # Start the output bias at log unigram frequencies: step 0 already predicts like a unigram
-    # model, so a short (time-capped) run spends its steps on context, not on word frequency.
-    counts = np.bincount(train_ids, minlength=len(vocab)).astype(np.float64) + 1.0
-    with torch.no_grad():
-        model.head.bias.copy_(torch.from_numpy(np.log(counts / counts.sum())).float())
-    # The sampled softmax's proposal: unigram^0.75 (word2vec's choice: rare words get sampled
-    # more often than their frequency, so the head learns to push them down too).
-    q = torch.from_numpy(counts**0.75 / (counts**0.75).sum()).float()  # (V,)
-    log_q = q.log()
-    sampled = cfg.softmax_samples > 0
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    val_ids = token_stream(corpus.val, vocab)[:50_000]  # cap the validation cost on big corpora
-    starts = window_starts(train_ids, cfg.bptt, vocab.stoi["<s>"])
-    steps_per_epoch = max(1, math.ceil(len(starts) / cfg.batch_size))
-    t0 = time.perf_counter()
-    deadline = t0 + cfg.max_train_minutes * 60
-    # A sampled run keeps `full_softmax_frac` of the time for phase 2.
-    phase1_deadline = t0 + cfg.max_train_minutes * 60 * (1 - cfg.full_softmax_frac * sampled)
-    # Learning rate: linear warm-up then cosine decay to 5% over the planned steps. The plan is
-    # all epochs, or, once 30 steps have been timed, as many steps as fit in the time cap, so a
-    # capped run still ends with a decayed (well-converged) learning rate.
-    planned = steps_per_epoch * cfg.epochs
-    warmup = max(1, planned // 20)
+class _LMTrainer:
+    """The training run's state, one method per step (read top to bottom in `train_lm`)."""
 
-    def lr_at(step: int) -> float:
-        if step < warmup:
-            return cfg.lr * (step + 1) / warmup
-        frac = min(1.0, (step - warmup) / max(1, planned - warmup))
+    def __init__(self, cfg, corpus, vocab, rng, log):
+        self.cfg, self.rng, self.log = cfg, rng, log
+        self.model = KeyboardLSTM(
+            len(vocab), cfg.embed_dim, cfg.hidden_dim, cfg.num_layers, cfg.dropout
+        )
+        self.train_ids = token_stream(corpus.train, vocab)
+        self.val_ids = token_stream(corpus.val, vocab)[:50_000]  # cap validation on big corpora
+        self.starts = window_starts(self.train_ids, cfg.bptt, vocab.stoi["<s>"])
+        self.steps_per_epoch = max(1, math.ceil(len(self.starts) / cfg.batch_size))
+        # Start the output bias at log unigram frequencies: step 0 already predicts like a
+        # unigram model, so a short (time-capped) run spends its steps on context.
+        counts = np.bincount(self.train_ids, minlength=len(vocab)).astype(np.float64) + 1.0
+        with torch.no_grad():
+            self.model.head.bias.copy_(torch.from_numpy(np.log(counts / counts.sum())).float())
+        # The sampled softmax's proposal: unigram^0.75 (word2vec's choice: rare words get
+        # sampled more often than their frequency, so the head learns to push them down too).
+        self.q = torch.from_numpy(counts**0.75 / (counts**0.75).sum()).float()  # (V,)
+        self.log_q = self.q.log()
+        self.sampled = cfg.softmax_samples > 0
+        self.opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
+        self.cap_minutes = cfg.train_minutes(len(self.train_ids))
+        # The cap counts this process's CPU seconds, not wall-clock ones: on a shared machine
+        # (measured: load 12 on 2 cores) wall time gave the built-in run 3 epochs instead of 8
+        # and a different model per run; CPU time gives the same training at any load (one
+        # training thread, so CPU seconds ~ wall seconds on a quiet machine).
+        self.clock = time.process_time
+        self.t0, self.wall0 = self.clock(), time.perf_counter()
+        self.deadline = self.t0 + self.cap_minutes * 60
+        # A sampled run keeps `full_softmax_frac` of the time for phase 2.
+        self.phase1_deadline = self.t0 + self.cap_minutes * 60 * (
+            1 - cfg.full_softmax_frac * self.sampled
+        )
+        # Learning rate: linear warm-up then cosine decay to 5% over the planned steps. The plan
+        # is all epochs, or, once 30 steps have been timed, as many steps as fit in the time
+        # cap, so a capped run still ends with a decayed (well-converged) learning rate.
+        self.planned = self.steps_per_epoch * cfg.epochs
+        self.warmup = max(1, self.planned // 20)
+        self.step = self.phase1_steps = 0
+        # Model selection on validation: by next-word top-1 (the product metric) or by loss.
+        # They part ways on small corpora: with more epochs the loss rises (rare words get
+        # confident and wrong) while top-1 still climbs (frequent phrases get sharper);
+        # webtext, dropout 0.3: loss best at epoch 7 (top-1 0.152), top-1 best at 12 (0.159).
+        self.best, self.best_state, self.history, self.kept = float("inf"), None, [], {}
+        self.stale, self.stopped_early, self.converged = 0, False, False
+        # An exponential moving average of the weights (Polyak averaging; AWD-LSTM's averaged
+        # SGD is the same idea): the average of the last ~1/(1 - decay) steps generalises
+        # better than the last step. Phase 1 validates and keeps the averaged weights.
+        self.ema = None
+        if cfg.ema_decay > 0:
+            self.ema = {n: p.detach().clone() for n, p in self.model.named_parameters()}
+        log(
+            f"  lstm: {len(self.train_ids):,} training tokens, time cap {self.cap_minutes:.2f} min"
+            f" ({cfg.train_minutes_per_m_tokens:g} min per million tokens, "
+            f"within [{cfg.min_train_minutes:g}, {cfg.max_train_minutes:g}])"
+        )
+
+    # -- the schedule --------------------------------------------------------------------------
+    def lr_at(self, step: int) -> float:
+        cfg = self.cfg
+        if step < self.warmup:
+            return cfg.lr * (step + 1) / self.warmup
+        frac = min(1.0, (step - self.warmup) / max(1, self.planned - self.warmup))
         return cfg.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * frac)))
 
-    def loss_of(x, y, full: bool):
-        if full:
-            logits, _ = model(x)  # (B, T, V); each sequence starts from a zero state
-            return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
-        z = model.features(x)  # (B, T, E)
-        z = z.reshape(-1, z.shape[-1])
-        return sampled_softmax_loss(model, z, y.reshape(-1), log_q, q, cfg.softmax_samples)
+    def replan(self, until: float) -> None:
+        """Re-plan from the measured speed (machine load changes during a run), so the cosine
+        decay ends near the time cap rather than long before it."""
+        per_step = (self.clock() - self.t0) / self.step
+        fit = self.step + int((until - self.clock()) / per_step)
+        total = self.steps_per_epoch * self.cfg.epochs
+        new_plan = max(min(fit, total), self.warmup + 1, self.step + 1)
+        if self.step == 30 and new_plan < self.planned:
+            self.log(f"  lstm: the time cap allows about {new_plan} of {total} steps")
+        self.planned = new_plan
 
-    def run_epoch(desc, full, until, max_steps, phase1=True):
-        """One pass over the windows; phase 1 follows the schedule and keeps the average."""
+    # -- one step and one epoch ----------------------------------------------------------------
+    def loss_of(self, x: torch.Tensor, y: torch.Tensor, full: bool) -> torch.Tensor:
+        if full:
+            logits, _ = self.model(x)  # (B, T, V); each sequence starts from a zero state
+            return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
+        z = self.model.features(x)  # (B, T, E)
+        z = z.reshape(-1, z.shape[-1])  # (B*T, E)
+        k = self.cfg.softmax_samples
+        return sampled_softmax_loss(self.model, z, y.reshape(-1), self.log_q, self.q, k)
+
+    def update_average(self) -> None:
+        d = min(self.cfg.ema_decay, (1 + self.step) / (10 + self.step))  # short memory at first
+        with torch.no_grad():
+            for name, p in self.model.named_parameters():
+                self.ema[name].lerp_(p, 1.0 - d)
+
+    def run_epoch(self, desc: str, full: bool, until: float, max_steps: int, phase1: bool = True):
+        """One pass over the windows; phase 1 follows the schedule and keeps the average.
+        Returns (mean training loss, whether the time ran out)."""
+        cfg, model = self.cfg, self.model
         final_lr = cfg.lr * 0.05  # the cosine schedule's floor: phase 2 continues from there
-        nonlocal step
         model.train()
-        bar = tqdm(
-            make_batches(train_ids, cfg.bptt, cfg.batch_size, rng, starts),
-            total=steps_per_epoch,
-            desc=desc,
-            disable=None,
-            leave=False,
-        )
+        batches = make_batches(self.train_ids, cfg.bptt, cfg.batch_size, self.rng, self.starts)
+        bar = tqdm(batches, total=self.steps_per_epoch, desc=desc, disable=None, leave=False)
         total, count, done, out_of_time = 0.0, 0, 0, False
         for x, y in bar:
-            loss = loss_of(x, y, full)
-            for g in opt.param_groups:
-                g["lr"] = lr_at(step) if phase1 else final_lr
-            opt.zero_grad(set_to_none=True)
+            loss = self.loss_of(x, y, full)
+            for g in self.opt.param_groups:
+                g["lr"] = self.lr_at(self.step) if phase1 else final_lr
+            self.opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_norm)
-            opt.step()
-            if ema is not None and phase1:  # phase 1 keeps the running average
-                d = min(cfg.ema_decay, (1 + step) / (10 + step))  # short memory at the start
-                with torch.no_grad():
-                    for name, p in model.named_parameters():
-                        ema[name].lerp_(p, 1.0 - d)
-            step, done = step + 1, done + 1
+            self.opt.step()
+            if self.ema is not None and phase1:
+                self.update_average()
+            self.step, done = self.step + 1, done + 1
             total += float(loss.detach()) * y.numel()
             count += y.numel()
-            if step % 30 == 0 and phase1:
-                replan(until)
-            if time.perf_counter() > until:
+            if self.step % 30 == 0:
+                if phase1:
+                    self.replan(until)
+                bar.set_postfix_str(f"{max(0.0, until - self.clock()):.0f} CPU s of cap left")
+            if self.clock() > until:
                 out_of_time = True
                 break
             if done >= max_steps:
                 break
         return total / max(count, 1), out_of_time
 
-    def replan(until):
-        # Re-plan from the measured speed (machine load changes during a run), so the cosine
-        # decay ends near the time cap rather than long before it.
-        nonlocal planned
-        per_step = (time.perf_counter() - t0) / step
-        fit = step + int((until - time.perf_counter()) / per_step)
-        new_plan = max(min(fit, steps_per_epoch * cfg.epochs), warmup + 1, step + 1)
-        if step == 30 and new_plan < planned:
-            total_steps = steps_per_epoch * cfg.epochs
-            log(f"  lstm: the time cap allows about {new_plan} of {total_steps} steps")
-        planned = new_plan
-
-    # Model selection on validation: by next-word top-1 (the product metric) or by loss. They
-    # part ways on small corpora: with more epochs the loss rises (rare words get confident
-    # and wrong) while top-1 still climbs (frequent phrases get sharper); webtext, dropout 0.3:
-    # loss best at epoch 7 (top-1 0.152), top-1 best at epoch 12 (0.159).
-    best, best_state, history, kept = float("inf"), None, [], {}
-    step, stale, stopped_early, converged = 0, 0, False, False
-    # An exponential moving average of the weights (Polyak averaging; AWD-LSTM's averaged SGD
-    # is the same idea): the average of the last ~1/(1 - decay) steps generalises better than
-    # the last step. Phase 1 validates and keeps the averaged weights.
-    ema = None
-    if cfg.ema_decay > 0:
-        ema = {n: p.detach().clone() for n, p in model.named_parameters()}  # tied: stored once
-
-    def end_epoch(name, train_nll, averaged=False):
-        nonlocal best, best_state, stale
-        raw = None
-        if averaged and ema is not None:
+    # -- validation and the kept weights -------------------------------------------------------
+    def end_epoch(self, name: str, train_nll: float, averaged: bool = False) -> None:
+        """Validate (the averaged weights in phase 1) and keep the best state."""
+        model, raw = self.model, None
+        if averaged and self.ema is not None:
             raw = {n: p.detach().clone() for n, p in model.named_parameters()}
             with torch.no_grad():
                 for n, p in model.named_parameters():
-                    p.copy_(ema[n])
-        val, top1 = evaluate_lm(model, val_ids)
-        history.append({"epoch": name, "train_nll": train_nll, "val_nll": val, "val_top1": top1})
-        log(
+                    p.copy_(self.ema[n])
+        val, top1 = evaluate_lm(model, self.val_ids)
+        self.history.append(
+            {"epoch": name, "train_nll": train_nll, "val_nll": val, "val_top1": top1}
+        )
+        self.log(
             f"  lstm epoch {name}: train nll {train_nll:.3f}, "
             f"val nll {val:.3f} (ppl {math.exp(min(val, 50)):.1f}), val top-1 {top1:.4f}"
         )
-        score = -top1 if cfg.select_on == "top1" else val  # lower is better
-        if score < best:
-            best, stale = score, 0
-            best_state = {k: v.clone() for k, v in model.state_dict().items()}
-            kept.update(val_nll=val, val_top1=top1, epoch=name)
+        score = -top1 if self.cfg.select_on == "top1" else val  # lower is better
+        if score < self.best:
+            self.best, self.stale = score, 0
+            self.best_state = {k: v.clone() for k, v in model.state_dict().items()}
+            self.kept.update(val_nll=val, val_top1=top1, epoch=name)
         else:
-            stale += 1
+            self.stale += 1
         if raw is not None:  # training goes on from the raw weights
             with torch.no_grad():
                 for n, p in model.named_parameters():
                     p.copy_(raw[n])
 
-    for epoch in range(cfg.epochs):
-        desc = f"lstm epoch {epoch + 1}/{cfg.epochs}" + (" (sampled)" if sampled else "")
-        train_nll, out_of_time = run_epoch(desc, not sampled, phase1_deadline, 10**12)
-        end_epoch(str(epoch + 1), train_nll, averaged=True)
-        if out_of_time:
-            stopped_early = True
-            log(f"  lstm: phase 1 stopped at its share of the {cfg.max_train_minutes} min cap")
-            break
-        if stale >= cfg.patience:
-            converged = True
-            log(f"  lstm: validation has not improved for {cfg.patience} epochs: stopping")
-            break
-    if best_state is not None:
-        model.load_state_dict(best_state)
-        model.head.weight = model.embed.weight
-    phase1_steps = step
-    if sampled and best_state is not None:
-        # Phase 2: the full softmax at the final learning rate, up to one epoch (or the cap).
-        n = max(1, min(steps_per_epoch, int(phase1_steps * cfg.full_softmax_frac)))
-        train_nll, _ = run_epoch("lstm full softmax", True, deadline, n, phase1=False)
-        end_epoch("full-softmax", train_nll)
-        model.load_state_dict(best_state)  # best_state is the better of the two phases
-        model.head.weight = model.embed.weight
-    model.eval()
-    info = {
-        "history": history,
-        "selected_on": cfg.select_on,
-        "best_epoch": kept.get("epoch"),
-        "best_val_nll": kept.get("val_nll", float("nan")),
-        "best_val_top1": kept.get("val_top1", float("nan")),
-        "train_seconds": time.perf_counter() - t0,
-        "train_tokens": int(len(train_ids)),
-        "steps": step,
-        "phase1_steps": phase1_steps,
-        "n_params": model.n_params(),
-        "stopped_early": stopped_early,
-        "converged": converged,
-    }
-    return model, info
+    def load_best(self) -> None:
+        if self.best_state is not None:
+            self.model.load_state_dict(self.best_state)
+            self.model.head.weight = self.model.embed.weight
+
+    # -- the two phases ------------------------------------------------------------------------
+    def run_phase1(self) -> None:
+        cfg = self.cfg
+        for epoch in range(cfg.epochs):
+            desc = f"lstm epoch {epoch + 1}/{cfg.epochs}" + (" (sampled)" if self.sampled else "")
+            train_nll, out_of_time = self.run_epoch(
+                desc, not self.sampled, self.phase1_deadline, 10**12
+            )
+            self.end_epoch(str(epoch + 1), train_nll, averaged=True)
+            if out_of_time:
+                self.stopped_early = True
+                self.log(
+                    f"  lstm: phase 1 stopped at its share of the {self.cap_minutes:.2f} min cap"
+                )
+                break
+            if self.stale >= cfg.patience:
+                self.converged = True
+                self.log(f"  lstm: validation has not improved for {cfg.patience} epochs: stopping")
+                break
+        self.load_best()
+        self.phase1_steps = self.step
+
+    def run_phase2(self) -> None:
+        """The full softmax at the final learning rate, up to one epoch (or the cap)."""
+        if not self.sampled or self.best_state is None:
+            return
+        n = max(1, min(self.steps_per_epoch, int(self.phase1_steps * self.cfg.full_softmax_frac)))
+        train_nll, _ = self.run_epoch("lstm full softmax", True, self.deadline, n, phase1=False)
+        self.end_epoch("full-softmax", train_nll)
+        self.load_best()  # best_state is the better of the two phases
+
+    def info(self) -> dict:
+        return {
+            "history": self.history,
+            "selected_on": self.cfg.select_on,
+            "best_epoch": self.kept.get("epoch"),
+            "best_val_nll": self.kept.get("val_nll", float("nan")),
+            "best_val_top1": self.kept.get("val_top1", float("nan")),
+            "train_seconds": time.perf_counter() - self.wall0,
+            "train_cpu_seconds": self.clock() - self.t0,
+            "time_cap_minutes": self.cap_minutes,
+            "train_tokens": int(len(self.train_ids)),
+            "steps": self.step,
+            "phase1_steps": self.phase1_steps,
+            "n_params": self.model.n_params(),
+            "stopped_early": self.stopped_early,
+            "converged": self.converged,
+        }
 
 
 def spell_word_lists(cfg: KeyboardConfig) -> tuple[list[str], list[str]]:
@@ -357,15 +418,148 @@ def train_error_model(
     return KeyboardErrorModel().fit(list(pairs) + list(extra_pairs))
 
 
+# ---------------------------------------------------------------------------------------------
+# The candidates for the phone, and the artifact that holds the one that ships
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class KeyboardCandidate:
+    """One next-word model that could ship: the exact files it would ship as, and the model
+    rebuilt from those bytes (what gets scored, timed and served)."""
+
+    name: str
+    files: dict[str, bytes]
+    next_word: KeyboardNextWord
+    note: str = ""
+
+    @property
+    def n_bytes(self) -> int:
+        return sum(len(b) for b in self.files.values())
+
+
+def build_candidates(
+    cfg: KeyboardConfig, model: KeyboardLSTM, kn: KeyboardKneserNey
+) -> dict[str, KeyboardCandidate]:
+    """kn_full, kn_pruned (when the full tables exceed the budget), lstm_fp32, lstm_int8, and
+    mix (the int8 LSTM + a trigram pruned to the bytes the LSTM leaves; its weight is picked on
+    validation later). Every model is rebuilt from its bytes."""
+    dims = (cfg.embed_dim, cfg.hidden_dim, cfg.num_layers)
+    out: dict[str, KeyboardCandidate] = {}
+
+    def trigram(name: str, tables: KeyboardTrigram, note: str) -> None:
+        data = tables.to_bytes()
+        nw = KeyboardNextWord(trigram=KeyboardTrigram.from_bytes(data))
+        out[name] = KeyboardCandidate(name, {TRIGRAM: data}, nw, note)
+
+    full = kn.full_
+    trigram("kn_full", full, f"{full.n_entries():,} n-gram entries")
+    budget = cfg.phone_budget_bytes
+    if full.n_bytes() > budget:
+        try:
+            pruned, (k3, k2) = kn.prune_to(budget)
+            note = f"{pruned.n_entries():,} entries; count cut-offs trigram {k3}, bigram {k2}"
+            trigram("kn_pruned", pruned, note)
+        except ValueError:
+            pass  # not even the unigram table fits: no pruned candidate
+    fp32 = fp32_file(model)
+    nw = KeyboardNextWord(lstm=lstm_from_fp32(fp32, *dims))
+    out["lstm_fp32"] = KeyboardCandidate("lstm_fp32", {LSTM_FP32: fp32}, nw, "fp32 safetensors")
+    package = int8_package(model)
+    nw = KeyboardNextWord(lstm=lstm_from_int8(package, *dims))
+    note = "int8 rows + fp32 scale per row, dequantized at load"
+    out["lstm_int8"] = KeyboardCandidate("lstm_int8", {LSTM_INT8: package}, nw, note)
+    try:
+        small, (k3, k2) = kn.prune_to(budget - len(package))
+    except ValueError:
+        return out  # the LSTM leaves no room for a trigram
+    tri = small.to_bytes()
+    nw = KeyboardNextWord(lstm_from_int8(package, *dims), KeyboardTrigram.from_bytes(tri), 0.0)
+    note = f"int8 LSTM + trigram of {small.n_entries():,} entries (cut-offs {k3}, {k2})"
+    out["mix"] = KeyboardCandidate("mix", {LSTM_INT8: package, TRIGRAM: tri}, nw, note)
+    return out
+
+
+def save_shipped(
+    path: Path,
+    shipped: KeyboardCandidate,
+    vocab: KeyboardVocab,
+    error_model: KeyboardErrorModel,
+    config: dict,
+    metrics: dict,
+    fingerprint: str,
+) -> Path:
+    """The artifact: exactly the shipped model's files, the vocabulary and the error model.
+
+    config gains "shipped" (the candidate's name) and "mix_weight", which the predictor reads.
+    """
+    from shared.artifacts import save_artifact
+
+    files = {
+        **shipped.files,
+        "vocab.json": vocab.to_json().encode(),
+        "error_model.json": error_model.to_json().encode(),
+    }
+    config = {**config, "shipped": shipped.name, "mix_weight": shipped.next_word.mix_weight}
+    return save_artifact(path, {}, config, metrics, fingerprint, files)
+
+
+@dataclass
+class KeyboardTrained:
+    """What `train` built: the models, the candidate table on validation, the artifact."""
+
+    vocab: KeyboardVocab
+    kn: KeyboardKneserNey
+    lstm: KeyboardLSTM
+    lstm_info: dict
+    error_model: KeyboardErrorModel
+    candidates: dict[str, KeyboardCandidate]
+    validation: dict[str, dict[str, float]]  # candidate -> top1, ksr, bytes, p95 (validation)
+    mix_top1: dict[float, float]  # trigram weight -> validation top-1 of the mixture
+    why: dict[str, str]  # candidate -> why it ships or not
+    shipped: str
+    artifact: Path
+    fingerprint: str
+    timings: dict[str, float]
+
+
 def train(
     cfg: KeyboardConfig,
-    corpus: KeyboardCorpus | None = None,
+    corpus: KeyboardCorpus,
+    artifact_dir: Path,
     seed: int = 0,
+    spell_train: Sequence[tuple[str, str]] = (),
     log: Callable[[str], None] = print,
-) -> tuple[KeyboardLSTM, KeyboardVocab, dict]:
-    """Train the LSTM on `corpus` (built-in text when None); returns (model, vocab, info)."""
-    if corpus is None:
-        corpus = builtin_corpus(cfg.n_messages, seed, cfg.split_fractions)
+) -> KeyboardTrained:
+    """Every model, the validation table, the choice, and the artifact of the one that ships."""
+    from shared.artifacts import fingerprint_arrays
+
+    from .evaluate import choose_shipped, validation_table
+
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
     vocab = KeyboardVocab.build(corpus.train, cfg.vocab_size, cfg.min_count)
-    model, info = train_lm(cfg, corpus, vocab, seed, log)
-    return model, vocab, info
+    kn = KeyboardKneserNey(vocab, cfg.kn_discount).fit(corpus.train)
+    timings["kn_fit_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    lstm, info = train_lm(cfg, corpus, vocab, seed, log)
+    timings["lstm_train_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    error_model = train_error_model(cfg, seed, spell_train)
+    timings["error_model_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    candidates = build_candidates(cfg, lstm, kn)
+    rows, mix_top1 = validation_table(cfg, candidates, vocab, corpus.val, log)
+    shipped, why = choose_shipped(rows, cfg.phone_budget_bytes, cfg.phone_budget_ms)
+    log(f"  ships: {shipped} ({why[shipped]})")
+    timings["choice_s"] = time.perf_counter() - t0
+    fingerprint = fingerprint_arrays(token_stream(corpus.train, vocab))
+    config = {**cfg.to_dict(), "vocab_len": len(vocab), "train_info": info, "corpus": corpus.name}
+    metrics = {"validation": rows, "shipped": shipped}
+    artifact = save_shipped(
+        artifact_dir, candidates[shipped], vocab, error_model, config, metrics, fingerprint
+    )
+    return KeyboardTrained(
+        vocab, kn, lstm, info, error_model, candidates, rows, mix_top1, why, shipped,
+        artifact, fingerprint, timings,
+    )  # fmt: skip
