@@ -398,12 +398,9 @@ def _serve_rows(
     """Deploy both variants on 127.0.0.1 and load them; returns rows (part "serve")."""
     from ray import serve
 
-    from shared.bench import time_fn
-    from shared.loadgen import closed_loop
     from shared.serving import start_local_ray, stop_local_ray
 
     local = start_local_ray("127.0.0.1", port, num_cpus=os.cpu_count() or 2)
-    port = local.port
     rng = np.random.default_rng(0)
     payloads = [
         {"user_id": f"u{int(u)}", "token": int(t)}
@@ -411,98 +408,22 @@ def _serve_rows(
             rng.integers(0, cfg.n_users, 4096), rng.integers(0, cfg.vocab, 4096), strict=True
         )
     ]
-    rows: list[dict] = []
-
-    # In-process reference: the same predict() with no Serve in between.
     sizes = (cfg.vocab, cfg.embed, cfg.hidden)
-    with torch_threads(torch.get_num_threads()):  # the server sets 1 thread; restored after
-        server = _KeyboardServer(str(model_path), cfg.hidden, runtime, sizes)
-        # timed on one thread, like the replica
-        t1 = time_fn(lambda: server.predict([payloads[0]]), warmup=5, repeats=200)
-        b = cfg.max_batch_size
-        tb = time_fn(lambda: server.predict(payloads[:b]), warmup=3, repeats=50, items_per_call=b)
-    rows.append(
-        {
-            "part": "serve",
-            "path": "in-process",
-            "variant": "unbatched",
-            "in_flight": 1,
-            "p50_ms": t1.p50_ms,
-            "p99_ms": t1.p99_ms,
-            "rps": 1e3 / t1.p50_ms,
-            "mean_batch": 1.0,
-            "errors": 0,
-            "n": t1.n,
-        }
-    )
-    rows.append(
-        {
-            "part": "serve",
-            "path": "in-process",
-            "variant": f"batch {b}",
-            "in_flight": b,
-            "p50_ms": tb.p50_ms,
-            "p99_ms": tb.p99_ms,
-            "rps": tb.items_per_s,
-            "mean_batch": float(b),
-            "errors": 0,
-            "n": tb.n,
-        }
-    )
-
+    rows = _in_process_rows(model_path, cfg, runtime, sizes, payloads)
     unbatched, batched = _build_deployments(cfg)
     names = {"unbatched": "bench-kb-unbatched", "batched": "bench-kb-batched"}
-    handles = {
-        "unbatched": serve.run(
-            unbatched.bind(str(model_path), cfg.hidden, runtime, sizes),
-            name=names["unbatched"],
-            route_prefix="/unbatched",
-        ),
-        "batched": serve.run(
-            batched.bind(str(model_path), cfg.hidden, runtime, sizes),
-            name=names["batched"],
-            route_prefix="/batched",
-        ),
-    }
     try:
+        handles = {
+            variant: serve.run(
+                deployment.bind(str(model_path), cfg.hidden, runtime, sizes),
+                name=names[variant],
+                route_prefix=f"/{variant}",
+            )
+            for variant, deployment in (("unbatched", unbatched), ("batched", batched))
+        }
         for variant, handle in handles.items():
-            url = f"http://127.0.0.1:{port}/{variant}"
-            # Warm up: first requests build the proxy's routes and the replica's ORT arena.
-            closed_loop(url, payloads[:8], concurrency=2, max_requests=16, max_seconds=10)
-            handle.remote(payloads[0]).result(timeout_s=30)
-            for n in cfg.in_flight:
-                for path in ("http", "handle"):
-                    handle.stats.remote().result(timeout_s=30)  # reset the replica's counters
-                    if path == "http":
-                        r = closed_loop(
-                            url,
-                            payloads,
-                            concurrency=n,
-                            max_requests=cfg.max_requests,
-                            max_seconds=cfg.max_seconds,
-                        )
-                        res = {
-                            "n": r.n,
-                            "errors": r.errors,
-                            "p50_ms": r.p50_ms,
-                            "p99_ms": r.p99_ms,
-                            "rps": r.rps,
-                        }
-                    else:
-                        res = _handle_closed_loop(
-                            handle, payloads, n, cfg.max_requests, cfg.max_seconds
-                        )
-                    st = handle.stats.remote().result(timeout_s=30)
-                    rows.append(
-                        {
-                            "part": "serve",
-                            "path": path,
-                            "variant": variant,
-                            "in_flight": n,
-                            "mean_batch": st["mean_batch"],
-                            **res,
-                        }
-                    )
+            url = f"http://127.0.0.1:{local.port}/{variant}"
+            rows += _load_rows(variant, handle, url, payloads, cfg)
     finally:
         for app_name in names.values():
             try:
@@ -514,6 +435,81 @@ def _serve_rows(
     base = rows[0]["p50_ms"]
     for r in rows:
         r["overhead_p50_ms"] = r["p50_ms"] - base if r["path"] != "in-process" else None
+    return rows
+
+
+def _in_process_rows(model_path, cfg, runtime: str, sizes, payloads) -> list[dict]:
+    """The reference: the same predict() with no Serve in between, one request and one batch."""
+    from shared.bench import time_fn
+
+    with torch_threads(torch.get_num_threads()):  # the server sets 1 thread; restored after
+        server = _KeyboardServer(str(model_path), cfg.hidden, runtime, sizes)
+        # timed on one thread, like the replica
+        t1 = time_fn(lambda: server.predict([payloads[0]]), warmup=5, repeats=200)
+        b = cfg.max_batch_size
+        tb = time_fn(lambda: server.predict(payloads[:b]), warmup=3, repeats=50, items_per_call=b)
+    return [
+        {
+            "part": "serve",
+            "path": "in-process",
+            "variant": "unbatched",
+            "in_flight": 1,
+            "p50_ms": t1.p50_ms,
+            "p99_ms": t1.p99_ms,
+            "rps": 1e3 / t1.p50_ms,
+            "mean_batch": 1.0,
+            "errors": 0,
+            "n": t1.n,
+        },
+        {
+            "part": "serve",
+            "path": "in-process",
+            "variant": f"batch {b}",
+            "in_flight": b,
+            "p50_ms": tb.p50_ms,
+            "p99_ms": tb.p99_ms,
+            "rps": tb.items_per_s,
+            "mean_batch": float(b),
+            "errors": 0,
+            "n": tb.n,
+        },
+    ]
+
+
+def _load_rows(variant: str, handle, url: str, payloads, cfg) -> list[dict]:
+    """One deployment under a closed loop at each in-flight count, over HTTP and by handle."""
+    from shared.loadgen import closed_loop
+
+    # Warm up: first requests build the proxy's routes and the replica's ORT arena.
+    closed_loop(url, payloads[:8], concurrency=2, max_requests=16, max_seconds=10)
+    handle.remote(payloads[0]).result(timeout_s=30)
+    rows = []
+    for n in cfg.in_flight:
+        for path in ("http", "handle"):
+            handle.stats.remote().result(timeout_s=30)  # reset the replica's counters
+            if path == "http":
+                r = closed_loop(
+                    url,
+                    payloads,
+                    concurrency=n,
+                    max_requests=cfg.max_requests,
+                    max_seconds=cfg.max_seconds,
+                )
+                res = {"n": r.n, "errors": r.errors, "p50_ms": r.p50_ms, "p99_ms": r.p99_ms}
+                res["rps"] = r.rps
+            else:
+                res = _handle_closed_loop(handle, payloads, n, cfg.max_requests, cfg.max_seconds)
+            st = handle.stats.remote().result(timeout_s=30)
+            rows.append(
+                {
+                    "part": "serve",
+                    "path": path,
+                    "variant": variant,
+                    "in_flight": n,
+                    "mean_batch": st["mean_batch"],
+                    **res,
+                }
+            )
     return rows
 
 
@@ -562,27 +558,56 @@ def run(args: argparse.Namespace) -> Path:
         with torch_threads(threads):
             for served in models:
                 rows += _runtime_rows(served, cfg, Path(tmp), threads)
-        serve_note = "skipped (--no-ray)"
-        if not getattr(args, "no_ray", False):
-            kb = next((m for m in models if m.name == "keyboard_lstm_step"), None)
-            if kb is None:
-                serve_note = "skipped: the keyboard model is not installed"
-            else:
-                runtime = getattr(args, "serve_runtime", "torch") or "torch"
-                if runtime == "ort":
-                    model_path = Path(tmp) / f"{kb.name}.onnx"
-                else:
-                    model_path = Path(tmp) / f"{kb.name}.pt"
-                    torch.save(kb.module.model.state_dict(), model_path)
-                port = int(getattr(args, "port", 0) or 0) or None
-                rows += _serve_rows(model_path, cfg, port, runtime)
-                label = (
-                    "onnxruntime fp32"
-                    if runtime == "ort"
-                    else "PyTorch eager, as the case serves it"
-                )
-                serve_note = f"keyboard step ({label}, 1 thread) in one replica"
+        serve_rows, serve_note = _serve_part(args, models, cfg, Path(tmp))
+        rows += serve_rows
+    summary = _summarize(rows, models, cfg, serve_note)
+    summary["wall_s"] = time.perf_counter() - t_start
 
+    columns = [
+        "part",
+        "model",
+        "runtime",
+        "path",
+        "variant",
+        "batch",
+        "in_flight",
+        "p50_ms",
+        "p99_ms",
+        "items_per_s",
+        "rps",
+        "x_eager",
+        "mean_batch",
+        "overhead_p50_ms",
+        "model_bytes",
+        "rel_err",
+        "errors",
+    ]
+    path = write_results(out, "serving", rows, summary, columns=columns, fingerprint=fp)
+    _plot(rows, out / "serving.png")
+    return Path(path)
+
+
+def _serve_part(args, models: list, cfg: ServingBenchConfig, tmp: Path) -> tuple[list[dict], str]:
+    """Part 2 (Ray Serve) on the keyboard step, unless --no-ray; returns (rows, a note)."""
+    if getattr(args, "no_ray", False):
+        return [], "skipped (--no-ray)"
+    kb = next((m for m in models if m.name == "keyboard_lstm_step"), None)
+    if kb is None:
+        return [], "skipped: the keyboard model is not installed"
+    runtime = getattr(args, "serve_runtime", "torch") or "torch"
+    if runtime == "ort":
+        model_path = tmp / f"{kb.name}.onnx"  # written by the runtime part
+    else:
+        model_path = tmp / f"{kb.name}.pt"
+        torch.save(kb.module.model.state_dict(), model_path)
+    port = int(getattr(args, "port", 0) or 0) or None
+    rows = _serve_rows(model_path, cfg, port, runtime)
+    label = "onnxruntime fp32" if runtime == "ort" else "PyTorch eager, as the case serves it"
+    return rows, f"keyboard step ({label}, 1 thread) in one replica"
+
+
+def _summarize(rows: list[dict], models: list, cfg: ServingBenchConfig, serve_note: str) -> dict:
+    """The headline ratios: onnxruntime against eager, batched against unbatched serving."""
     summary: dict[str, Any] = {
         "models": {m.name: m.note for m in models},
         "serve": serve_note,
@@ -610,30 +635,7 @@ def run(args: argparse.Namespace) -> Path:
         "batched_x_unbatched_rps_at_32": ">= 1.5",
         "ort_int8_x_eager_b1_and_b32": ">= 1.5",
     }
-    summary["wall_s"] = time.perf_counter() - t_start
-
-    columns = [
-        "part",
-        "model",
-        "runtime",
-        "path",
-        "variant",
-        "batch",
-        "in_flight",
-        "p50_ms",
-        "p99_ms",
-        "items_per_s",
-        "rps",
-        "x_eager",
-        "mean_batch",
-        "overhead_p50_ms",
-        "model_bytes",
-        "rel_err",
-        "errors",
-    ]
-    path = write_results(out, "serving", rows, summary, columns=columns, fingerprint=fp)
-    _plot(rows, out / "serving.png")
-    return Path(path)
+    return summary
 
 
 def _plot(rows: list[dict], path: Path) -> Path:

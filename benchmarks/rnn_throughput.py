@@ -1337,9 +1337,7 @@ def run(args: argparse.Namespace) -> Path:
 
 
 def _run(args: argparse.Namespace) -> Path:
-    from tqdm import tqdm
-
-    from shared.bench import machine_fingerprint, write_results
+    from shared.bench import write_results
 
     cfg = PRESETS["quick" if getattr(args, "quick", False) else "full"]
     if getattr(args, "no_compile", False):
@@ -1352,79 +1350,26 @@ def _run(args: argparse.Namespace) -> Path:
     load_start = _loadavg()
 
     quick = bool(getattr(args, "quick", False))
-    if quick:
-        # Small, fast peak measurements (the full fingerprint takes ~8 s on 2 busy cores).
-        from shared.bench import measure_matmul_gflops, measure_memcpy_gbps
-
-        fp = machine_fingerprint(measure=False)
-        fp.update(measure_matmul_gflops(n=512, repeats=3))
-        fp["memcpy_gbps"] = measure_memcpy_gbps(mib=32, repeats=3)
-    else:
-        fp = machine_fingerprint(measure=True)
+    fp = _fingerprint(quick)
     _, bw = _peaks(fp)
     # Peaks for the roofline at one thread and at all cores, measured now and again at the end.
     one_n, cores = (256 if quick else 1024), _cores()
     peak_start, peak_1t_start = _peak_at(cores, one_n), _peak_at(1, one_n)
 
-    text = make_text(cfg.vocab, cfg.train_tokens + cfg.eval_tokens, seed)
-    train_text, eval_text = text[: cfg.train_tokens], text[cfg.train_tokens :]
-    held_len = max(cfg.prefix_len + 2, cfg.max_len)
-    n_rows = len(eval_text) // held_len
-    held = torch.from_numpy(eval_text[: n_rows * held_len].reshape(n_rows, held_len))  # (R, T)
-    if n_rows < max(cfg.big_batch, cfg.n_seqs):
-        raise RuntimeError("eval_tokens too small for the batch sizes")
-
-    models: list[tuple[str, nn.Module, bool]] = []
-    torch.manual_seed(seed)
-    models.append(("reference", RnnBenchLSTM(cfg.vocab, cfg.embed, cfg.hidden), True))
-    kb_cls = _keyboard_class() if cfg.keyboard else None
-    kb_note = "not installed"
-    if kb_cls is not None:
-        try:
-            torch.manual_seed(seed)
-            models.append(("keyboard", kb_cls(cfg.vocab, cfg.embed, cfg.hidden), False))
-            kb_note = "included"
-        except Exception as e:
-            kb_note = f"could not build: {type(e).__name__}: {e}"
-
+    train_text, held = _texts(cfg, seed)
+    models, kb_note = _models(cfg, seed)
     rows: list[dict] = []
-    summaries = {}
-    train_info = {}
-    top1 = {}
-    with tempfile.TemporaryDirectory(prefix="rnn-bench-") as tmp:
-        steps_per_model = 9
-        with tqdm(total=steps_per_model * len(models), desc="rnn ladder", disable=None) as bar:
-            for mname, model, extras in models:
-                t0 = time.perf_counter()
-                copied = mname != "reference" and _copy_weights(models[0][1], model)
-                if copied:
-                    # Same architecture: reuse the trained reference weights, so both models
-                    # compute the same function and their top-1 numbers are comparable.
-                    train_info[mname] = {"weights": "copied from the trained reference"}
-                else:
-                    loss = train_quickly(model, train_text, cfg, seed)
-                    train_info[mname] = {"loss_nats": loss, "train_s": time.perf_counter() - t0}
-                ctx = _Ctx(
-                    cfg=cfg,
-                    flops_per_token=_flops_per_token(cfg.vocab, cfg.embed, cfg.hidden),
-                    fp32_bytes=_model_bytes(model),
-                    peak_gflops=peak_start,
-                    peak_gflops_1t=peak_1t_start,
-                    bandwidth_gbs=bw,
-                    rows=rows,
-                    model_name=mname,
-                )
-                try:
-                    run_ladder(model, ctx, held, Path(tmp), extras, bar)
-                except Exception as e:
-                    if mname == "reference":
-                        raise
-                    kb_note = f"ladder failed: {type(e).__name__}: {str(e)[:200]}"
-                    rows[:] = [r for r in rows if r["model"] != mname]
-                    continue
-                if torch.cuda.is_available():
-                    run_gpu(model, ctx, held)
-                top1[mname] = ctx.top1_fp32_pct
+    ctx = _Ctx(
+        cfg=cfg,
+        flops_per_token=_flops_per_token(cfg.vocab, cfg.embed, cfg.hidden),
+        fp32_bytes=0,  # set per model
+        peak_gflops=peak_start,
+        peak_gflops_1t=peak_1t_start,
+        bandwidth_gbs=bw,
+        rows=rows,
+        model_name="",
+    )
+    train_info, top1, kb_note = _ladders(models, ctx, train_text, held, seed, kb_note)
 
     # Peaks again at the end: on a shared machine the first measurement can be unlucky, and a
     # roofline fraction above 1 would only mean the peak was underestimated.
@@ -1432,8 +1377,7 @@ def _run(args: argparse.Namespace) -> Path:
     peak_1t = max(peak_1t_start, _peak_at(1, one_n))
     peak = max(peak, peak_1t)  # all cores can do at least what one does (contention aside)
     finalize_roofline(rows, peak, peak_1t, bw)
-    for mname in top1:
-        summaries[mname] = summarize(rows, mname, cfg, peak, top1[mname], peak_1t)
+    summaries = {m: summarize(rows, m, cfg, peak, top1[m], peak_1t) for m in top1}
 
     params = sum(p.numel() for p in models[0][1].parameters())
     summary = dict(summaries["reference"])
@@ -1470,6 +1414,88 @@ def _run(args: argparse.Namespace) -> Path:
     except ImportError:  # matplotlib missing (a bare GPU machine): the JSON and table suffice
         pass
     return Path(path)
+
+
+def _fingerprint(quick: bool) -> dict:
+    """The machine fingerprint; small, fast peak measurements in --quick mode (the full one
+    takes ~8 s on 2 busy cores)."""
+    from shared.bench import machine_fingerprint, measure_matmul_gflops, measure_memcpy_gbps
+
+    if not quick:
+        return machine_fingerprint(measure=True)
+    fp = machine_fingerprint(measure=False)
+    fp.update(measure_matmul_gflops(n=512, repeats=3))
+    fp["memcpy_gbps"] = measure_memcpy_gbps(mib=32, repeats=3)
+    return fp
+
+
+def _texts(cfg: RnnBenchConfig, seed: int) -> tuple[np.ndarray, torch.Tensor]:
+    """Generated training text (N,) and held-out rows (R, T) long enough for every rung."""
+    text = make_text(cfg.vocab, cfg.train_tokens + cfg.eval_tokens, seed)
+    train_text, eval_text = text[: cfg.train_tokens], text[cfg.train_tokens :]
+    held_len = max(cfg.prefix_len + 2, cfg.max_len)
+    n_rows = len(eval_text) // held_len
+    held = torch.from_numpy(eval_text[: n_rows * held_len].reshape(n_rows, held_len))  # (R, T)
+    if n_rows < max(cfg.big_batch, cfg.n_seqs):
+        raise RuntimeError("eval_tokens too small for the batch sizes")
+    return train_text, held
+
+
+def _models(cfg: RnnBenchConfig, seed: int) -> tuple[list[tuple[str, nn.Module, bool]], str]:
+    """[(name, model, reference extras)]: the reference LSTM, and the keyboard case's model when
+    it is installed; plus a note on the keyboard model."""
+    torch.manual_seed(seed)
+    models = [("reference", RnnBenchLSTM(cfg.vocab, cfg.embed, cfg.hidden), True)]
+    kb_cls = _keyboard_class() if cfg.keyboard else None
+    kb_note = "not installed"
+    if kb_cls is not None:
+        try:
+            torch.manual_seed(seed)
+            models.append(("keyboard", kb_cls(cfg.vocab, cfg.embed, cfg.hidden), False))
+            kb_note = "included"
+        except Exception as e:
+            kb_note = f"could not build: {type(e).__name__}: {e}"
+    return models, kb_note
+
+
+def _ladders(models, ctx: _Ctx, train_text, held, seed: int, kb_note: str):
+    """Train each model (or copy the reference's weights) and run its ladder (and GPU rows).
+
+    Returns (training info, held-out fp32 top-1 per model, the keyboard note). A failure on the
+    keyboard model drops its rows and is noted; a failure on the reference is raised.
+    """
+    from tqdm import tqdm
+
+    cfg, rows = ctx.cfg, ctx.rows
+    train_info, top1 = {}, {}
+    steps_per_model = 9
+    with (
+        tempfile.TemporaryDirectory(prefix="rnn-bench-") as tmp,
+        tqdm(total=steps_per_model * len(models), desc="rnn ladder", disable=None) as bar,
+    ):
+        for mname, model, extras in models:
+            t0 = time.perf_counter()
+            copied = mname != "reference" and _copy_weights(models[0][1], model)
+            if copied:
+                # Same architecture: reuse the trained reference weights, so both models
+                # compute the same function and their top-1 numbers are comparable.
+                train_info[mname] = {"weights": "copied from the trained reference"}
+            else:
+                loss = train_quickly(model, train_text, cfg, seed)
+                train_info[mname] = {"loss_nats": loss, "train_s": time.perf_counter() - t0}
+            mctx = replace(ctx, fp32_bytes=_model_bytes(model), model_name=mname)
+            try:
+                run_ladder(model, mctx, held, Path(tmp), extras, bar)
+            except Exception as e:
+                if mname == "reference":
+                    raise
+                kb_note = f"ladder failed: {type(e).__name__}: {str(e)[:200]}"
+                rows[:] = [r for r in rows if r["model"] != mname]
+                continue
+            if torch.cuda.is_available():
+                run_gpu(model, mctx, held)
+            top1[mname] = mctx.top1_fp32_pct
+    return train_info, top1, kb_note
 
 
 if __name__ == "__main__":  # python benchmarks/rnn_throughput.py [--quick]
