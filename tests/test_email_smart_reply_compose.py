@@ -97,3 +97,30 @@ def test_state_arrays_round_trip_through_an_artifact(model, tmp_path):
         assert again.complete(message, reply[:7]) == model.complete(message, reply[:7])
     with pytest.raises(ValueError):
         ComposeModel.from_arrays({k: v for k, v in arrays.items() if k != "compose.emb"})
+
+
+def test_ngram_completes_and_uses_the_message_cue():
+    pairs = [
+        ("Are you coming tonight?", "Yes, I will be there."),
+        ("Thanks for dinner!", "You're welcome, come again."),
+        ("The meeting moved to Friday.", "OK, noted."),
+    ] * 3
+    ng = train_compose(pairs, seed=0, kind="ngram", min_count=1)
+    assert ng.kind == "ngram"
+    assert ng.complete("Will you come?", "") == "yes i will"  # a question: the cue is "question"
+    assert ng.complete("Thank you so much!", "") == "you're welcome come"
+    assert ng.complete("Are you coming tonight?", "yes, i will ") == "be there"
+    assert ng.complete("Are you coming tonight?", "yes, i will b") == "e there"
+    again = ComposeModel.from_arrays(ng.state_arrays())
+    assert again.kind == "ngram" and again.complete("Will you come?", "") == "yes i will"
+    p = np.exp(ng.next_word_logp("Will you come?", ["yes"]))
+    assert p.sum() == pytest.approx(1.0)
+
+
+def test_auto_keeps_the_better_on_held_out_pairs():
+    pairs = PAIRS * 5  # 30 pairs: 3 held out
+    m = train_compose(pairs, time_cap_s=5, seed=0, embed_dim=16, hidden_dim=16, epochs=1)
+    assert set(m.selection) == {"lstm", "ngram"}
+    assert m.selection[m.kind] == max(m.selection.values())
+    with pytest.raises(ValueError):
+        train_compose(pairs, kind="gru")

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import bisect
 import re
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
@@ -157,8 +158,10 @@ class ComposeModel:
         self.p = {k: np.ascontiguousarray(params[k], dtype=np.float32) for k in _PARAMS}
         self.threshold = float(threshold)
         self.hidden = self.p["w_hh"].shape[1]
+        self.kind = "lstm"
         self._cache: OrderedDict[tuple, _State] = OrderedDict()
         self._cache_size = 4096
+        self._lock = threading.Lock()  # a serving replica may call from several threads
 
     # -- arrays in and out (for shared.artifacts.save_artifact: plain numbers, no pickle) ---------
     def state_arrays(self) -> dict[str, np.ndarray]:
@@ -175,6 +178,8 @@ class ComposeModel:
         Raises:
             ValueError: a missing array or shapes that do not fit together.
         """
+        if "compose.ngram_tri" in d:
+            return ComposeNgram.from_arrays(d)
         try:
             arrays = {k: np.asarray(d[f"compose.{k}"]) for k in _PARAMS}
             vocab = ComposeVocab.from_array(np.asarray(d["compose.vocab_utf8"]))
@@ -238,7 +243,8 @@ class ComposeModel:
 
     def next_word_logp(self, message: str, words: Sequence[str]) -> np.ndarray:
         """(V,) log P(next word | message, <s> words) (index with `vocab.stoi`)."""
-        return self._state(message, tuple(self.vocab.encode(words))).logp
+        with self._lock, _one_blas_thread():
+            return self._state(message, tuple(self.vocab.encode(words))).logp
 
     # -- completion ----------------------------------------------------------------------------
     def complete(
@@ -253,7 +259,7 @@ class ComposeModel:
         counting a completed partial word, and only while the probability of the whole suggestion
         stays >= `threshold` (the model's own when None; 0 shows the full greedy continuation).
         """
-        with _one_blas_thread():
+        with self._lock, _one_blas_thread():
             return self._complete(message, prefix, max_words, threshold)
 
     def _complete(self, message: str, prefix: str, max_words: int, threshold) -> str:
@@ -292,6 +298,148 @@ class ComposeModel:
             ids = ids + (nxt,)
         # A whole word typed with nothing after it confidently: no suggestion.
         return out if out.strip() else ""
+
+
+# ------------------------------------------------------------------------------------------------
+# The comparison: a message-cued trigram with interpolated absolute discounting (numpy, no torch)
+# ------------------------------------------------------------------------------------------------
+NGRAM_DISCOUNT = 0.75  # absolute discount (Ney et al. 1994; 0.75 is the usual single value)
+CUES = ("empty", "question", "thanks", "statement")  # what the n-gram knows of the message
+
+
+def message_cue(message: str) -> int:
+    """The message reduced to one of CUES: the n-gram's only view of the incoming email.
+
+    question: a "?" in its last 80 characters; thanks: it says "thank"; statement: any other
+    message with words; empty: no words.
+    """
+    text = str(message).strip()
+    if not tokenize(text):
+        return 0
+    if "?" in text[-80:]:
+        return 1
+    if "thank" in text.lower():
+        return 2
+    return 3
+
+
+@dataclass
+class _Dist:
+    logp: np.ndarray  # (V,) log P(next word | history)
+
+
+class ComposeNgram(ComposeModel):
+    """Trigram over the reply's words whose history starts with the message's cue.
+
+    A reply is read as <s> <cue> w1 .. wn </s>, so its first two words are conditioned on the
+    kind of message (CUES) and later words on the two before them. Probabilities interpolate
+    absolute discounting: P3(w|u,v) = max(c(u,v,w) - d, 0) / c(u,v) + d N(u,v) / c(u,v) P2(w|v),
+    the same for P2 over P1, and P1 is add-one over the vocabulary; N(h) counts the distinct words
+    seen after h. The state of a prefix is just its last two ids, so the cache is tiny.
+    """
+
+    def __init__(self, vocab: ComposeVocab, tables: Mapping[str, np.ndarray], threshold=0.5):
+        self.vocab = vocab
+        self.threshold = float(threshold)
+        self.kind = "ngram"
+        self.uni = np.asarray(tables["uni"], dtype=np.float64)  # (V,) counts
+        self.bi = np.asarray(tables["bi"], dtype=np.int64)  # (N2, 3) v, w, count
+        self.tri = np.asarray(tables["tri"], dtype=np.int64)  # (N3, 4) u, v, w, count
+        self._p1 = (self.uni + 1.0) / (self.uni.sum() + len(self.uni))  # (V,)
+        self._bi = self._group(self.bi[:, :1], self.bi[:, 1], self.bi[:, 2])
+        self._tri = self._group(self.tri[:, :2], self.tri[:, 2], self.tri[:, 3])
+        self._cache: OrderedDict[tuple, _Dist] = OrderedDict()
+        self._cache_size = 4096
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _group(keys: np.ndarray, words: np.ndarray, counts: np.ndarray) -> dict:
+        """history tuple -> (word ids, counts); rows arrive sorted by history."""
+        out: dict = {}
+        if len(keys) == 0:
+            return out
+        change = np.any(keys[1:] != keys[:-1], axis=1)
+        starts = np.concatenate([[0], np.nonzero(change)[0] + 1, [len(keys)]])
+        for a, b in zip(starts[:-1], starts[1:], strict=True):
+            out[tuple(int(x) for x in keys[a])] = (words[a:b], counts[a:b].astype(np.float64))
+        return out
+
+    @classmethod
+    def fit(cls, vocab: ComposeVocab, pairs: Sequence[tuple[str, str]], threshold=0.5):
+        """Count unigrams, bigrams and trigrams of <s> <cue> reply </s> over the pairs."""
+        v = len(vocab)
+        uni = np.zeros(v)
+        bi: dict[tuple[int, int], int] = {}
+        tri: dict[tuple[int, int, int], int] = {}
+        for message, reply in pairs:
+            cue = v + message_cue(message)  # cue ids follow the vocabulary; never predicted
+            seq = [vocab.stoi[BOS], cue]
+            seq += vocab.encode(tokenize(reply)[:MAX_REPLY_WORDS]) + [vocab.stoi[EOS]]
+            for i in range(2, len(seq)):
+                uni[seq[i]] += 1
+                bi[(seq[i - 1], seq[i])] = bi.get((seq[i - 1], seq[i]), 0) + 1
+                k = (seq[i - 2], seq[i - 1], seq[i])
+                tri[k] = tri.get(k, 0) + 1
+        bi_a = np.array(sorted((a, b, c) for (a, b), c in bi.items()), dtype=np.int64)
+        tri_a = np.array(sorted((*k, c) for k, c in tri.items()), dtype=np.int64)
+        tables = {
+            "uni": uni,
+            "bi": bi_a.reshape(-1, 3),
+            "tri": tri_a.reshape(-1, 4),
+        }
+        return cls(vocab, tables, threshold)
+
+    def _interpolate(self, lower: np.ndarray, hit) -> np.ndarray:
+        if hit is None:
+            return lower
+        words, counts = hit
+        total = counts.sum()
+        p = lower * (NGRAM_DISCOUNT * len(words) / total)  # (V,) mass left for the lower order
+        p[words] += np.maximum(counts - NGRAM_DISCOUNT, 0.0) / total
+        return p
+
+    def _state(self, message: str, ids: tuple[int, ...]) -> _Dist:
+        hist = (self.vocab.stoi[BOS], len(self.vocab) + message_cue(message)) + tuple(ids)
+        u, v = hist[-2], hist[-1]
+        hit = self._cache.get((u, v))
+        if hit is not None:
+            self._cache.move_to_end((u, v))
+            return hit
+        p2 = self._interpolate(self._p1, self._bi.get((v,)))
+        p3 = self._interpolate(p2, self._tri.get((u, v)))
+        st = _Dist(np.log(np.maximum(p3, 1e-30)))
+        self._cache[(u, v)] = st
+        if len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+        return st
+
+    def state_arrays(self) -> dict[str, np.ndarray]:
+        """Counts tables, vocab bytes, threshold (plain numbers; `ComposeModel.from_arrays`)."""
+        return {
+            "compose.ngram_uni": self.uni.copy(),
+            "compose.ngram_bi": self.bi.copy(),
+            "compose.ngram_tri": self.tri.copy(),
+            "compose.vocab_utf8": self.vocab.to_array(),
+            "compose.threshold": np.array([self.threshold], dtype=np.float32),
+        }
+
+    @classmethod
+    def from_arrays(cls, d: Mapping[str, Any]) -> ComposeNgram:
+        try:
+            vocab = ComposeVocab.from_array(np.asarray(d["compose.vocab_utf8"]))
+            threshold = float(np.asarray(d["compose.threshold"]).reshape(-1)[0])
+            tables = {k: np.asarray(d[f"compose.ngram_{k}"]) for k in ("uni", "bi", "tri")}
+        except (KeyError, UnicodeDecodeError) as e:
+            raise ValueError(f"compose arrays incomplete or unreadable ({e})") from None
+        if (
+            tables["uni"].shape != (len(vocab),)
+            or tables["bi"].ndim != 2
+            or tables["bi"].shape[1] != 3
+            or tables["tri"].ndim != 2
+            or tables["tri"].shape[1] != 4
+        ):
+            raise ValueError("compose n-gram arrays have inconsistent shapes")
+        return cls(vocab, tables, threshold)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -379,9 +527,15 @@ def train_compose(
     val_fraction: float = 0.1,
     threshold: float = 0.5,
     threads: int = 2,
+    kind: str = "auto",
     progress: bool = False,
 ) -> ComposeModel:
-    """Train the compose LSTM on (message, reply) pairs and return the numpy runtime model.
+    """Train Smart Compose on (message, reply) pairs and return the numpy runtime model.
+
+    kind: "lstm" (the message-conditioned LSTM), "ngram" (the message-cued trigram, a second of
+    counting) or "auto": fit both and keep the one with the higher next-word exact match on the
+    held-out pairs (up to 300), ties to the n-gram (cheaper); `model.selection` records both
+    figures. Without held-out pairs "auto" keeps the LSTM.
 
     `val_fraction` of the pairs (seeded) are held out for early stopping on their mean token
     loss (the best epoch's weights are kept; patience in epochs); training also stops when
@@ -406,6 +560,11 @@ def train_compose(
     val = [pairs[i] for i in order[:n_val]]
     train = [pairs[i] for i in order[n_val:]]
     vocab = ComposeVocab.build([t for p in train for t in p], vocab_size, min_count)
+    if kind not in ("lstm", "ngram", "auto"):
+        raise ValueError(f"kind must be lstm, ngram or auto, got {kind!r}")
+    ngram = ComposeNgram.fit(vocab, train, threshold) if kind != "lstm" else None
+    if ngram is not None and kind == "ngram":
+        return ngram
     torch.manual_seed(seed)
     start = time.perf_counter()
     with torch_threads(threads):
@@ -455,7 +614,16 @@ def train_compose(
                 break
         if bar is not None:
             bar.close()
-    return ComposeModel(vocab, best, threshold)
+    lstm = ComposeModel(vocab, best, threshold)
+    if ngram is None or not val:
+        return lstm
+    sel = {
+        m.kind: evaluate_compose(m, val[:300], max_keystroke_pairs=0)["exact_match@1"]
+        for m in (lstm, ngram)
+    }
+    chosen = lstm if sel["lstm"] > sel["ngram"] else ngram
+    chosen.selection = sel
+    return chosen
 
 
 # ------------------------------------------------------------------------------------------------
