@@ -56,7 +56,9 @@ def load_tokenizer(path: Path | None = None):
     """The MiniLM word-piece tokenizer (`tokenizers`, from tokenizer.json); both bodies use it."""
     from tokenizers import Tokenizer
 
-    return Tokenizer.from_file(str((path or minilm_dir()) / "tokenizer.json"))
+    tok = Tokenizer.from_file(str((path or minilm_dir()) / "tokenizer.json"))
+    tok.no_padding()  # the file pads to 128 pieces; batches are padded to their longest text
+    return tok
 
 
 def tokenize(tokenizer, texts: list[str], max_len: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -120,47 +122,23 @@ class SmartReplyMiniLM(nn.Module):
         return F.normalize(x, dim=-1)  # (B, 384), unit length
 
 
-class ScratchLayer(nn.Module):
-    """One pre-norm transformer layer with a key-padding mask (exports cleanly to ONNX)."""
-
-    def __init__(self, dim: int, heads: int = 4):
-        super().__init__()
-        self.heads = heads
-        self.norm1 = nn.LayerNorm(dim)
-        self.qkv = nn.Linear(dim, 3 * dim)
-        self.out = nn.Linear(dim, dim)
-        self.norm2 = nn.LayerNorm(dim)
-        self.ff = nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim))
-
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        b, t, d = x.shape
-        q, k, v = self.qkv(self.norm1(x)).chunk(3, dim=-1)  # 3 x (B, T, D)
-        split = lambda z: z.view(b, t, self.heads, d // self.heads).transpose(1, 2)  # noqa: E731
-        q, k, v = split(q), split(k), split(v)  # (B, heads, T, D/heads)
-        att = q @ k.transpose(-1, -2) / (d // self.heads) ** 0.5  # (B, heads, T, T)
-        att = att.masked_fill(mask[:, None, None, :] == 0, -1e9).softmax(-1)
-        y = (att @ v).transpose(1, 2).reshape(b, t, d)  # (B, T, D)
-        x = x + self.out(y)
-        return x + self.ff(self.norm2(x))
-
-
 class SmartReplyScratch(nn.Module):
-    """Word-piece embeddings (MiniLM's 30,522-piece vocabulary) + positions + one transformer
-    layer per tower, mean-pooled; trained from scratch."""
+    """The original Smart Reply dual encoder, scaled down (Henderson et al. 2017): the mean of
+    word-piece embeddings (MiniLM's 30,522-piece vocabulary, learned from scratch) fed to a
+    two-layer feed-forward network per tower."""
 
     def __init__(self, vocab_size: int = 30522, dim: int = 128, max_len: int = 64):
         super().__init__()
         self.dim = dim
         self.embed = nn.Embedding(vocab_size, dim, padding_idx=0)
-        self.pos = nn.Embedding(max_len, dim)
-        self.message_layer = ScratchLayer(dim)
-        self.reply_layer = ScratchLayer(dim)
+        nn.init.normal_(self.embed.weight, std=0.1)
+        self.message_ff = nn.Sequential(nn.Linear(dim, 2 * dim), nn.Tanh(), nn.Linear(2 * dim, dim))
+        self.reply_ff = nn.Sequential(nn.Linear(dim, 2 * dim), nn.Tanh(), nn.Linear(2 * dim, dim))
 
     def encode(self, input_ids, mask, tower: str) -> torch.Tensor:
-        t = input_ids.shape[1]
-        x = self.embed(input_ids) + self.pos(torch.arange(t))[None]  # (B, T, D)
-        x = (self.message_layer if tower == "message" else self.reply_layer)(x, mask)
-        return F.normalize(mean_pool(x, mask), dim=-1)  # (B, D)
+        x = mean_pool(self.embed(input_ids), mask)  # (B, T, D) -> (B, D)
+        x = x + (self.message_ff if tower == "message" else self.reply_ff)(x)  # residual
+        return F.normalize(x, dim=-1)  # (B, D)
 
 
 def in_batch_loss(m: torch.Tensor, r: torch.Tensor, scale: float, symmetric: bool) -> torch.Tensor:

@@ -32,7 +32,9 @@ def encode_texts(tokenizer, texts: list[str], max_len: int) -> tuple[np.ndarray,
     longest text of the batch, at most `max_len` (longer texts keep their first pieces and the
     closing [SEP])."""
     encs = tokenizer.encode_batch([t if t.strip() else "." for t in texts])
-    ids = [e.ids if len(e.ids) <= max_len else e.ids[: max_len - 1] + e.ids[-1:] for e in encs]
+    # A tokenizer.json may carry its own padding; keep only the real pieces of each text.
+    real = [e.ids[: sum(e.attention_mask)] for e in encs]
+    ids = [x if len(x) <= max_len else x[: max_len - 1] + x[-1:] for x in real]
     t = max(len(x) for x in ids)
     input_ids = np.zeros((len(ids), t), dtype=np.int64)
     mask = np.zeros((len(ids), t), dtype=np.int64)
