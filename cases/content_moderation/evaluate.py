@@ -155,25 +155,22 @@ def bias_rows(
 
 
 def queue_study(
-    p: np.ndarray, severity: np.ndarray, reach: np.ndarray, y: np.ndarray, capacity: int
+    p: np.ndarray, severity: np.ndarray, reach: np.ndarray, y: np.ndarray, capacity: int, seed: int
 ) -> dict:
-    """Priority (severity x reach x P) against FIFO at the same reviewer capacity."""
-    from .review import simulate_review_queue
+    """The review queue over one simulated day: the items the model sends to review arrive
+    uniformly through the day; reviewers work them by priority (severity x reach x P), FIFO or
+    score alone, at the same capacity (review.compare_orders)."""
+    from .review import compare_orders
 
-    out = {}
-    for order in ("priority", "fifo"):
-        out[order] = simulate_review_queue(p, severity, reach, y, capacity, order=order)
-    return out
+    arrival = np.random.default_rng(seed).random(len(p))  # days
+    return compare_orders(p, severity, reach, y, capacity, arrival=arrival)
 
 
-def product_metrics(
-    act: np.ndarray, y_any: np.ndarray, reach: np.ndarray, reviewed: int, items_per_hour: float
-) -> dict:
-    """Harmful views prevented (auto-removed violating items' reach), wrongful removals of
-    benign items per 10K benign items, and views prevented per reviewer hour."""
+def product_metrics(act: np.ndarray, y_any: np.ndarray, reach: np.ndarray) -> dict:
+    """Automatic actions: harmful views prevented by auto-removal (the whole reach of each
+    removed violating item), and wrongful removals of benign items per 10K benign items."""
     removed = act == 2
     benign = y_any == 0
-    hours = reviewed / items_per_hour if items_per_hour else float("nan")
     return {
         "auto_removal_rate": float(removed.mean()),
         "review_rate": float((act == 1).mean()),
@@ -182,7 +179,6 @@ def product_metrics(
         "wrongful_removals_per_10k_benign": float(
             1e4 * (removed & benign).sum() / max(benign.sum(), 1)
         ),
-        "reviewer_hours": hours,
     }
 
 
@@ -331,20 +327,26 @@ def report_run(report, cfg, data, fit: dict, pred, image, ads, evals, seed: int,
         ]
     )
     capacity = int(cfg.reviewer_items_per_hour * cfg.reviewer_hours)
-    product = product_metrics(
-        act, y_any, reach, int(min(capacity, (act == 1).sum())), cfg.reviewer_items_per_hour
+    product = product_metrics(act, y_any, reach)
+    queued = act == 1
+    q = queue_study(
+        served.max(1)[queued], sev[queued], reach[queued], y_any[queued], capacity, seed
     )
-    try:
-        q = queue_study(served.max(1), sev, reach, y_any, capacity)
-        prevented = {o: q[o]["harmful_views_prevented"] for o in q}
-        product["review_views_prevented_priority"] = prevented["priority"]
-        product["review_views_prevented_fifo"] = prevented["fifo"]
-        product["harmful_views_prevented_per_reviewer_hour"] = (
-            prevented["priority"] / cfg.reviewer_hours
-        )
-        report.cohort("review_queue", q, markdown=_queue_md(q, capacity, cfg))
-    except ImportError:
-        log("  review.py not available: the queue study is skipped")
+    product["reviewer_hours_per_day"] = cfg.reviewer_hours
+    for order in ("priority", "fifo"):
+        product[f"review_views_prevented_{order}"] = q[order]["harmful_views_prevented"]
+    product["harmful_views_prevented_per_reviewer_hour"] = q["priority"][
+        "harmful_views_prevented_per_reviewer_hour"
+    ]
+    from .review import queue_markdown
+
+    report.cohort(
+        "review_queue",
+        {o: {k: v for k, v in r.items() if k != "daily"} for o, r in q.items()},
+        markdown=f"{int(queued.sum())} test items sent to review arrive over one simulated day; "
+        f"capacity {capacity} decisions ({cfg.reviewer_hours:g} h at "
+        f"{cfg.reviewer_items_per_hour}/h).\n\n" + queue_markdown(q),
+    )
     report.table(
         "product:" + data.test_name,
         {prod: product},
@@ -446,24 +448,6 @@ def report_run(report, cfg, data, fit: dict, pred, image, ads, evals, seed: int,
             ),
         )
     return {"headline": headline, "baseline": baseline}
-
-
-def _queue_md(q: dict, capacity: int, cfg) -> str:
-    lines = [
-        f"Reviewer capacity {capacity} items ({cfg.reviewer_hours:g} h at "
-        f"{cfg.reviewer_items_per_hour}/h) on the test split's items.",
-        "",
-        "| order | "
-        + " | ".join(k for k in q["priority"] if not isinstance(q["priority"][k], (list, dict)))
-        + " |",
-    ]
-    keys = [k for k in q["priority"] if not isinstance(q["priority"][k], (list, dict))]
-    lines.append("|---" * (len(keys) + 1) + "|")
-    from shared.report import format_number
-
-    for order, r in q.items():
-        lines.append(f"| {order} | " + " | ".join(format_number(r[k]) for k in keys) + " |")
-    return "\n".join(lines)
 
 
 def _eval_set(report, ev, fit: dict, th: dict, pols, seed: int) -> None:

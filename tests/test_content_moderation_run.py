@@ -1,0 +1,82 @@
+"""End to end on the tiny preset: tables named POLICY:TESTSET with every model, a shipped model
+chosen on validation, a quality floor, the bias and queue tables, the artifact and the registry,
+and one request through the training path and the served predictor (no train/serve skew)."""
+
+import argparse
+import json
+
+import numpy as np
+import pytest
+
+from cases.content_moderation import cli
+from cases.content_moderation.config import get_config
+from cases.content_moderation.data import generate_posts
+from cases.content_moderation.predictor import ModerationPredictor
+from cases.content_moderation.train import fit_text_models
+from shared.artifacts import Registry
+
+
+def _args(out, **kw):
+    base = dict(preset="tiny", data="builtin", out=out, seed=0, eval=[], no_encoder=True,
+                no_images=False, train_minutes=None)  # fmt: skip
+    return argparse.Namespace(**{**base, **kw})
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cm") / "run"
+    return cli.run(_args(out)).parent
+
+
+def test_tables_floor_and_shipped_model(run_dir):
+    doc = json.loads((run_dir / "metrics.json").read_text())
+    tables = doc["tables"]
+    for pol in ("offensive", "hate", "spam", "scam"):
+        rows = tables[f"{pol}:builtin"]
+        assert {"rules", "tfidf_lr"} <= set(rows)
+        for row in rows.values():
+            assert {"macro_f1", "f1", "pr_auc", "roc_auc", "precision@recall0.9"} <= set(row)
+    shipped = doc["production_model"]
+    val = doc["extra"]["training"]["val_macro_f1"]
+    assert shipped == max(val, key=val.get)  # chosen on validation, never a constant
+    off = tables["offensive:builtin"]
+    # quality floor on generated data: the model beats the blocklist and clears 0.75 macro-F1
+    assert off[shipped]["macro_f1"] > 0.75 and off[shipped]["pr_auc"] > off["rules"]["pr_auc"]
+    bias = tables["bias:offensive:builtin"]
+    assert {"rules", "tfidf_lr"} <= set(bias)
+    assert 0 <= bias["tfidf_lr"]["counterfactual_flip_rate"] <= 1
+    assert "review_queue" in doc["cohorts"]
+    q = doc["cohorts"]["review_queue"]
+    assert q["priority"]["items_reviewed"] == q["fifo"]["items_reviewed"]  # same capacity
+    assert "ad:builtin-ads" in tables and "image:rendered" in tables
+    assert doc["extra"]["data_gate"]["injected"]["passed"] is False
+    assert (run_dir / "report.md").is_file()
+
+
+def test_registry_and_artifact(run_dir):
+    reg = Registry(run_dir / "registry")
+    assert reg.aliases()["champion"] == "v0001"
+    pred = ModerationPredictor.load(reg.resolve("champion"))
+    out = pred.moderate_batch([{"text": "you are a worthless idiot", "kind": "post"},
+                               {"text": "have a lovely day", "kind": "post"}])  # fmt: skip
+    assert out[0]["scores"]["offensive"] > out[1]["scores"]["offensive"]
+
+
+def test_one_request_through_training_and_serving_paths(tmp_path):
+    from cases.content_moderation.train import save_moderation_artifact
+
+    cfg = get_config("tiny", encoder=False)
+    data = generate_posts(cfg, seed=1)
+    fit = fit_text_models(cfg, data, 1, tmp_path, log=lambda s: None)
+    art = save_moderation_artifact(tmp_path / "a", cfg, data, fit, None, None, "fp")
+    texts = ["shut up you m0r0n", "win a free iphone now click http://bit.ly/1"]
+    offline = fit["scorers"][fit["production"]](texts)
+    served = ModerationPredictor.load(art).score_texts(texts)
+    assert np.allclose(offline, served, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_run_with_encoder(tmp_path):
+    doc = json.loads(cli.run(_args(tmp_path / "enc", no_encoder=False, no_images=True)).read_text())
+    rows = doc["tables"]["offensive:builtin"]
+    assert {"minilm", "minilm_onnx", "minilm_int8", "ensemble"} <= set(rows)

@@ -1,0 +1,148 @@
+"""The served moderation app: good requests, every kind of bad input gets a 4xx, and a corrupt
+champion is refused on reload while the last good model keeps serving."""
+
+import base64
+import io
+import json
+
+import numpy as np
+import pytest
+import requests
+from PIL import Image
+
+from cases.content_moderation.config import get_config
+from cases.content_moderation.data import _SCAM, generate_posts
+from cases.content_moderation.predictor import ModerationPredictor
+from cases.content_moderation.train import (
+    fit_ad_fusion,
+    fit_image_side,
+    fit_text_models,
+    save_moderation_artifact,
+)
+from shared.artifacts import Registry
+
+pytestmark = pytest.mark.serve
+
+CFG = get_config("tiny", encoder=False)
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory):
+    """A registry whose champion is a tiny TF-IDF + image CNN + hash bank model."""
+    out = tmp_path_factory.mktemp("cm")
+    data = generate_posts(CFG, seed=0)
+    fit = fit_text_models(CFG, data, 0, out, log=lambda s: None)
+    image = fit_image_side(CFG, 0, out, log=lambda s: None)
+    fusion, _ = fit_ad_fusion(CFG, data, fit, image, 0)
+    art = save_moderation_artifact(out / "artifact", CFG, data, fit, image, fusion, "test")
+    reg = Registry(out / "registry")
+    reg.promote(reg.register(art).name)
+    return reg
+
+
+@pytest.fixture(scope="module")
+def url(registry, serve_port):
+    from ray import serve
+
+    from cases.content_moderation.serve import build_app
+
+    serve.run(build_app(registry.root, num_cpus=0), name="moderation", route_prefix="/cm")
+    return f"http://127.0.0.1:{serve_port}/cm"
+
+
+def _png_b64(img: np.ndarray) -> str:
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, format="PNG")
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def test_good_post_ad_and_hash_match(url):
+    r = requests.post(f"{url}/moderate", json={"text": "have a lovely day"}, timeout=60)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["action"] in ("allow", "review", "remove") and body["reason"]
+    assert set(body["scores"]) >= {"offensive", "hate", "spam", "scam"}
+    img = (np.random.default_rng(0).random((64, 64, 3)) * 255).astype(np.uint8)
+    ad = {"text": "summer sale on running shoes", "kind": "ad", "image_b64": _png_b64(img)}
+    r = requests.post(f"{url}/moderate", json=ad, timeout=60)
+    assert r.status_code == 200, r.text
+    assert {"image", "ad_fused"} <= set(r.json()["scores"])
+    known = _SCAM[0].format(amount="500 dollars", url="http://bit.ly/x").upper()
+    r = requests.post(f"{url}/moderate", json={"text": known}, timeout=60)
+    assert r.json()["action"] == "remove" and r.json()["reason"].startswith("hash match")
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"text": ""},  # empty
+        {"text": "   "},  # blank
+        {"text": "x" * 6000},  # oversized
+        {"text": 5},  # wrong type
+        {"text": ["a"]},
+        {"text": "hi\x00\x01"},  # binary characters
+        {"text": "hi", "kind": "video"},  # unknown kind
+        {"text": "hi", "image_b64": 12},  # wrong type
+        {"text": "hi", "colour": "red"},  # unknown field
+        {"text": "hi", "image_b64": "A" * 800_000},  # huge base64
+        {},  # missing text
+    ],
+)
+def test_bad_fields_get_422(url, body):
+    r = requests.post(f"{url}/moderate", json=body, timeout=60)
+    assert r.status_code == 422, r.text
+    assert r.json()["error"]
+
+
+def _bomb_b64() -> str:
+    buf = io.BytesIO()
+    Image.new("1", (3000, 3000)).save(buf, format="PNG")  # 9 MP declared, a few KB on the wire
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def _truncated_b64() -> str:
+    img = (np.random.default_rng(1).random((64, 64, 3)) * 255).astype(np.uint8)
+    raw = base64.b64decode(_png_b64(img))
+    return base64.b64encode(raw[: len(raw) // 2]).decode()
+
+
+@pytest.mark.parametrize(
+    "image_b64, words",
+    [
+        ("!!!not base64!!!", "base64"),
+        (base64.b64encode(b"hello, this is not an image").decode(), "image"),
+        (_truncated_b64(), ""),
+        (_bomb_b64(), "pixels"),
+    ],
+)
+def test_bad_images_get_400(url, image_b64, words):
+    r = requests.post(f"{url}/moderate", json={"text": "hi", "image_b64": image_b64}, timeout=60)
+    assert r.status_code == 400, r.text
+    assert words in r.json()["error"]
+
+
+def test_not_json_and_too_large(url):
+    r = requests.post(f"{url}/moderate", data=b"\xff\xfe\x00binary", timeout=60,
+                      headers={"content-type": "application/json"})  # fmt: skip
+    assert r.status_code == 400 and r.json()["error"]
+    r = requests.post(f"{url}/moderate", data=b"{" + b" " * (2 << 20) + b"}", timeout=60,
+                      headers={"content-type": "application/json"})  # fmt: skip
+    assert r.status_code == 413
+
+
+def test_corrupt_champion_refused_old_one_serves(url, registry):
+    before = requests.get(f"{url}/version", timeout=30).json()
+    assert before["artifact_sha256"]
+    v1 = registry.resolve("champion")
+    v2 = registry.register(v1)
+    registry.promote(v2.name)
+    spec = json.loads((v2 / "predictor.json").read_text())
+    spec["thresholds"] = {}  # tampered after registration: the sha256 no longer matches
+    (v2 / "predictor.json").write_text(json.dumps(spec))
+    r = requests.post(f"{url}/reload", timeout=60)
+    assert r.status_code == 409 and r.json()["error"]
+    assert requests.get(f"{url}/version", timeout=30).json()["serving"] == before["serving"]
+    r = requests.post(f"{url}/moderate", json={"text": "still serving?"}, timeout=60)
+    assert r.status_code == 200
+    with pytest.raises(Exception, match="sha256|changed|MANIFEST|mismatch"):
+        ModerationPredictor.load(v2)
