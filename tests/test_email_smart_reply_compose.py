@@ -119,7 +119,9 @@ def test_ngram_completes_and_uses_the_message_cue():
 
 def test_auto_keeps_the_better_on_held_out_pairs():
     pairs = PAIRS * 5  # 30 pairs: 3 held out
-    m = train_compose(pairs, time_cap_s=5, seed=0, embed_dim=16, hidden_dim=16, epochs=1)
+    m = train_compose(
+        pairs, time_cap_s=5, seed=0, embed_dim=16, hidden_dim=16, epochs=1, kind="auto"
+    )
     assert set(m.selection) == {"lstm", "ngram"}
     assert m.selection[m.kind] == max(m.selection.values())
     with pytest.raises(ValueError):

@@ -18,12 +18,24 @@ Training uses torch; `ComposeModel` runs in numpy only (the serving replica need
 nor tqdm for it): one LSTM step is two small matvecs, the output layer one (V x E) matvec, so a
 keystroke costs well under a millisecond once the prefix state is cached.
 
+The comparison (`ComposeNgram`, `kind="ngram"`): a trigram over the reply whose history starts
+with a cue for the message (question / thanks / statement / empty), interpolated absolute
+discounting, fitted by counting (41 s wall on that machine). `kind="auto"` fits both and keeps
+the one with the higher next-word exact match on held-out pairs. Measured on DailyDialog (80% of
+dialogues to train, 600 pairs of the other 20% to test; a machine at load average ~20 on 2 cores):
+
+    model                         exact@1  exact@2  exact@3  keys saved (t=0.5)  shown precision
+    LSTM, 420 s cap               0.053    0.004    0.001    10.2%               0.81 (0.6% shown)
+    cued trigram                  0.148    0.032    0.009    17.3%               0.61 (6.7% shown)
+    cued trigram, message blank   0.133    0.030    0.009    16.3%               0.60
+
 When to suggest: only when confident. The suggestion is the greedy continuation, cut where its
 probability (the product of the per-word probabilities; the first word's probability is
 conditioned on the letters already typed of it) falls below `threshold`; nothing is shown if even
 the first word is below it, if the model's best next token is the end of the reply, or if the only
-candidate is unknown. The default threshold (0.5) is the measured trade-off on DailyDialog (see
-the case README).
+candidate is unknown. The default threshold 0.5 keeps the shown suggestions mostly right (0.61 of
+shown n-gram suggestions fully right on DailyDialog; 0.3 shows 2.6x as many at 0.41 precision and
+saves 20.3% of keystrokes, 0.7 shows 0.4x at 0.76 and saves 14.1%).
 
 Words are the lower-case tokens of `responses.reply_words` (contractions are one word); the user
 types case and punctuation, the model suggests words only.
@@ -527,7 +539,7 @@ def train_compose(
     val_fraction: float = 0.1,
     threshold: float = 0.5,
     threads: int = 2,
-    kind: str = "auto",
+    kind: str = "lstm",
     progress: bool = False,
 ) -> ComposeModel:
     """Train Smart Compose on (message, reply) pairs and return the numpy runtime model.
@@ -535,7 +547,10 @@ def train_compose(
     kind: "lstm" (the message-conditioned LSTM), "ngram" (the message-cued trigram, a second of
     counting) or "auto": fit both and keep the one with the higher next-word exact match on the
     held-out pairs (up to 300), ties to the n-gram (cheaper); `model.selection` records both
-    figures. Without held-out pairs "auto" keeps the LSTM.
+    figures. Without held-out pairs "auto" keeps the LSTM. On DailyDialog (7.2K training pairs)
+    the n-gram had the higher exact match (0.148 vs 0.053 for the LSTM after a 420 s cap on a
+    loaded machine), so "auto" or "ngram" is the better choice there; "lstm" is the default only
+    so that callers written against the first API keep getting the model they expect.
 
     `val_fraction` of the pairs (seeded) are held out for early stopping on their mean token
     loss (the best epoch's weights are kept; patience in epochs); training also stops when
