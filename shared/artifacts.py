@@ -43,7 +43,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from shared.errors import ArtifactError, CasebookError, first_line
-from shared.io import atomic_write_json, to_jsonable
+from shared.io import atomic_write_json, staged, to_jsonable
 
 logger = logging.getLogger("casebook")
 
@@ -156,9 +156,8 @@ def save_artifact(
     }
 
     directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = directory.parent / f"{directory.name}.tmp-{secrets.token_hex(4)}"
-    tmp.mkdir()
-    try:
+    with staged(directory) as tmp:
+        tmp.mkdir()
         for name, data in contents.items():
             _write_file(tmp / name, data)
         # The manifest goes last: a folder without one is never a valid artifact.
@@ -172,9 +171,6 @@ def save_artifact(
         else:
             os.replace(tmp, directory)
         _fsync_dir(directory.parent)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return directory
 
 
@@ -408,15 +404,11 @@ class Registry:
         if dst.exists():
             raise ArtifactError(f"registry {self.root}: version {name} already exists")
         self.versions_dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.versions_dir / f".{name}.tmp-{secrets.token_hex(4)}"
-        try:
+        with staged(dst) as tmp:
             shutil.copytree(src, tmp)
             verify_artifact(tmp)  # the copy itself, before it becomes visible
             os.replace(tmp, dst)
             _fsync_dir(self.versions_dir)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
         return dst
 
     def _write_aliases(self, aliases: dict[str, str]) -> None:

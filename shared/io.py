@@ -6,11 +6,14 @@ Each write goes to a temporary file in the same directory, is flushed and fsynce
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
+import secrets
+import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -57,3 +60,23 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
     return atomic_write_text(
         path, json.dumps(obj, indent=2, sort_keys=False, allow_nan=False) + "\n"
     )
+
+
+@contextlib.contextmanager
+def staged(target: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
+    """A temporary sibling of `target` to build it in, removed if the block fails.
+
+    Yields `<dir>/.<name>.tmp-<random><suffix>` (not created). The block writes the file or folder
+    there and moves it into place with `os.replace` (atomic on one filesystem); if the block
+    raises, whatever it left at the temporary path is deleted and the error propagates.
+    """
+    target = Path(target)
+    tmp = target.parent / f".{target.name}.tmp-{secrets.token_hex(4)}{suffix}"
+    try:
+        yield tmp
+    except BaseException:
+        if tmp.is_dir() and not tmp.is_symlink():
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            tmp.unlink(missing_ok=True)
+        raise

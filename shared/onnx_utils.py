@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import logging
 import os
-import secrets
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -32,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from shared.errors import ArtifactError, CasebookError, first_line
+from shared.io import staged
 
 
 def _flatten(out: Any) -> list[Any]:
@@ -74,7 +74,6 @@ def export_onnx(
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.tmp-{secrets.token_hex(4)}"
     was_training = getattr(model, "training", False)
     model.eval()
     kwargs = dict(
@@ -84,20 +83,20 @@ def export_onnx(
         opset_version=opset,
     )
     try:
-        with torch.no_grad(), warnings.catch_warnings():
-            # The legacy exporter warns that it is legacy, and the tracer warns about Python
-            # control flow inside nn.LSTM; the parity check below is the real guard.
-            warnings.simplefilter("ignore")
-            try:
-                torch.onnx.export(model, tuple(example_inputs), str(tmp), dynamo=False, **kwargs)
-            except (TypeError, NotImplementedError, ImportError):
-                # Legacy exporter gone (future torch): the torch.export-based one.
-                torch.onnx.export(model, tuple(example_inputs), str(tmp), dynamo=True, **kwargs)
-        onnx.checker.check_model(str(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+        with staged(path) as tmp:
+            with torch.no_grad(), warnings.catch_warnings():
+                # The legacy exporter warns that it is legacy, and the tracer warns about Python
+                # control flow inside nn.LSTM; the parity check below is the real guard.
+                warnings.simplefilter("ignore")
+                try:
+                    torch.onnx.export(
+                        model, tuple(example_inputs), str(tmp), dynamo=False, **kwargs
+                    )
+                except (TypeError, NotImplementedError, ImportError):
+                    # Legacy exporter gone (future torch): the torch.export-based one.
+                    torch.onnx.export(model, tuple(example_inputs), str(tmp), dynamo=True, **kwargs)
+            onnx.checker.check_model(str(tmp))
+            os.replace(tmp, path)
     finally:
         model.train(was_training)
     return path
@@ -198,16 +197,15 @@ def quantize_dynamic_onnx(src: str | os.PathLike, dst: str | os.PathLike) -> Pat
     if not src.is_file():
         raise ArtifactError(f"ONNX model {src} not found")
     dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.parent / f".{dst.name}.tmp-{secrets.token_hex(4)}.onnx"
     hint = _DropPreprocessHint()
     root = logging.getLogger()
     root.addFilter(hint)
     try:
-        quantize_dynamic(model_input=str(src), model_output=str(tmp), weight_type=QuantType.QInt8)
-        os.replace(tmp, dst)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+        with staged(dst, suffix=".onnx") as tmp:  # the quantizer wants an .onnx name
+            quantize_dynamic(
+                model_input=str(src), model_output=str(tmp), weight_type=QuantType.QInt8
+            )
+            os.replace(tmp, dst)
     finally:
         root.removeFilter(hint)
     return dst

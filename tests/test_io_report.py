@@ -73,3 +73,22 @@ def test_first_line_of_an_error():
     assert first_line(CasebookError("bad file x.csv\nTraceback ...")) == "bad file x.csv"
     assert first_line(ValueError("\n  shape mismatch  \n")) == "shape mismatch"
     assert first_line(KeyError()) == "KeyError"
+
+
+def test_staged_removes_a_failed_build_and_keeps_a_finished_one(tmp_path):
+    import os
+
+    import pytest
+
+    from shared.io import staged
+
+    target = tmp_path / "model"
+    with pytest.raises(RuntimeError), staged(target) as tmp:
+        tmp.mkdir()
+        (tmp / "weights").write_bytes(b"half")
+        raise RuntimeError("crash mid-build")
+    assert list(tmp_path.iterdir()) == []  # nothing half-built is left behind
+    with staged(target) as tmp:
+        tmp.write_text("done")
+        os.replace(tmp, target)
+    assert [p.name for p in tmp_path.iterdir()] == ["model"] and target.read_text() == "done"
