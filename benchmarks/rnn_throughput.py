@@ -612,17 +612,12 @@ def _rung_cached(s: _LadderState, reference_extras: bool) -> None:
     ctx, cfg, name = s.ctx, s.ctx.cfg, s.ctx.model_name
     h1, c1 = s.h_big[:, :1].clone(), s.c_big[:, :1].clone()
     tok1 = s.tok_big[:1]
-    t = _time(lambda: s.model.step(tok1, (h1, c1)), cfg, items=1)
-    _add_row(
-        ctx,
-        "2 cached",
-        "cached_step",
-        t,
-        batch=1,
-        tokens_per_call=1,
-        weight_reads=1,
-        impl="nn.LSTM",
-    )
+
+    def row(label: str, t, impl: str, **extra) -> None:
+        one = {"batch": 1, "tokens_per_call": 1, "weight_reads": 1}
+        _add_row(ctx, "2 cached", label, t, impl=impl, **one, **extra)
+
+    row("cached_step", _time(lambda: s.model.step(tok1, (h1, c1)), cfg, items=1), "nn.LSTM")
     _compare(ctx.rows, name, "cached_step", "naive_recompute")
     s.step_impls["nn.LSTM"] = RnnBenchStep(s.model)
     if not reference_extras:
@@ -631,17 +626,7 @@ def _rung_cached(s: _LadderState, reference_extras: bool) -> None:
     s.step_impls["LSTMCell"] = cell
     t = _time(lambda: cell(tok1, h1, c1), cfg, items=1)
     ref = s.model.step(tok1, (h1, c1))[0]
-    _add_row(
-        ctx,
-        "2 cached",
-        "cached_step_lstmcell",
-        t,
-        batch=1,
-        tokens_per_call=1,
-        weight_reads=1,
-        impl="LSTMCell",
-        **_errors(ref, cell(tok1, h1, c1)[0]),
-    )
+    row("cached_step_lstmcell", t, "LSTMCell", **_errors(ref, cell(tok1, h1, c1)[0]))
     _compare(ctx.rows, name, "cached_step_lstmcell", "cached_step")
 
 

@@ -48,6 +48,14 @@ def _register(reg: Registry, tmp, w, name):
     return reg.register(src, name=name)
 
 
+def _registry_with_v1(tmp):
+    """A registry whose champion v1 has w = [1, 2, 3]."""
+    reg = Registry(tmp / "registry")
+    _register(reg, tmp, [1.0, 2.0, 3.0], "v1")
+    reg.promote("v1")
+    return reg
+
+
 def _corrupt(version_dir):
     path = version_dir / "weights.safetensors"
     data = bytearray(path.read_bytes())
@@ -129,9 +137,7 @@ def _deploy(name: str, registry_root, url: str) -> str:
 
 @pytest.mark.serve
 def test_requests_and_bad_input(serve_url, tmp_path):
-    reg = Registry(tmp_path / "registry")
-    _register(reg, tmp_path, [1.0, 2.0, 3.0], "v1")
-    reg.promote("v1")
+    reg = _registry_with_v1(tmp_path)
     base = _deploy("toy", reg.root, serve_url)
 
     r = requests.post(f"{base}/predict", json={"x": [1, 1, 1]}, timeout=30)
@@ -162,9 +168,7 @@ def test_requests_and_bad_input(serve_url, tmp_path):
 
 @pytest.mark.serve
 def test_corrupt_champion_on_reload_keeps_serving_the_old_model(serve_url, tmp_path):
-    reg = Registry(tmp_path / "registry")
-    _register(reg, tmp_path, [1.0, 2.0, 3.0], "v1")
-    reg.promote("v1")
+    reg = _registry_with_v1(tmp_path)
     base = _deploy("reload", reg.root, serve_url)
     assert requests.post(f"{base}/predict", json={"x": [1, 0, 0]}, timeout=30).json()["y"] == 1.0
 
@@ -197,9 +201,7 @@ def test_corrupt_champion_on_reload_keeps_serving_the_old_model(serve_url, tmp_p
 
 @pytest.mark.serve
 def test_reload_reaches_the_downstream_deployment(serve_url, tmp_path):
-    reg = Registry(tmp_path / "registry")
-    _register(reg, tmp_path, [1.0, 2.0, 3.0], "v1")
-    reg.promote("v1")
+    reg = _registry_with_v1(tmp_path)
     port = int(serve_url.rsplit(":", 1)[1])
     app = _build_two_stage()(str(reg.root))
     run_app(app, "127.0.0.1", port, blocking=False, name="two", route_prefix="/two")
