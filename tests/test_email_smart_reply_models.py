@@ -38,8 +38,13 @@ def test_candidate_table_protocol():
     again = ev.candidate_table(150, 100, 120, seed=0)
     assert np.array_equal(again[1], cands)  # seeded
     # A scorer that knows nothing scores 1 / 100 in expectation (ties broken at random).
-    res = ev.one_of_100(lambda m, r: np.zeros((len(m), len(r))), list("x" * 150),
-                        [str(i) for i in range(150)], rows, cands)  # fmt: skip
+    res = ev.one_of_100(
+        lambda m, r: np.zeros((len(m), len(r))),
+        list("x" * 150),
+        [str(i) for i in range(150)],
+        rows,
+        cands,
+    )
     assert ev.summary(res)["1_of_100"] == pytest.approx(0.01)
     # A scorer that knows the answer scores 1.
     oracle = lambda m, r: np.array([[float(a == b) for b in r] for a in m])  # noqa: E731
@@ -58,7 +63,12 @@ def test_scratch_encoder_shapes_and_overfits_one_batch():
     tok = load_tokenizer()
     torch.manual_seed(0)
     model = SmartReplyScratch(tok.get_vocab_size(), 32, 64)
-    msgs = ["Can we meet at 3pm?", "Thanks for the slides!", "Is the demo still on?", "Sorry, I'm sick."]  # fmt: skip
+    msgs = [
+        "Can we meet at 3pm?",
+        "Thanks for the slides!",
+        "Is the demo still on?",
+        "Sorry, I'm sick.",
+    ]
     reps = ["Works for me.", "You're welcome!", "Yes, it is.", "Feel better soon!"]
     ids, mask = tokenize(tok, msgs, 64)
     assert model.encode(ids, mask, "message").shape == (4, 32)
@@ -66,7 +76,9 @@ def test_scratch_encoder_shapes_and_overfits_one_batch():
     rids, rmask = tokenize(tok, reps, 64)
     first = None
     for _ in range(60):
-        loss = in_batch_loss(model.encode(ids, mask, "message"), model.encode(rids, rmask, "reply"), 20.0, True)  # fmt: skip
+        loss = in_batch_loss(
+            model.encode(ids, mask, "message"), model.encode(rids, rmask, "reply"), 20.0, True
+        )
         first = first if first is not None else loss.item()
         opt.zero_grad()
         loss.backward()
