@@ -145,9 +145,17 @@ def test_preprocess_shape_range_and_resize():
 def test_cnn_overfits_a_small_batch():
     x, y, _ = render_images(48, seed=5, violating_share=0.5, label_noise=0.0)
     model = train_image_model(x, y, epochs=20, seed=0, time_cap_s=120, batch_size=16, width=8,
-                              progress=False)  # fmt: skip
+                              min_steps=0, progress=False)  # fmt: skip
+    assert len(model.history) == 20  # no validation set: no early stop
     assert model.history[-1]["loss"] < model.history[0]["loss"]
     assert roc_auc(y, score_images(model, x)) >= 0.98
+
+
+def test_min_steps_extends_a_short_run():
+    x, y, _ = render_images(16, seed=6, violating_share=0.5, label_noise=0.0)
+    model = train_image_model(x, y, epochs=1, seed=0, time_cap_s=60, batch_size=8, width=4,
+                              min_steps=6, progress=False)  # fmt: skip
+    assert len(model.history) == 3  # 2 steps an epoch, at least 6 steps
 
 
 def test_train_image_model_needs_both_classes():

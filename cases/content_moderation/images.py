@@ -440,6 +440,7 @@ def train_image_model(
     val_images=None,
     val_labels=None,
     patience: int = 2,
+    min_steps: int = 240,
     batch_size: int = 64,
     lr: float = 3e-3,
     width: int = 16,
@@ -455,10 +456,15 @@ def train_image_model(
     everywhere" for a long stretch. The weight shifts the scores upward (probabilities are no
     longer calibrated), so thresholds are chosen on validation PR curves afterwards.
 
-    Stops at `epochs`, at `time_cap_s` (checked per batch), or when validation ROC-AUC (if
-    `val_images` is given) has not improved for `patience` epochs; the best validation epoch's
-    weights are returned. Augmentation: horizontal flips and brightness x[0.8, 1.2].
-    `model.history` holds one dict per epoch (loss, val_auc, seconds).
+    Runs `epochs` epochs, or more when they hold fewer than `min_steps` optimizer steps: 420
+    rendered images x 4 epochs (28 steps of 64) left the net at held-out ROC-AUC 0.63, while it
+    passes 0.95 validation AUC after about 30 steps at a settled learning rate (measured with
+    `python -m cases.content_moderation.images`). Stops early at `time_cap_s` (checked per
+    batch) or when validation ROC-AUC (if `val_images` is given) has not improved for
+    `patience` epochs, never in the first half of the planned epochs (the first epochs' AUC
+    is noise around 0.5); the best validation epoch's weights are returned. Augmentation:
+    horizontal flips and brightness x[0.8, 1.2]. `model.history` holds one dict per epoch
+    (loss, val_auc, seconds).
     """
     x = preprocess_batch(images)  # (N, 3, 64, 64)
     y = np.asarray(labels, dtype=np.float32).reshape(-1)  # (N,)
@@ -478,7 +484,9 @@ def train_image_model(
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     pos_weight = torch.tensor(min((len(y) - y.sum()) / y.sum(), 20.0))
     loss_fn = nn.BCEWithLogitsLoss(pos_weight=pos_weight)
-    steps = max(1, epochs * math.ceil(len(y) / batch_size))
+    per_epoch = math.ceil(len(y) / batch_size)
+    epochs = max(epochs, math.ceil(min_steps / per_epoch))
+    steps = max(1, epochs * per_epoch)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)
     history, best_auc, best_state, bad = [], -1.0, None, 0
     start = time.monotonic()
@@ -523,7 +531,8 @@ def train_image_model(
                 else:
                     bad += 1
             history.append(row)
-            if time.monotonic() - start > time_cap_s or (xv is not None and bad >= patience):
+            settled = epoch + 1 >= epochs // 2
+            if time.monotonic() - start > time_cap_s or (settled and bad >= patience):
                 break
     finally:
         torch.set_num_threads(old_threads)
