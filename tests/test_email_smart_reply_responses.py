@@ -127,3 +127,12 @@ def test_diversity_limits():
     assert diversity(np.ones((3, 4))) == pytest.approx(0.0)
     assert diversity(np.eye(3)) == pytest.approx(1.0)
     assert diversity(np.ones((1, 4))) == 0.0
+
+
+def test_a_yes_and_a_no_in_one_cluster_are_not_paraphrases():
+    texts = ["Yes, I do.", "Certainly.", "No.", "Good-bye."]
+    labels = np.array([0, 0, 0, 1])  # the embedding put the short answers together
+    pol = np.array([polarity(t) for t in texts])
+    assert pol.tolist() == [1, 1, -1, 0]
+    scores = np.array([0.9, 0.8, 0.7, 0.6])
+    assert select_diverse(scores, labels, pol, k=3) == [0, 2, 3]

@@ -16,8 +16,9 @@ curated set of replies. This module builds that set and picks a diverse three fr
    fifty times in one thread is still one person's words and never enters; "Sounds good!" written
    in five unrelated threads may. Every suggestion is therefore something at least k people wrote.
 3. Diversity (`cluster_responses`, `polarity`, `select_diverse`, `diversity`): replies are
-   clustered by meaning; the three shown come from three different clusters, and a yes/no
-   message gets one positive and one negative option (the rule is in `select_diverse`).
+   clustered by meaning; the three shown never share a cluster unless they differ in polarity
+   (a yes and a no are not paraphrases), and a yes/no message gets one positive and one
+   negative option (the rule is in `select_diverse`).
 """
 
 from __future__ import annotations
@@ -276,17 +277,18 @@ def select_diverse(
 ) -> list[int]:
     """Pick up to k replies: best first, no two from one cluster, both polarities when it fits.
 
-    The rule, in order:
-    1. Walk the replies by score, best first (ties by index), and keep one per cluster until k are
-       kept. The best reply is always kept. With fewer than k clusters, fewer than k come back
-       (a repeat of a meaning is worse than one suggestion fewer).
-    2. Polarity (Kannan et al. 2016, sec. 5): if the kept replies contain a positive but no
-       negative (or a negative but no positive), the best reply of the missing polarity from a
-       cluster not yet kept replaces the lowest-scored kept reply other than the first (that is
-       not the only one of the other polarity), or joins if fewer than k were kept, but only
-       if it is "reasonable": ranked within the top `window` replies overall. A message that
-       draws no yes/no replies (all kept have polarity 0) is left alone: "Thanks!" gets no
-       forced "No".
+    The rule, in order. A "meaning" is a (cluster, polarity) pair: sentence embeddings put short
+    answers like "Yes." and "No." close together, and k-means often puts them in one cluster,
+    but a yes and a no are never paraphrases of each other.
+    1. Walk the replies by score, best first (ties by index), and keep one per meaning until k
+       are kept. The best reply is always kept. With fewer than k meanings, fewer than k come
+       back (a repeat of a meaning is worse than one suggestion fewer).
+    2. Polarity (after Kannan et al. 2016, sec. 5): if the kept replies contain a positive but no
+       negative (or a negative but no positive), the best reply of the missing polarity whose
+       meaning is not kept yet replaces the lowest-scored kept reply other than the first (and
+       not the only one of the other polarity), or joins if fewer than k were kept, but only if
+       it is "reasonable": ranked within the top `window` replies overall. A message that draws
+       no yes/no replies (all kept have polarity 0) is left alone: "Thanks!" gets no forced "No".
 
     Args:
         scores: (R,) higher is better (cosine, log-probability: any scale; only order is used).
@@ -307,11 +309,11 @@ def select_diverse(
         raise ValueError("k must be >= 1")
     order = np.argsort(-s, kind="stable")  # (R,) best first, ties by index
     kept: list[int] = []
-    used: set = set()
+    used: set = set()  # meanings kept: (cluster, polarity)
     for i in order:
-        if c[i] not in used:
+        if (c[i], p[i]) not in used:
             kept.append(int(i))
-            used.add(c[i])
+            used.add((c[i], p[i]))
             if len(kept) == k:
                 break
     if len(kept) >= 2:
@@ -319,13 +321,14 @@ def select_diverse(
         for want in (-1, 1):
             if -want in present and want not in present:
                 swap = next(
-                    (int(i) for i in order[:window] if p[i] == want and c[i] not in used), None
+                    (int(i) for i in order[:window] if p[i] == want and (c[i], p[i]) not in used),
+                    None,
                 )
                 if swap is None:
                     continue
                 if len(kept) < k:  # room left (fewer clusters than k): add, replace nothing
                     kept.append(swap)
-                    used.add(c[swap])
+                    used.add((c[swap], p[swap]))
                     present.add(want)
                     continue
                 # Replace the lowest-scored reply after the first that is not the only one of
@@ -333,9 +336,9 @@ def select_diverse(
                 for j in range(len(kept) - 1, 0, -1):
                     others = [kept[m] for m in range(len(kept)) if m != j]
                     if p[kept[j]] != -want or any(p[o] == -want for o in others):
-                        used.discard(c[kept[j]])
+                        used.discard((c[kept[j]], p[kept[j]]))
                         kept[j] = swap
-                        used.add(c[swap])
+                        used.add((c[swap], p[swap]))
                         break
                 present = {int(p[i]) for i in kept}
     kept.sort(key=lambda i: (-s[i], i))
