@@ -67,6 +67,14 @@ def test_exact_copies_match_at_distance_zero(bank, bank_images):
     assert m == Match("kb-3", 0, "image")
 
 
+def test_a_large_upload_is_shrunk_before_hashing_and_still_matches(bank, bank_images):
+    from PIL import Image
+
+    big = np.asarray(Image.fromarray(bank_images[2]).resize((640, 512), Image.BICUBIC))
+    m = bank.match_image(big)
+    assert m is not None and m.item_id == "kb-2"
+
+
 @pytest.mark.parametrize("kind", EDIT_KINDS)
 def test_edited_copies_match_their_source(bank, bank_images, kind):
     rng = np.random.default_rng(0)
