@@ -295,8 +295,9 @@ def register_and_promote(
     except Exception as e:
         return _refuse(
             promotion,
-            f"the champion {champion} is unreadable ({first_line(e)}); not promoted: "
-            "roll back or promote a version by hand",
+            f"the champion {champion} is unreadable ({first_line(e)}); {path.name} is not "
+            f"promoted: roll back (Registry({str(registry.root)!r}).rollback()) or promote "
+            f"a version by hand (.promote({path.name!r}))",
         )
     decision = promotion_check(cand, base, champ_cohorts, tolerance, higher_is_better)
     reasons = decision.reasons
