@@ -79,4 +79,4 @@ def test_one_request_through_training_and_serving_paths(tmp_path):
 def test_run_with_encoder(tmp_path):
     doc = json.loads(cli.run(_args(tmp_path / "enc", no_encoder=False, no_images=True)).read_text())
     rows = doc["tables"]["offensive:builtin"]
-    assert {"minilm", "minilm_onnx", "minilm_int8", "ensemble"} <= set(rows)
+    assert {"minilm", "minilm_int8", "ensemble"} <= set(rows)

@@ -41,6 +41,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--no-images", action="store_true", help="skip the image CNN, hash bank and ads"
     )
     parser.add_argument(
+        "--load-test",
+        action="store_true",
+        help="after the run, serve the artifact and measure POST /moderate at 8 in flight",
+    )
+    parser.add_argument(
         "--train-minutes",
         type=float,
         default=None,
@@ -70,7 +75,7 @@ def run(args: argparse.Namespace) -> Path:
     from shared.report import RunReport
 
     from .data import check_training_data, load_eval, load_source
-    from .evaluate import report_run
+    from .evaluate import load_test, predictor_latency, report_run
     from .predictor import ModerationPredictor
     from .train import fit_ad_fusion, fit_image_side, fit_text_models, save_moderation_artifact
 
@@ -155,6 +160,11 @@ def run(args: argparse.Namespace) -> Path:
         loader=ModerationPredictor.load,
     )
     report.extra["registry"] = promotion.to_dict()
+    report.extra["predictor_latency"] = predictor_latency(pred, data.subset("test")[0])
+    if getattr(args, "load_test", False):
+        t0 = time.perf_counter()
+        load_test(artifact, data.subset("test")[0], report)
+        report.timing("load_test_s", time.perf_counter() - t0)
     report.section("Registry and promotion", promotion.markdown())
     log(
         "test macro-F1 of the shipped model: "

@@ -25,7 +25,6 @@ MODEL_ORDER = (
     "tfidf_lr_noaug",
     "tfidf_lr",
     "minilm",
-    "minilm_onnx",
     "minilm_int8",
     "ensemble",
 )
@@ -481,3 +480,65 @@ def _eval_set(report, ev, fit: dict, th: dict, pols, seed: int) -> None:
                 + "\n".join(f"- {f}: {v['accuracy']:.3f} (n={v['n']})" for f, v in acc.items())
             ),
         )
+
+
+# ----------------------------------------------------------------------------- serving load
+
+LOAD_IN_FLIGHT = 8  # the issue's target: p99 <= 50 ms at 8 requests in flight, text only
+LOAD_TARGET_P99_MS = 50.0
+
+
+def predictor_latency(pred, texts: list[str], batch: int = 8, reps: int = 50) -> dict:
+    """In-process latency of `moderate_batch` on batches of `batch` texts (ms): the model's
+    share of a request, without HTTP or Ray."""
+    import time
+
+    reqs = [{"text": t, "kind": "post"} for t in texts]
+    pred.moderate_batch(reqs[:batch])  # warm-up
+    times = []
+    for r in range(reps):
+        chunk = [reqs[(r * batch + k) % len(reqs)] for k in range(batch)]
+        t0 = time.perf_counter()
+        pred.moderate_batch(chunk)
+        times.append(1e3 * (time.perf_counter() - t0))
+    return {f"batch{batch}_p50_ms": float(np.median(times)),
+            f"batch{batch}_p99_ms": float(np.percentile(times, 99))}  # fmt: skip
+
+
+def load_test(root, texts: list[str], report, requests: int = 1500, seconds: float = 60.0) -> dict:
+    """POST /moderate through Ray Serve on 127.0.0.1 (direct ingress when Ray starts here),
+    LOAD_IN_FLIGHT requests in flight (`shared.loadgen.closed_loop`), text only."""
+    import time
+
+    from ray import serve
+
+    from shared.loadgen import closed_loop
+    from shared.serving import free_port, start_local_ray, stop_local_ray, wait_for_http
+
+    from .serve import build_app
+
+    payloads = [{"text": t[:2000] or "empty", "kind": "post"} for t in texts[:512]]
+    port, direct = free_port(), free_port()
+    local = start_local_ray("127.0.0.1", port, direct_ingress_port=direct, num_cpus=2)
+    t0 = time.perf_counter()
+    try:
+        serve.run(build_app(str(root), num_cpus=1.0), name="content-moderation", route_prefix="/")
+        p = local.direct_port if local.direct_port else port
+        if not wait_for_http(f"http://127.0.0.1:{p}/health"):
+            p = port
+        url = f"http://127.0.0.1:{p}/moderate"
+        closed_loop(url, payloads, LOAD_IN_FLIGHT, 50, 60.0)  # warm-up
+        res = closed_loop(url, payloads, LOAD_IN_FLIGHT, requests, seconds)
+    finally:
+        stop_local_ray(local)
+    row = {"p50_ms": res.p50_ms, "p95_ms": res.p95_ms, "p99_ms": res.p99_ms, "rps": res.rps,
+           "requests": res.n, "errors": res.errors}  # fmt: skip
+    met = "meets" if res.p99_ms <= LOAD_TARGET_P99_MS else "misses"
+    report.table(
+        "serving_latency_http",
+        {f"http_{LOAD_IN_FLIGHT}_in_flight": row},
+        note=f"POST /moderate, text only, {LOAD_IN_FLIGHT} in flight (closed loop), one replica "
+        f"on a local Ray (2 CPUs); {met} the p99 <= {LOAD_TARGET_P99_MS:.0f} ms target. "
+        f"Measured in {time.perf_counter() - t0:.0f} s on a machine shared with other jobs.",
+    )
+    return row
