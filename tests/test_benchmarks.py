@@ -123,10 +123,19 @@ def test_retrieval_quick(tmp_path):
     assert {"Flat (exact)", "IVF64", "HNSW16"} <= families
     assert any("RFlat" in r["index"] for r in rows)
     for r in rows:
-        assert 0.0 <= r["recall_at_10"] <= 1.0
         assert r["batch_qps"] > 0 and r["single_qps"] > 0 and r["bytes_per_vector"] > 0
-    # Probing every IVF cell is exact search.
-    assert max(r["recall_at_10"] for r in rows if r["index"].startswith("IVF64,Flat")) > 0.9
+
+    def best(prefix):
+        return max(r["recall_at_10"] for r in rows if r["index"].startswith(prefix))
+
+    # Quality floors (measured on this data, seed 0: 1.0, 1.0, 0.96 and 0.53): IVF probing 8 of
+    # 64 cells and HNSW at efSearch 64 miss almost nothing on clustered data; exact re-ranking
+    # lifts the 4-bit PQ codes far above the codes alone.
+    assert best("IVF64,Flat") > 0.99
+    assert best("HNSW16") > 0.95
+    refined = best("IVF64,PQ32x4fs,RFlat")
+    codes_only = [r for r in rows if r["setting"].endswith("(no refine)")][0]["recall_at_10"]
+    assert refined > 0.85 and refined > codes_only + 0.2
     assert doc["summary"]["exact_batch_qps"] > 0
 
 
