@@ -153,9 +153,11 @@ def test_cnn_overfits_a_small_batch():
 
 def test_min_steps_extends_a_short_run():
     x, y, _ = render_images(16, seed=6, violating_share=0.5, label_noise=0.0)
+    lines: list[str] = []
     model = train_image_model(x, y, epochs=1, seed=0, time_cap_s=60, batch_size=8, width=4,
-                              min_steps=6, progress=False)  # fmt: skip
+                              min_steps=6, progress=lines.append)  # fmt: skip
     assert len(model.history) == 3  # 2 steps an epoch, at least 6 steps
+    assert len(lines) == 3 and lines[-1].startswith("image cnn epoch 3/3: loss")
 
 
 def test_train_image_model_needs_both_classes():

@@ -24,8 +24,10 @@ import copy
 import io
 import math
 import os
+import sys
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -415,6 +417,10 @@ class ModerationImageCNN(nn.Module):
         return self.head(pooled).squeeze(1)  # (B,)
 
 
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
 def _auc(y: np.ndarray, s: np.ndarray) -> float:
     from sklearn.metrics import roc_auc_score
 
@@ -445,7 +451,7 @@ def train_image_model(
     lr: float = 3e-3,
     width: int = 16,
     threads: int = 1,
-    progress: bool = True,
+    progress: bool | Callable[[str], None] = False,
 ) -> ModerationImageCNN:
     """Train ModerationImageCNN with class-weighted BCE; returns it in eval mode.
 
@@ -464,7 +470,8 @@ def train_image_model(
     `patience` epochs, never in the first half of the planned epochs (the first epochs' AUC
     is noise around 0.5); the best validation epoch's weights are returned. Augmentation:
     horizontal flips and brightness x[0.8, 1.2]. `model.history` holds one dict per epoch
-    (loss, val_auc, seconds).
+    (loss, val_auc, seconds); `progress` (True: stderr, or a callable) gets one line per epoch.
+    No tqdm here: the predictor imports this module, and serving code carries no progress bars.
     """
     x = preprocess_batch(images)  # (N, 3, 64, 64)
     y = np.asarray(labels, dtype=np.float32).reshape(-1)  # (N,)
@@ -490,20 +497,13 @@ def train_image_model(
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)
     history, best_auc, best_state, bad = [], -1.0, None, 0
     start = time.monotonic()
+    say = progress if callable(progress) else (_stderr if progress else None)
     try:
-        from tqdm import tqdm
-
         for epoch in range(epochs):
             model.train()
             order = rng.permutation(len(y))
             total, seen, t0 = 0.0, 0, time.monotonic()
-            bar = tqdm(
-                range(0, len(y), batch_size),
-                desc=f"image cnn epoch {epoch + 1}",
-                leave=False,
-                disable=not progress,
-            )
-            for lo in bar:
+            for lo in range(0, len(y), batch_size):
                 idx = order[lo : lo + batch_size]
                 xb = torch.from_numpy(x[idx])  # (B, 3, 64, 64)
                 flip = torch.from_numpy(rng.random(len(idx)) < 0.5)
@@ -531,6 +531,10 @@ def train_image_model(
                 else:
                     bad += 1
             history.append(row)
+            if say is not None:
+                auc = f", val AUC {row['val_auc']:.4f}" if "val_auc" in row else ""
+                say(f"image cnn epoch {epoch + 1}/{epochs}: loss {row['loss']:.4f}{auc}, "
+                    f"{row['seconds']:.1f} s")  # fmt: skip
             settled = epoch + 1 >= epochs // 2
             if time.monotonic() - start > time_cap_s or (settled and bad >= patience):
                 break
@@ -595,7 +599,7 @@ def main(argv: list[str] | None = None) -> None:
     xt, _, mt = render_images(args.test, args.seed + 2)
     t0 = time.monotonic()
     model = train_image_model(x, y, args.epochs, args.seed, args.time_cap, val_images=xv,
-                              val_labels=yv, threads=args.threads)  # fmt: skip
+                              val_labels=yv, threads=args.threads, progress=True)  # fmt: skip
     seconds = time.monotonic() - t0
     with tempfile.TemporaryDirectory() as tmp:
         _, parity = export_image_onnx(model, Path(tmp) / "image.onnx")
