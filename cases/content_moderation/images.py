@@ -229,11 +229,10 @@ def known_bad_bank(n: int, seed: int, size: int = 128) -> np.ndarray:
     default because PDQ works on luminance detail (a 64 px image gives it little to work with).
     """
     rng = np.random.default_rng([seed, 0xBAD])
-    return (
-        np.stack([_render_one(rng, VIOLATING_FAMILY, size) for _ in range(n)])
-        if n
-        else (np.empty((0, size, size, 3), dtype=np.uint8))
-    )
+    out = np.empty((n, size, size, 3), dtype=np.uint8)  # (N, S, S, 3)
+    for i in range(n):
+        out[i] = _render_one(rng, VIOLATING_FAMILY, size)
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
