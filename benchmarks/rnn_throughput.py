@@ -732,22 +732,18 @@ def _rung_compiled(s: _LadderState, reference_extras: bool) -> nn.Module:
     args = (s.tok_big, s.h_big.clone(), s.c_big.clone())
     ref_big = step(*args)[0]
     base_name = f"batch_{big}" if big in cfg.batches else f"batch_{cfg.batches[-1]}"
+
+    def row(label: str, t, impl: str, out: torch.Tensor, **extra) -> None:
+        big_batch = {"batch": big, "tokens_per_call": big, "weight_reads": 1}
+        errors = _errors(ref_big, out)
+        _add_row(ctx, "5 compiled", label, t, impl=impl, **big_batch, **extra, **errors)
+        _compare(ctx.rows, name, label, base_name)
+
     try:
         traced = torch.jit.trace(step, args, check_trace=False)
         traced = torch.jit.optimize_for_inference(torch.jit.freeze(traced.eval()))
         t = _time(lambda: traced(*args), cfg, items=big)
-        _add_row(
-            ctx,
-            "5 compiled",
-            f"torchscript_b{big}",
-            t,
-            batch=big,
-            tokens_per_call=big,
-            weight_reads=1,
-            impl="jit.trace+freeze",
-            **_errors(ref_big, traced(*args)[0]),
-        )
-        _compare(ctx.rows, name, f"torchscript_b{big}", base_name)
+        row(f"torchscript_b{big}", t, "jit.trace+freeze", traced(*args)[0])
     except Exception as e:  # reported, not hidden
         ctx.rows.append(_failed_row(ctx, "5 compiled", f"torchscript_b{big}", e))
     if not (cfg.compile and reference_extras):
@@ -758,19 +754,7 @@ def _rung_compiled(s: _LadderState, reference_extras: bool) -> nn.Module:
         out = comp(*args)[0]
         compile_s = time.perf_counter() - t0
         t = _time(lambda: comp(*args), cfg, items=big)
-        _add_row(
-            ctx,
-            "5 compiled",
-            f"torch_compile_b{big}",
-            t,
-            batch=big,
-            tokens_per_call=big,
-            weight_reads=1,
-            impl="torch.compile (inductor)",
-            compile_s=compile_s,
-            **_errors(ref_big, out),
-        )
-        _compare(ctx.rows, name, f"torch_compile_b{big}", base_name)
+        row(f"torch_compile_b{big}", t, "torch.compile (inductor)", out, compile_s=compile_s)
     except Exception as e:
         ctx.rows.append(_failed_row(ctx, "5 compiled", f"torch_compile_b{big}", e))
     return step
