@@ -62,7 +62,7 @@ def test_in_batch_loss_prefers_aligned_pairs():
 def test_scratch_encoder_shapes_and_overfits_one_batch():
     tok = load_tokenizer()
     torch.manual_seed(0)
-    model = SmartReplyScratch(tok.get_vocab_size(), 32, 64)
+    model = SmartReplyScratch(tok.get_vocab_size(), 32)
     msgs = [
         "Can we meet at 3pm?",
         "Thanks for the slides!",
@@ -94,7 +94,7 @@ def test_onnx_parity_and_one_request_through_both_paths(tmp_path):
 
     tok = load_tokenizer()
     torch.manual_seed(0)
-    model = SmartReplyScratch(tok.get_vocab_size(), 32, 64).eval()
+    model = SmartReplyScratch(tok.get_vocab_size(), 32).eval()
     path = export_message_tower(model, tok, tmp_path / "m.onnx", 64)
     ex = tokenize(tok, ["Could you review the contract by Friday?", "ok"], 64)
     assert check_parity(MessageTower(model), path, ex, atol=1e-4) < 1e-4

@@ -63,6 +63,7 @@ class SmartReplyConfig:
     compose_time_cap_s: float = 20.0
     compose_eval_pairs: int = 500  # test pairs for the compose exact-match figures
     seq2seq_time_cap_s: float = 20.0
+    seq2seq_eval_pairs: int = 300  # test rows the LSTM scores (100 teacher-forced replies each)
     # --- serving ---
     int8_max_drop: float = 0.01  # keep the int8 message tower within 1 point of fp32 1-of-100
 
@@ -79,18 +80,21 @@ PRESETS: dict[str, dict[str, Any]] = {
         "seq2seq_time_cap_s": 120.0,
     },
     "tiny": {
-        "n_threads": 300,
+        "n_threads": 500,
         "use_minilm": False,
         "max_eval_pairs": 300,
         "max_val_pairs": 200,
         "n_boot": 50,
-        "scratch_dim": 48,
-        "scratch_epochs": 12,
+        "scratch_dim": 64,
+        "scratch_lr": 5e-3,
+        "scratch_epochs": 20,
         "scratch_batch_sizes": (32,),
-        "scratch_time_cap_s": 10.0,
+        "scratch_time_cap_s": 15.0,
         "n_clusters": 12,
         "compose_time_cap_s": 3.0,
         "seq2seq_time_cap_s": 3.0,
+        "seq2seq_eval_pairs": 50,
+        "compose_eval_pairs": 100,
         "gate_batches": 3,
     },
 }

@@ -232,6 +232,22 @@ def evaluate_run(models, test, val, cfg, seed: int, report, testset: str, onnx: 
             "val_1_of_100": onnx_val[kind],
         }
     served = "int8" if onnx_val["fp32"] - onnx_val["int8"] <= cfg.int8_max_drop else "fp32"
+    if models.seq2seq is not None:  # the LSTM scores 100 teacher-forced replies per message
+        n = min(cfg.seq2seq_eval_pairs, len(rows))
+        t0 = time.perf_counter()
+        s = models.seq2seq.score_candidates(
+            [test.messages[i] for i in rows[:n]],
+            [[test.replies[j] for j in c] for c in cands[:n]],
+        )
+        hit, rr = rank_metrics(s)
+        table["lstm_seq2seq"] = {
+            "1_of_100": float(hit.mean()),
+            "mrr": float(rr.mean()),
+            "score_s": time.perf_counter() - t0,
+            "pairs": n,
+        }
+    for name in table:
+        table[name].setdefault("pairs", len(rows))
     report.table(
         f"reply_selection:{testset}",
         table,
@@ -280,6 +296,18 @@ def evaluate_run(models, test, val, cfg, seed: int, report, testset: str, onnx: 
         "with long or no replies are negatives. Threshold: best F0.5 on validation.",
     )
 
+    # --- cost per suggestion: dual encoder (served path) against the LSTM seq2seq ---
+    report.table(
+        "scoring_cost",
+        scoring_cost(models, msgs[:20], onnx[served], cfg),
+        baseline="dual_encoder_onnx",
+        note="One suggestion = one incoming message scored against the whole response "
+        "set (R replies), one message at a time, one thread, under the shared machine's "
+        "load. The dual encoder embeds the message once (ONNX) and takes R dot products "
+        "against precomputed reply vectors; the seq2seq decoder reads all R replies "
+        "with a full-vocabulary softmax per word (Kannan et al. 2016). FLOPs analytic.",
+    )
+
     # --- smart compose ---
     from .compose import evaluate_compose
 
@@ -318,6 +346,50 @@ def evaluate_run(models, test, val, cfg, seed: int, report, testset: str, onnx: 
         "onnx_val": onnx_val,
         "table": table,
     }
+
+
+def scoring_cost(models, messages: list[str], onnx_path, cfg) -> dict[str, dict]:
+    """ms and FLOPs per suggestion for the served dual encoder and (if trained) the seq2seq."""
+    import time
+
+    from shared.onnx_utils import make_session
+
+    from .predictor import choose_suggestions, encode_texts
+
+    sess = make_session(onnx_path, threads=1)
+    r = len(models.responses)
+    times, tokens = [], []
+    for m in [messages[0]] + messages:  # the first call warms up
+        t0 = time.perf_counter()
+        ids, mask = encode_texts(models.tokenizer, [m], cfg.max_len)
+        e = sess.run(None, {"input_ids": ids, "attention_mask": mask})[0]
+        choose_suggestions(e[0] @ models.reply_emb.T, models.clusters, models.polarities, 3, 20)
+        times.append((time.perf_counter() - t0) * 1e3)
+        tokens.append(ids.shape[1])
+    model = models.inputs[models.production].model
+    dense = sum(
+        p.numel() for n, p in model.named_parameters() if "embed" not in n and "reply" not in n
+    )  # noqa: E501
+    flops = 2 * dense * float(np.mean(tokens[1:])) + 2 * r * models.reply_emb.shape[1]
+    t = np.asarray(times[1:])
+    rows = {
+        "dual_encoder_onnx": {
+            "R": r,
+            "ms_per_suggestion_p50": float(np.percentile(t, 50)),
+            "ms_per_suggestion_p95": float(np.percentile(t, 95)),
+            "flops_per_suggestion": flops,
+        }
+    }
+    if models.seq2seq is not None:
+        from .seq2seq import measure_cost
+
+        c = measure_cost(models.seq2seq, messages, models.responses.texts, threads=1)
+        rows["lstm_seq2seq"] = {
+            k: c[k]
+            for k in ("R", "ms_per_suggestion_p50", "ms_per_suggestion_p95", "flops_per_suggestion")
+        }
+        rows["lstm_seq2seq"]["output_layer_share"] = c["output_layer_share"]
+    return rows
 
 
 def _trigger_set(data, cfg):

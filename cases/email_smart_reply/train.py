@@ -394,11 +394,9 @@ def train(cfg, train_data, val_data, seed: int = 0, log=print) -> SmartReplyMode
     for k, bs in enumerate(cfg.scratch_batch_sizes):
         name = "scratch_dual_encoder" + ("" if k == 0 else f"_b{bs}")
         torch.manual_seed(seed)
-        inp = ScratchInputs(
-            SmartReplyScratch(out.tokenizer.get_vocab_size(), cfg.scratch_dim, cfg.max_len),
-            out.tokenizer,
-            cfg.max_len,
-        )
+        pieces = np.unique(np.concatenate([e.ids for e in out.tokenizer.encode_batch(tm + tr_)]))
+        model = SmartReplyScratch(out.tokenizer.get_vocab_size(), cfg.scratch_dim, pieces)
+        inp = ScratchInputs(model, out.tokenizer, cfg.max_len)
         val = _val_set(inp, val_data, cfg, seed)
         rec = fit_encoder(
             inp,
@@ -419,9 +417,7 @@ def train(cfg, train_data, val_data, seed: int = 0, log=print) -> SmartReplyMode
         rec["batch_size"] = bs
         out.fits[name], out.inputs[name] = rec, inp
         out.timings[f"fit_{name}_s"] = rec["seconds"]
-        log(
-            f"  {name}: val 1-of-100 {rec['best']:.3f} ({rec['seconds']:.0f} s)"
-        )
+        log(f"  {name}: val 1-of-100 {rec['best']:.3f} ({rec['seconds']:.0f} s)")
     for name, rec in out.fits.items():
         out.val_1of100[name] = rec["best"]
     for name, inp in out.inputs.items():
