@@ -210,10 +210,12 @@ def main(argv: list[str] | None = None) -> None:
 
     python -m cases.content_moderation.review --items 6000 --days 3 --capacity 120
 
-    The stream: items arrive uniformly over `days`; 8% violate; the model's P(violate) is
-    sigmoid(N(+1.5, 1)) for violations and sigmoid(N(-1.5, 1)) otherwise (ROC-AUC about 0.98);
-    severity 1, 2 or 3 (spam, harassment, hate) at random; reach log-normal with median 100
-    views and sigma 1.5 (a heavy tail: 1% of items above 3,300 views), independent of the label.
+    The stream: items arrive uniformly over `days`; 8% violate; a model score z ~ N(+1.5, 1)
+    for violations and N(-1.5, 1) otherwise (ROC-AUC about 0.98), turned into the calibrated
+    P(violate | z) = sigmoid(log(prior odds) + 3 z) (the Gaussians' likelihood ratio);
+    `--uncalibrated` uses sigmoid(z) instead, which overstates P for benign items 10-100x at
+    8% prevalence. Severity 1, 2 or 3 (spam, harassment, hate) at random; reach log-normal with
+    median 100 views and sigma 1.5 (1% of items above 3,300 views), independent of the label.
     """
     import argparse
     import json
@@ -223,12 +225,15 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--days", type=int, default=3)
     ap.add_argument("--capacity", type=int, default=120, help="decisions per day (2 h x 60)")
     ap.add_argument("--prevalence", type=float, default=0.08)
+    ap.add_argument("--uncalibrated", action="store_true", help="P = sigmoid(score)")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
     rng = np.random.default_rng(args.seed)
     n = args.items
     y = rng.random(n) < args.prevalence
-    p = 1 / (1 + np.exp(-rng.normal(np.where(y, 1.5, -1.5), 1.0)))
+    z = rng.normal(np.where(y, 1.5, -1.5), 1.0)  # (N,) the model's score
+    prior = math.log(args.prevalence / (1 - args.prevalence))
+    p = 1 / (1 + np.exp(-(z if args.uncalibrated else prior + 3.0 * z)))
     severity = rng.choice([1.0, 2.0, 3.0], size=n)
     reach = rng.lognormal(math.log(100), 1.5, size=n)
     arrival = np.sort(rng.uniform(0, args.days, size=n))
