@@ -18,6 +18,9 @@ Priority. Expected harm still to come if an item waits = severity x remaining re
 exp(-dt / tau), so their order never changes while they wait: each item is keyed once on
 arrival, log(severity * reach * p) + a / tau, and a heap serves the queue. FIFO serves in arrival
 order; "score" serves by P(violate) alone (what a queue without reach or severity does).
+p must be a calibrated probability: the product trades it against reach, and a raw score that
+overstates P for benign items sends reviewers to popular benign posts (`main --uncalibrated`
+measures it: priority then loses to the p-only order once capacity is ample).
 
 Reviewers. `capacity_items` decisions per day, spread evenly: the k-th decision is made at
 t_k = (k + 1/2) / capacity_items days, on the best waiting item that has arrived by then (an
