@@ -107,18 +107,27 @@ class Seq2SeqScorer(nn.Module):
     # -- scoring ---------------------------------------------------------------------------------
     @torch.no_grad()
     def _score_one(self, h, c, inp, tgt, chunk: int) -> torch.Tensor:
-        """Sum of log P over the targets of every reply under one message state: (R,)."""
+        """Sum of log P over the targets of every reply under one message state: (R,).
+
+        The LSTM runs over the padded (r, T) chunk, but the output layer (most of the FLOPs)
+        only over the real tokens: padded positions are dropped before the (E, V) projection.
+        """
         out = torch.empty(inp.shape[0])
         for s in range(0, inp.shape[0], chunk):
             i, t = inp[s : s + chunk], tgt[s : s + chunk]  # (r, T)
             t_max = int((t != -100).sum(1).max())  # sorted chunks: cut the shared padding
             i, t = i[:, :t_max], t[:, :t_max]
             r = i.shape[0]
-            logits = self.decode_logits(i, h.expand(1, r, -1), c.expand(1, r, -1))  # (r, T, V)
-            lp = logits.log_softmax(-1)  # (r, T, V)
+            x = self.emb(i)  # (r, T, E)
+            y, _ = self.decoder(
+                x, (h.expand(1, r, -1).contiguous(), c.expand(1, r, -1).contiguous())
+            )
             mask = t != -100  # (r, T)
-            tok = lp.gather(-1, t.clamp(min=0)[..., None])[..., 0]  # (r, T)
-            out[s : s + chunk] = (tok * mask).sum(1)
+            z = self.out(y[mask])  # (n, E) real tokens only
+            lp = (z @ self.emb.weight.T + self.b_vocab).log_softmax(-1)  # (n, V)
+            tok = lp.gather(-1, t[mask][:, None])[:, 0]  # (n,)
+            row = torch.arange(r)[:, None].expand(r, t.shape[1])[mask]  # (n,) reply of each token
+            out[s : s + r] = torch.zeros(r).index_add_(0, row, tok)
         return out
 
     @torch.no_grad()
@@ -292,8 +301,8 @@ def flops_per_message(
 
     encoder: M * 2*4H(E+H); decoder per reply token: 2*4H(E+H) (LSTM) + 2*HE (W_out) + 2*EV
     (tied output layer) + 5V (log-softmax: max, subtract, exp, sum, and the gather). reply_tokens
-    are the decoder steps per reply (words + 1); the padded figure counts what a padded batch
-    really computes.
+    are the decoder steps per reply (words + 1); the output layer runs on these only (padding is
+    dropped before it), the LSTM on the padded steps (`measure_cost` adds those).
     """
     e, h, v = scorer.embed_dim, scorer.hidden_dim, len(scorer.vocab)
     lstm = 2 * 4 * h * (e + h)
@@ -303,6 +312,7 @@ def flops_per_message(
         "encoder_flops": message_tokens * lstm,
         "decoder_flops": steps * per_tok,
         "output_layer_share": (2 * e * v + 5 * v) / per_tok,
+        "lstm_flops_per_step": float(lstm),
         "total_flops": message_tokens * lstm + steps * per_tok,
     }
 
@@ -320,8 +330,8 @@ def measure_cost(
     it (the three shown are picked from those scores). Each message is timed alone, after one
     warm-up call, with `threads` torch threads. Returns ms p50/p95/mean per suggestion, ms per
     reply scored, FLOPs per suggestion (analytic, see `flops_per_message`, with the mean message
-    length), the share of FLOPs in the output layer, and the share of padded decoder steps after
-    sorting by length within chunks of `chunk`.
+    length; `_padded` adds the LSTM steps run on padding), the share of FLOPs in the output layer,
+    and the share of padded LSTM steps after sorting by length within chunks of `chunk`.
     """
     from shared.lifecycle import torch_threads
 
@@ -350,8 +360,8 @@ def measure_cost(
         "ms_per_suggestion_mean": float(t.mean()),
         "ms_per_reply": float(t.mean() / len(response_texts)),
         "flops_per_suggestion": fl["total_flops"],
-        "flops_per_suggestion_padded": fl["encoder_flops"]
-        + fl["decoder_flops"] * padded / max(int(steps.sum()), 1),
+        "flops_per_suggestion_padded": fl["total_flops"]
+        + fl["lstm_flops_per_step"] * (padded - int(steps.sum())),
         "output_layer_share": fl["output_layer_share"],
         "padded_step_share": 1.0 - float(steps.sum()) / max(padded, 1),
         "n_messages": float(len(messages)),
