@@ -9,15 +9,26 @@ An artifact is a folder:
     <extra files>         optional (a vocabulary, an ONNX file, ...)
     MANIFEST.json         {"format": 1, "files": {name: {"sha256": hex, "bytes": int}}}
 
-`save_artifact` writes everything into `<dir>.tmp-<random>` beside the target and renames it into
-place, so a crash mid-save never leaves a half-written artifact. `load_artifact` re-hashes every
-file listed in the manifest and refuses the artifact (ArtifactError, one line naming the file) if
-one is missing, resized or changed.
+`save_artifact` writes and fsyncs everything into `.<dir>.tmp-<random>` beside the target and
+renames it into place, so a crash mid-save never leaves a half-written artifact. `load_artifact`
+re-hashes every file listed in the manifest and refuses the artifact (ArtifactError, one line
+naming the file) if one is missing, resized or changed.
+
+Crash safety, step by step (each step is a `shared.io.crash_point`, and a test kills a process at
+every one of them): replacing an existing artifact renames it aside to `<dir>.old-<random>`, renames
+the new one into place, then deletes the old copy. A crash between the two renames leaves no
+`<dir>` at all; `recover_artifact` (run by `save_artifact` and `load_artifact` before they touch
+the folder) renames the whole `.old-*` copy back, and removes leftovers (`.old-*` once `<dir>` is
+whole, `.tmp-*` staging folders older than STALE_TMP_S).
 
 A registry is a folder of versions plus two aliases written atomically:
 
     <root>/versions/<name>/   artifacts (never modified once registered)
     <root>/aliases.json       {"champion": name, "previous": name}
+
+A version is copied file by file (each fsynced) into a hidden `.<name>.tmp-*` folder, verified,
+renamed into place and the folder fsynced: a crash leaves either the whole version or a hidden
+staging folder that `Registry.versions` never lists and `Registry.recover` removes.
 
 `Registry.promote` moves the champion to `previous`; `Registry.rollback` swaps them back.
 `load_with_fallback` loads the champion and, if it is refused, `previous`, logging why.
@@ -35,6 +46,7 @@ import os
 import re
 import secrets
 import shutil
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,7 +55,14 @@ from typing import Any, TypeVar
 import numpy as np
 
 from shared.errors import ArtifactError, CasebookError, first_line
-from shared.io import atomic_write_json, staged, to_jsonable
+from shared.io import (
+    atomic_write_json,
+    crash_point,
+    fsync_dir,
+    staged,
+    to_jsonable,
+    write_file_synced,
+)
 
 logger = logging.getLogger("casebook")
 
@@ -58,6 +77,9 @@ _RESERVED = {MANIFEST, WEIGHTS, CONFIG, METRICS, FINGERPRINT}
 # Extra file names: one path component, no hidden files, nothing that could escape the folder.
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
 _FORMAT = 1
+# A hidden staging folder older than this is a crashed save's leftover, not a save in progress:
+# the largest artifact in the cases (MiniLM fine-tuned, ~90 MB) is written in seconds.
+STALE_TMP_S = 600.0
 
 
 def _json_bytes(obj: Any) -> bytes:
@@ -68,25 +90,62 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _fsync_dir(path: Path) -> None:
-    """Persist a directory entry (a rename) on POSIX; a no-op where directories cannot be opened."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+_fsync_dir = fsync_dir
+_write_file = write_file_synced
 
 
-def _write_file(path: Path, data: bytes) -> None:
-    with open(path, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def _is_stale(path: Path, stale_after_s: float) -> bool:
+    try:
+        return time.time() - path.stat().st_mtime >= stale_after_s
+    except OSError:
+        return False  # gone already
+
+
+def recover_artifact(directory: str | os.PathLike, stale_after_s: float = STALE_TMP_S) -> list[str]:
+    """Repair what a crashed `save_artifact` left beside `directory`; return what was done.
+
+    - `directory` missing and a `<name>.old-*` copy that verifies: renamed back (the crash fell
+      between the two renames of a replace; the old artifact is whole).
+    - `directory` present: its `.old-*` copies are removed (the crash fell after the new one
+      was in place).
+    - `.<name>.tmp-*` staging folders older than `stale_after_s` are removed.
+    Each action is logged as a warning on the "casebook" logger and returned as one line.
+    """
+    directory = Path(directory)
+    parent, name = directory.parent, directory.name
+    if not parent.is_dir():
+        return []
+    done: list[str] = []
+    olds = sorted(parent.glob(f"{name}.old-*"), key=lambda p: p.stat().st_mtime, reverse=True)
+    if not directory.exists():
+        for old in olds:
+            try:
+                verify_artifact(old)
+            except ArtifactError:
+                continue
+            os.replace(old, directory)
+            fsync_dir(parent)
+            done.append(f"restored {directory} from {old.name} (a save was interrupted)")
+            olds.remove(old)
+            break
+    if directory.exists():
+        for old in olds:
+            _remove(old)
+            done.append(f"removed {old.name} (left by an interrupted save)")
+    for tmp in parent.glob(f".{name}.tmp-*"):
+        if _is_stale(tmp, stale_after_s):
+            _remove(tmp)
+            done.append(f"removed {tmp.name} (left by an interrupted save)")
+    for line in done:
+        logger.warning("artifact recovery: %s", line)
+    return done
 
 
 def fingerprint_arrays(*arrays: Any) -> str:
@@ -128,10 +187,11 @@ def save_artifact(
 ) -> Path:
     """Write an artifact folder atomically and return its path.
 
-    Everything is written and fsynced into `<directory>.tmp-<random>`, then renamed to
-    `directory`. If `directory` already exists it is first renamed aside and removed after the
-    new one is in place (a crash between the two renames leaves the old copy as
-    `<directory>.old-<random>`, never a half-written artifact).
+    Everything is written and fsynced into `.<directory>.tmp-<random>`, then renamed to
+    `directory` and the parent folder fsynced. If `directory` already exists it is first renamed
+    aside and removed after the new one is in place; a crash between the two renames leaves the
+    old copy as `<directory>.old-<random>`, which `recover_artifact` renames back (see the
+    module doc). Never a half-written artifact under `directory`.
     """
     from safetensors.torch import save as safetensors_save
 
@@ -156,21 +216,28 @@ def save_artifact(
     }
 
     directory.parent.mkdir(parents=True, exist_ok=True)
+    recover_artifact(directory)
     with staged(directory) as tmp:
         tmp.mkdir()
         for name, data in contents.items():
             _write_file(tmp / name, data)
+            crash_point(f"save {directory.name}: {name} written")
         # The manifest goes last: a folder without one is never a valid artifact.
         _write_file(tmp / MANIFEST, _json_bytes(manifest))
         _fsync_dir(tmp)
+        crash_point(f"save {directory.name}: manifest written")
         if directory.exists():
             old = directory.parent / f"{directory.name}.old-{secrets.token_hex(4)}"
             os.replace(directory, old)
+            crash_point(f"save {directory.name}: old copy renamed aside")
             os.replace(tmp, directory)
+            _fsync_dir(directory.parent)
+            crash_point(f"save {directory.name}: new copy in place")
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, directory)
         _fsync_dir(directory.parent)
+        crash_point(f"save {directory.name}: done")
     return directory
 
 
@@ -226,6 +293,8 @@ def load_artifact(directory: str | os.PathLike) -> Artifact:
     from safetensors.torch import load as safetensors_load
 
     directory = Path(directory)
+    if not directory.exists():
+        recover_artifact(directory)  # a save interrupted between its two renames
     contents = verify_artifact(directory)
     try:
         tensors = safetensors_load(contents.pop(WEIGHTS))
@@ -367,12 +436,31 @@ class Registry:
         self.aliases_path = self.root / "aliases.json"
 
     def versions(self) -> list[str]:
-        """Registered version names, sorted."""
+        """Registered version names, sorted (hidden staging folders are never versions)."""
         if not self.versions_dir.is_dir():
             return []
         return sorted(
-            p.name for p in self.versions_dir.iterdir() if p.is_dir() and (p / MANIFEST).is_file()
+            p.name
+            for p in self.versions_dir.iterdir()
+            if _SAFE_NAME.match(p.name) and p.is_dir() and (p / MANIFEST).is_file()
         )
+
+    def recover(self, stale_after_s: float = STALE_TMP_S) -> list[str]:
+        """Remove what crashed writes left (hidden staging folders and temporary alias files
+        older than `stale_after_s`); return one line per removal (also logged)."""
+        done: list[str] = []
+        leftovers = []
+        if self.versions_dir.is_dir():
+            leftovers += [p for p in self.versions_dir.iterdir() if p.name.startswith(".")]
+        if self.root.is_dir():
+            leftovers += list(self.root.glob(".*.tmp"))
+        for path in leftovers:
+            if ".tmp" in path.name and _is_stale(path, stale_after_s):
+                _remove(path)
+                done.append(f"removed {path.name} (left by an interrupted write)")
+        for line in done:
+            logger.warning("registry %s: %s", self.root, line)
+        return done
 
     def aliases(self) -> dict[str, str]:
         """The alias map, e.g. {"champion": "v0002", "previous": "v0001"} ({} when none)."""
@@ -404,11 +492,20 @@ class Registry:
         if dst.exists():
             raise ArtifactError(f"registry {self.root}: version {name} already exists")
         self.versions_dir.mkdir(parents=True, exist_ok=True)
+        self.recover()
         with staged(dst) as tmp:
-            shutil.copytree(src, tmp)
+            # File by file, each fsynced (shutil.copytree does not): the version must be on
+            # disk before its name is, or a power cut could leave a named, empty version.
+            tmp.mkdir()
+            for path in sorted(src.iterdir()):
+                if path.is_file():
+                    _write_file(tmp / path.name, path.read_bytes())
+                    crash_point(f"register {name}: {path.name} copied")
+            _fsync_dir(tmp)
             verify_artifact(tmp)  # the copy itself, before it becomes visible
             os.replace(tmp, dst)
             _fsync_dir(self.versions_dir)
+            crash_point(f"register {name}: in place")
         return dst
 
     def _write_aliases(self, aliases: dict[str, str]) -> None:

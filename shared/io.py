@@ -1,7 +1,14 @@
 """Atomic file writes: a crash mid-write never leaves a half-written file behind.
 
 Each write goes to a temporary file in the same directory, is flushed and fsynced, then
-`os.replace`d over the target; `os.replace` is atomic on POSIX within one filesystem.
+`os.replace`d over the target; `os.replace` is atomic on POSIX within one filesystem. The folder
+is fsynced after the rename, so the new name itself survives a power cut (without it, the data
+is on disk but the directory entry may still name the old file).
+
+Crash drills: `crash_point(label)` marks each step of a multi-step write (here, and in
+`shared.artifacts`). With the environment variable CASEBOOK_CRASH_AT=N, the N-th crash point
+this process reaches ends it on the spot with `os._exit(CRASH_EXIT_CODE)`: no cleanup, no
+`finally`, like a kill -9. The tests walk N over every step and check what is left on disk.
 """
 
 from __future__ import annotations
@@ -16,6 +23,54 @@ import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
+
+CRASH_EXIT_CODE = 86  # what a process ended by `crash_point` exits with (tests look for it)
+_crash_count = 0
+
+
+def crash_point(label: str) -> None:
+    """Count one step of a write; end the process here if CASEBOOK_CRASH_AT names this step.
+
+    A no-op (one environment read) unless the variable is set. `label` names the step in the
+    one line written to stderr before exiting, so a failing drill says where it stopped.
+    """
+    global _crash_count
+    target = os.environ.get("CASEBOOK_CRASH_AT")
+    if not target:
+        return
+    _crash_count += 1
+    if str(_crash_count) == target.strip():
+        os.write(2, f"casebook: crash drill: exiting at step {_crash_count} ({label})\n".encode())
+        os._exit(CRASH_EXIT_CODE)
+
+
+def reset_crash_points() -> None:
+    """Start counting crash points from zero again (a forked test child calls it first)."""
+    global _crash_count
+    _crash_count = 0
+
+
+def fsync_dir(path: str | os.PathLike) -> None:
+    """Persist a folder's entries (a rename, a new file) on POSIX; a no-op where a folder
+    cannot be opened for fsync (Windows, some network filesystems)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def write_file_synced(path: str | os.PathLike, data: bytes) -> None:
+    """Write `data` to `path` (not atomically) and fsync it: one file of a staged folder."""
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def to_jsonable(value: Any) -> Any:
@@ -43,7 +98,10 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        crash_point(f"{path.name}: temporary file written")
         os.replace(tmp, path)
+        crash_point(f"{path.name}: renamed into place")
+        fsync_dir(path.parent)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
