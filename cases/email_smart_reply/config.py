@@ -17,6 +17,7 @@ from shared.errors import CasebookError
 class SmartReplyConfig:
     # --- built-in data ---
     n_threads: int = 1500  # generated email threads (each gives 1-3 message -> reply pairs)
+    threads: int = 1  # torch intra-op threads (see cli.run for the measurement)
     # --- splits (by thread: no thread on both sides) ---
     val_fraction: float = 0.1
     test_fraction: float = 0.1
@@ -40,7 +41,7 @@ class SmartReplyConfig:
     max_epochs: int = 4
     eval_every: int = 100  # steps between validation 1-of-100 checks (early stopping)
     patience: int = 3  # validation checks without improvement before stopping
-    time_cap_s: float = 60.0  # base fine-tuning budget, seconds ...
+    time_cap_s: float = 30.0  # base fine-tuning budget, seconds ...
     time_per_pair_s: float = 0.08  # ... plus this per training pair (~0.75 s per 32-pair step)
     max_time_cap_s: float = 1500.0  # never more than this
     # --- small encoder from scratch (fallback and comparison) ---

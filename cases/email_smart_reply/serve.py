@@ -114,3 +114,88 @@ def build_app(artifact: str | Path, num_cpus: float = 1.0, max_batch_size: int =
             return JSONResponse(status, status_code=200 if status["ok"] else 409)
 
     return SmartReplyServer.bind(str(artifact))
+
+
+LOAD_IN_FLIGHT = 8  # the issue's target: 8 requests in flight
+LOAD_REQUESTS = 2000  # per route, after LOAD_WARMUP requests
+LOAD_WARMUP = 100
+LOAD_SECONDS = 40.0
+TARGETS = {"suggest": ("p99_ms", 50.0), "compose": ("p95_ms", 100.0)}
+
+
+def load_test(artifact: Path, report, seed: int = 0) -> dict:
+    """HTTP latency of /suggest and /compose on a local Ray Serve app, 8 requests in flight.
+
+    Deploys `build_app(artifact)` on 127.0.0.1 (direct ingress: the replica's own HTTP server,
+    as `casebook serve` runs it), sends LOAD_WARMUP requests, then a bounded closed loop
+    (`shared.loadgen.closed_loop`) per route over messages and typed prefixes from the
+    artifact's response set. Returns the rows it adds to the report's `serving_latency` table.
+    """
+    import time
+
+    import numpy as np
+    from ray import serve
+
+    from shared.loadgen import closed_loop
+    from shared.serving import free_port, start_local_ray, stop_local_ray, wait_for_http
+
+    rng = np.random.default_rng(seed)
+    opening = (
+        "Can we meet tomorrow at 3pm?",
+        "Thanks so much for the report!",
+        "Could you send me the slides by Friday?",
+        "Is the demo still on?",
+        "Sorry, I can't make it today.",
+        "Have you had a chance to look at the contract?",
+    )
+    msgs = [str(rng.choice(opening)) for _ in range(256)]
+    suggest = [{"message": m, "k": 3} for m in msgs]
+    compose = [
+        {"message": m, "prefix": p}
+        for m, p in zip(
+            msgs, ("sounds go", "thank", "sure, i'll ", "yes", "no w", "i "), strict=False
+        )
+    ]  # noqa: E501
+    t0 = time.perf_counter()
+    port, direct = free_port(), free_port()
+    local = start_local_ray("127.0.0.1", port, direct_ingress_port=direct, num_cpus=2)
+    rows = {}
+    try:
+        serve.run(build_app(str(artifact), num_cpus=1), name="email-smart-reply", route_prefix="/")
+        p = (
+            local.direct_port
+            if local.direct_port and wait_for_http(f"http://127.0.0.1:{local.direct_port}/health")
+            else port
+        )  # noqa: E501
+        for route, payloads in (("suggest", suggest), ("compose", compose)):
+            url = f"http://127.0.0.1:{p}/{route}"
+            closed_loop(url, payloads, LOAD_IN_FLIGHT, LOAD_WARMUP, 60.0)
+            res = closed_loop(url, payloads, LOAD_IN_FLIGHT, LOAD_REQUESTS, LOAD_SECONDS)
+            metric, target = TARGETS[route]
+            rows[f"/{route}"] = {
+                "p50_ms": res.p50_ms,
+                "p95_ms": res.p95_ms,
+                "p99_ms": res.p99_ms,
+                "rps": res.rps,
+                "requests": res.n,
+                "errors": res.errors,
+                "target": f"{metric} <= {target:g}",
+                "met": bool(getattr(res, metric) <= target),
+            }
+            print(
+                f"  load test /{route}: p50 {res.p50_ms:.1f} ms, p95 {res.p95_ms:.1f} ms, "
+                f"p99 {res.p99_ms:.1f} ms, {res.rps:.0f}/s, {res.errors} errors",
+                flush=True,
+            )
+    finally:
+        stop_local_ray(local)
+    report.table(
+        "serving_latency",
+        rows,
+        note=f"HTTP on 127.0.0.1, {LOAD_IN_FLIGHT} requests in "
+        f"flight (closed loop), {LOAD_WARMUP} warm-up requests, one replica (1 CPU), "
+        "the served artifact; measured on the shared 2-core machine under other jobs' "
+        "load, so these are upper bounds.",
+    )
+    report.timing("load_test_s", time.perf_counter() - t0)
+    return rows

@@ -332,7 +332,14 @@ def _val_set(inputs, val, cfg, seed) -> ValSet:
 
 def train(cfg, train_data, val_data, seed: int = 0, log=print) -> SmartReplyModels:
     """Fit the trigger, baselines, encoders, response set and compose; choose production on
-    validation 1-of-100 among the servable encoders."""
+    validation 1-of-100 among the servable encoders. Runs with `cfg.threads` torch threads."""
+    from shared.lifecycle import torch_threads
+
+    with torch_threads(cfg.threads):
+        return _train(cfg, train_data, val_data, seed, log)
+
+
+def _train(cfg, train_data, val_data, seed: int, log) -> SmartReplyModels:
     out = SmartReplyModels()
     tm, tr_ = train_data.messages, train_data.replies
     t0 = time.perf_counter()
