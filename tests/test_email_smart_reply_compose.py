@@ -126,3 +126,9 @@ def test_auto_keeps_the_better_on_held_out_pairs():
     assert m.selection[m.kind] == max(m.selection.values())
     with pytest.raises(ValueError):
         train_compose(pairs, kind="gru")
+
+
+def test_a_very_long_prefix_is_cut_not_a_crash(model):
+    long_prefix = "please " * 5000
+    assert isinstance(model.complete("Did you send the report?", long_prefix), str)
+    assert isinstance(model.complete("x" * 100_000, "yes, i se"), str)

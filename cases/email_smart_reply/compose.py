@@ -60,6 +60,7 @@ UNK, BOS, EOS = "<unk>", "<s>", "</s>"
 SPECIALS = (UNK, BOS, EOS)
 MAX_MESSAGE_WORDS = 64  # the message's last words; earlier text (greetings, history) adds little
 MAX_REPLY_WORDS = 32  # training sequences are cut here; compose suggests inside one reply
+MAX_PREFIX_WORDS = 48  # the typed prefix's last words the models read (>= MAX_REPLY_WORDS)
 _PARTIAL = re.compile(r"[a-z0-9']+$")
 
 
@@ -235,19 +236,29 @@ class ComposeModel:
         return hc[: self.hidden], hc[self.hidden :]
 
     def _state(self, message: str, ids: tuple[int, ...]) -> _State:
-        """State after <s> + ids under the message, from the longest cached prefix (LRU)."""
-        key = (message, ids)
-        hit = self._cache.get(key)
-        if hit is not None:
-            self._cache.move_to_end(key)
-            return hit
-        if ids:
-            prev = self._state(message, ids[:-1])
-            h, c = self._step(ids[-1], prev.h, prev.c)
+        """State after <s> + ids under the message, from the longest cached prefix (LRU).
+
+        Only the last MAX_PREFIX_WORDS words are read (a longer prefix restarts there), so a
+        pasted essay costs at most that many LSTM steps.
+        """
+        ids = tuple(ids[-MAX_PREFIX_WORDS:])
+        n = len(ids)
+        while n >= 0 and (message, ids[:n]) not in self._cache:
+            n -= 1
+        if n >= 0:
+            st = self._cache[(message, ids[:n])]
+            self._cache.move_to_end((message, ids[:n]))
         else:
             h, c = self._context(message)
             h, c = self._step(self.vocab.stoi[BOS], h, c)
-        st = _State(h, c, self._logp(h))
+            st = self._remember((message, ()), _State(h, c, self._logp(h)))
+            n = 0
+        for j in range(n, len(ids)):  # one LSTM step per word not cached yet
+            h, c = self._step(ids[j], st.h, st.c)
+            st = self._remember((message, ids[: j + 1]), _State(h, c, self._logp(h)))
+        return st
+
+    def _remember(self, key: tuple, st: _State) -> _State:
         self._cache[key] = st
         if len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)
