@@ -458,6 +458,109 @@ def port_is_free(host: str, port: int) -> bool:
         return True
 
 
+# --- Who is listening: the sockets of a process tree, from /proc (Linux; no psutil)
+
+LOOPBACK = ("127.0.0.1", "::1")
+
+
+@dataclass(frozen=True)
+class ListeningSocket:
+    """One TCP socket in the LISTEN state, and the process that holds it."""
+
+    pid: int
+    name: str  # the process's command name (/proc/<pid>/comm), e.g. "raylet", "ray::ServeRepli"
+    host: str  # "127.0.0.1", "0.0.0.0", "::", ...
+    port: int
+
+    @property
+    def loopback(self) -> bool:
+        return self.host in LOOPBACK or self.host.startswith("127.")
+
+
+def process_tree(root_pid: int) -> list[int]:
+    """`root_pid` and every process descended from it (by the parent ids in /proc/<pid>/stat).
+
+    Ray's processes (GCS, raylet, workers holding Serve's controller, proxy and replicas) all
+    descend from the driver that called `ray.init`, so this is the app's process set.
+    """
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue  # ended while we looked
+        # Fields after the command name, which is in parentheses and may hold spaces.
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        children.setdefault(ppid, []).append(int(entry.name))
+    out, todo = [], [root_pid]
+    while todo:
+        pid = todo.pop()
+        out.append(pid)
+        todo.extend(children.get(pid, ()))
+    return sorted(out)
+
+
+def _hex_address(text: str) -> tuple[str, int]:
+    """'0100007F:1F90' (tcp) or 32 hex digits:port (tcp6) from /proc/net/tcp* -> (host, port)."""
+    import ipaddress
+
+    addr, port = text.split(":")
+    raw = bytes.fromhex(addr)
+    # The kernel prints each 32-bit word in host (little-endian) order.
+    raw = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
+    ip = ipaddress.ip_address(raw)
+    mapped = getattr(ip, "ipv4_mapped", None)  # ::ffff:127.0.0.1, an IPv4 socket seen as IPv6
+    return str(mapped or ip), int(port, 16)
+
+
+def _listening_inodes(pid: int) -> dict[int, tuple[str, int]]:
+    """{socket inode: (host, port)} for the TCP sockets in LISTEN state in pid's namespace."""
+    found = {}
+    for name in ("tcp", "tcp6"):
+        try:
+            lines = Path(f"/proc/{pid}/net/{name}").read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if len(fields) > 9 and fields[3] == "0A":  # 0A = TCP_LISTEN
+                found[int(fields[9])] = _hex_address(fields[1])
+    return found
+
+
+def listening_sockets(pids: list[int]) -> list[ListeningSocket]:
+    """Every TCP socket in LISTEN state held by one of `pids` (a socket shared by a parent and
+    its child is listed for each). Reads /proc/<pid>/fd and /proc/<pid>/net/tcp{,6}; processes
+    that end while this runs are skipped."""
+    out: list[ListeningSocket] = []
+    table: dict[int, tuple[str, int]] | None = None
+    for pid in pids:
+        fd_dir = Path(f"/proc/{pid}/fd")
+        try:
+            fds = os.listdir(fd_dir)
+            name = Path(f"/proc/{pid}/comm").read_text().strip()
+        except OSError:
+            continue  # ended, or not ours to read
+        inodes = set()
+        for fd in fds:
+            try:
+                link = os.readlink(fd_dir / fd)
+            except OSError:
+                continue  # closed meanwhile (listdir's own descriptor, for one)
+            if link.startswith("socket:["):
+                inodes.add(int(link[8:-1]))
+        if not inodes:
+            continue
+        if table is None:
+            table = _listening_inodes(pid)
+        for inode in sorted(inodes & table.keys()):
+            host, port = table[inode]
+            out.append(ListeningSocket(pid, name, host, port))
+    return out
+
+
 @dataclass
 class LocalRay:
     """A local Ray with Serve started by `start_local_ray` (pass it to `stop_local_ray`)."""
@@ -473,6 +576,55 @@ class LocalRay:
         return f"http://{self.host}:{self.direct_port or self.port}"
 
 
+# `ray.init(_node_ip_address="127.0.0.1")` alone is not enough: Ray swaps a loopback node
+# address for the machine's routable one, unless "Ray clusters" are off (its setting for
+# laptops, RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0; that setting only decides the node address).
+# With the node address 127.0.0.1, the GCS, raylet, object manager, workers and agents bind
+# 127.0.0.1 instead of every interface. Checked with `listening_sockets` (tests/test_serving.py).
+_CLUSTER_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+
+@contextlib.contextmanager
+def _loopback_node() -> Iterator[None]:
+    """For the duration of `ray.init`: this process and the Ray processes it starts (they
+    inherit the environment) take 127.0.0.1 as the node address."""
+    from ray._private import ray_constants
+
+    old_env, old_flag = os.environ.get(_CLUSTER_ENV), ray_constants.ENABLE_RAY_CLUSTER
+    os.environ[_CLUSTER_ENV] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = old_flag
+        if old_env is None:
+            os.environ.pop(_CLUSTER_ENV, None)
+        else:
+            os.environ[_CLUSTER_ENV] = old_env
+
+
+def loopback_worker_setup() -> None:
+    """Ray worker start-up hook of a local Ray: Serve replicas' gRPC server on 127.0.0.1.
+
+    Ray Serve 2.60 binds each replica's inter-deployment gRPC server to "[::]:0" (every
+    interface; hard-coded in ray/serve/_private/replica.py), whatever the node address. Callers
+    reach it at the node address, 127.0.0.1 here, so loopback is all it needs.
+    """
+    from ray.serve._private import replica
+
+    original = replica.add_port_to_grpc_server
+    if getattr(original, "casebook_loopback", False):
+        return
+
+    def add_port(server: Any, address: str) -> int:
+        if address.startswith("[::]:") or address.startswith("0.0.0.0:"):
+            address = "127.0.0.1:" + address.rsplit(":", 1)[1]
+        return original(server, address)
+
+    add_port.casebook_loopback = True  # type: ignore[attr-defined]
+    replica.add_port_to_grpc_server = add_port
+
+
 def start_local_ray(
     host: str = "127.0.0.1",
     port: int | None = None,
@@ -480,6 +632,7 @@ def start_local_ray(
     direct_ingress_port: int | None = None,
     num_cpus: int | None = None,
     logging_config: dict | None = None,
+    address: str | None = None,
 ) -> LocalRay:
     """Start Ray (unless it is running) with the project's Serve settings, then Serve's proxy.
 
@@ -490,25 +643,45 @@ def start_local_ray(
             (`direct_ingress_env`); only possible when Ray is started here, ignored otherwise.
         num_cpus: CPUs Ray may place replicas on (default: all).
         logging_config: Serve's logging config, e.g. {"enable_access_log": False}.
+        address: a Ray cluster to join ("ray://...", "host:port", "auto"; default the
+            RAY_ADDRESS environment variable). Without one, a local Ray is started.
 
     A Ray started here gets `serve_runtime_env()` (Serve's fast request path, no usage
-    statistics: no network at run time), no dashboard, and workers' logs kept out of the driver.
+    statistics: no network at run time), no dashboard, workers' logs kept out of the driver,
+    and every process it can on loopback: the node address (GCS, raylet, object manager, the
+    workers' gRPC servers) and the dashboard agent on 127.0.0.1, so nothing is reachable from
+    the network (`listening_sockets(process_tree(os.getpid()))` shows it). A cluster address
+    is the user asking for the network; then Ray's own settings apply.
     """
     import ray
     from ray import serve
 
+    address = address or os.environ.get("RAY_ADDRESS") or None
     started = not ray.is_initialized()
-    if not started:
+    if not started or address:
         direct_ingress_port = None
     port = int(port) if port else free_port(host)
-    if started:
+    if started and address:
         ray.init(
-            num_cpus=num_cpus,
-            include_dashboard=False,
+            address=address,
             log_to_driver=False,
             logging_level=logging.WARNING,
-            runtime_env=serve_runtime_env(direct_ingress_port),
+            runtime_env=serve_runtime_env(),
         )
+    elif started:
+        with _loopback_node():
+            ray.init(
+                num_cpus=num_cpus,
+                include_dashboard=False,
+                dashboard_host="127.0.0.1",
+                _node_ip_address="127.0.0.1",
+                log_to_driver=False,
+                logging_level=logging.WARNING,
+                runtime_env={
+                    **serve_runtime_env(direct_ingress_port),
+                    "worker_process_setup_hook": "shared.serving.loopback_worker_setup",
+                },
+            )
     kwargs = {"logging_config": logging_config} if logging_config else {}
     serve.start(http_options={"host": host, "port": port}, **kwargs)
     return LocalRay(host, port, direct_ingress_port, started)

@@ -14,7 +14,9 @@ from shared.serving import (
     MAX_BODY_BYTES,
     ReloadableModel,
     free_port,
+    listening_sockets,
     make_app,
+    process_tree,
     run_app,
     standard_routes,
     validated,
@@ -327,3 +329,36 @@ def test_make_app_error_mapping_without_ray():
     finally:
         server.should_exit = True
         thread.join(timeout=5)
+
+
+def test_listening_sockets_sees_this_process_and_its_interface():
+    import os
+    import socket
+
+    with socket.socket() as s4, socket.socket(socket.AF_INET6) as s6:
+        s4.bind(("127.0.0.1", 0))
+        s4.listen()
+        s6.bind(("::", 0))
+        s6.listen()
+        found = {(x.host, x.port): x for x in listening_sockets([os.getpid()])}
+        mine4 = found[("127.0.0.1", s4.getsockname()[1])]
+        mine6 = found[("::", s6.getsockname()[1])]
+    assert mine4.loopback and mine4.pid == os.getpid()
+    assert not mine6.loopback  # every interface: what the drill flags
+    assert os.getpid() in process_tree(os.getpid())
+    assert process_tree(1)[0] == 1
+
+
+@pytest.mark.serve
+def test_local_ray_listens_on_loopback_only(serve_url, tmp_path):
+    """Every socket of the Ray the project starts (GCS, raylet, agents, replicas) is 127.0.0.1."""
+    import os
+
+    reg = _registry_with_v1(tmp_path)
+    base = _deploy("toy-sockets", reg.root, serve_url)
+    assert requests.post(f"{base}/predict", json={"x": [1, 1, 1]}, timeout=30).status_code == 200
+    sockets = listening_sockets(process_tree(os.getpid()))
+    names = {s.name for s in sockets}
+    assert "raylet" in names and "gcs_server" in names
+    assert any("ServeRepli" in s.name for s in sockets)  # a replica's own gRPC server
+    assert [s for s in sockets if not s.loopback] == []
