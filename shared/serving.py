@@ -28,7 +28,8 @@ The standard routes, the same in every app:
   GET  /version  the served version, its alias and `artifact_sha256` (sha256 of its MANIFEST.json)
   POST /reload   loads the registry's champion: 200 with the new version, or 409 with the reason
                  while the model already in memory keeps serving
-  GET  /status   /version's fields, the last reload error, and the class's `status_info()` dict
+  GET  /status   /version's fields, the last reload error, the replica's pid, the live monitor's
+                 figures and alarms (`self.monitor`, shared.monitor), and `status_info()`
 An app of several deployments passes `standard_routes(app, downstream=("retriever", ...))`
 so that /reload reaches them too. Other code that needs Ray and Serve (a load test, a benchmark)
 uses `local_ray()` / `start_local_ray()` for the project's Serve settings.
@@ -314,7 +315,9 @@ def standard_routes(
         GET  /version  {"serving": "v0002", "alias": "champion", "artifact_sha256": hex, ...}
         POST /reload   200 and the new version, or 409 {"error": why, "serving": the old one}:
                        the model in memory keeps serving when the champion does not load
-        GET  /status   /version's fields, "last_error", and the class's `status_info()` if any
+        GET  /status   /version's fields, "last_error", the replica's "pid", the live
+                       monitor's verdict under "monitor" when the instance has
+                       `self.monitor` (a `shared.monitor.Monitor`), and `status_info()` if any
 
     (`/health` comes from `make_app`.) `self.<model>` must be a `ReloadableModel`. With
     `downstream=("retriever", ...)`, `/reload` first calls `await self.retriever.reload.remote()`
@@ -348,7 +351,11 @@ def standard_routes(
 
         def status(self) -> dict:
             extra = getattr(self, "status_info", None)
-            return {**getattr(self, model).status(), **(extra() if extra else {})}
+            out = {**getattr(self, model).status(), "pid": os.getpid()}
+            monitor = getattr(self, "monitor", None)
+            if monitor is not None:  # a shared.monitor.Monitor kept by the replica
+                out["monitor"] = monitor.status()
+            return {**out, **(extra() if extra else {})}
 
         for name, fn, method, path in (
             ("version", version, "GET", "/version"),

@@ -1,0 +1,340 @@
+"""A live monitor for a served model: a rolling window of its inputs and scores against the
+reference from training, with drift figures, a silent-failure alarm, and alarm log lines.
+
+A case builds the reference once, at training time, from the numbers it already has:
+
+    ref = build_reference({"context_len": lens, "prefix_len": plens}, val_scores,
+                          decision_threshold=0.9, decision="auto_remove")
+    files["monitor_reference.json"] = json.dumps(ref.to_dict()).encode()   # in the artifact
+
+and the deployment keeps a `Monitor` next to its model:
+
+    self.monitor = Monitor(MonitorReference.from_dict(...), name="content-moderation")
+    ...
+    self.monitor.observe({"context_len": [...], ...}, scores)   # per request or per batch
+
+`standard_routes` then shows `monitor.status()` under "monitor" on `/status`, and inside a Ray
+Serve replica the figures are also `ray.serve.metrics` gauges (Prometheus, on Ray's metrics
+port): `casebook_monitor_psi{app, feature}`, `casebook_monitor_ks{app, feature}`,
+`casebook_monitor_alarm{app, check}` (1 while firing) and `casebook_monitor_window`.
+
+What is checked, on the last `window` observations once `min_count` are in (see
+MonitorThresholds for each number and why):
+  drift      PSI and the two-sample KS statistic of each input feature and of the scores
+             against the reference sample; names the features that moved.
+  collapse   the scores' spread falls to a sliver of the reference's (a constant model, a
+             model whose weights were shuffled into saturation): the silent failure a sha256
+             check cannot see, since the artifact is well formed.
+  decision   the rate of the case's decision (auto-removal, a suggestion shown, ...) leaves the
+             band the reference rate allows for a window of this size.
+An alarm is logged once when it starts firing ("monitor <name>: ALARM drift: ...") and once
+when it clears, on the "casebook" logger, so a log search finds the moment it crossed.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from shared.drift import psi
+
+logger = logging.getLogger("casebook")
+
+REFERENCE_SAMPLE = 2000  # values kept per feature: KS and PSI on 2000 are stable to ~0.01
+
+
+@dataclass(frozen=True)
+class MonitorThresholds:
+    """When the monitor raises an alarm, and why each number.
+
+    window: observations kept (500: about a minute of a busy replica; large enough for PSI's
+        10 bins to hold ~50 each, small enough to notice a change within minutes).
+    min_count: no verdict before this many (100: 10 per PSI bin; below it PSI is noise).
+    check_every: observations between two evaluations (cost: a PSI and a KS per feature).
+    psi_alarm: 0.25, the credit-risk rule of thumb for "a shift worth acting on" (shared.drift).
+    ks_alarm: 0.15, the two-sample KS critical value at alpha ~0.001 for a window of ~200
+        against a large reference (1.95 / sqrt(n)); a real shift of a feature is far above it.
+    collapse_ratio: scores whose standard deviation is below 5% of the reference's have
+        collapsed (a healthy model's spread over real traffic does not shrink 20-fold).
+    rate_sigmas, rate_slack: the decision rate may move 4 binomial standard errors of the
+        window (sqrt(p(1-p)/n)) plus 0.02 absolute from the reference rate; 4 sigma keeps false
+        alarms below 1 in 10,000 checks under no change, the slack covers day-to-day mix.
+    """
+
+    window: int = 500
+    min_count: int = 100
+    check_every: int = 50
+    psi_alarm: float = 0.25
+    ks_alarm: float = 0.15
+    collapse_ratio: float = 0.05
+    rate_sigmas: float = 4.0
+    rate_slack: float = 0.02
+
+
+def _sample(values: Any, size: int = REFERENCE_SAMPLE) -> list[float]:
+    """Finite values, thinned evenly over their sorted order to at most `size` (deterministic)."""
+    a = np.asarray(values, dtype=np.float64).reshape(-1)
+    a = np.sort(a[np.isfinite(a)])
+    if a.size == 0:
+        raise ValueError("a monitor reference needs finite values")
+    if a.size > size:
+        a = a[np.linspace(0, a.size - 1, size).round().astype(np.int64)]
+    return [float(x) for x in a]
+
+
+@dataclass
+class MonitorReference:
+    """What normal looks like, from training/validation data (JSON-able: ship it in the artifact).
+
+    features: {name: sorted sample of the feature's values}; scores: sorted sample of the
+    model's scores; decision: the decision's name and threshold (score >= threshold) and its
+    rate on the reference, or None.
+    """
+
+    features: dict[str, list[float]]
+    scores: list[float]
+    decision: str | None = None
+    decision_threshold: float | None = None
+    decision_rate: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> MonitorReference:
+        return cls(
+            features={str(k): [float(x) for x in v] for k, v in d["features"].items()},
+            scores=[float(x) for x in d["scores"]],
+            decision=d.get("decision"),
+            decision_threshold=d.get("decision_threshold"),
+            decision_rate=d.get("decision_rate"),
+        )
+
+
+def build_reference(
+    features: Mapping[str, Any],
+    scores: Any,
+    *,
+    decision_threshold: float | None = None,
+    decision: str | None = None,
+) -> MonitorReference:
+    """The reference from training-time arrays: {feature: values (n,)}, scores (n,)."""
+    s = np.asarray(scores, dtype=np.float64).reshape(-1)
+    rate = None
+    if decision_threshold is not None:
+        rate = float(np.mean(s[np.isfinite(s)] >= decision_threshold))
+    return MonitorReference(
+        features={str(k): _sample(v) for k, v in features.items()},
+        scores=_sample(s),
+        decision=decision or ("decision" if decision_threshold is not None else None),
+        decision_threshold=None if decision_threshold is None else float(decision_threshold),
+        decision_rate=rate,
+    )
+
+
+def ks_statistic(reference: Any, window: Any) -> float:
+    """Two-sample Kolmogorov-Smirnov statistic: the largest gap between the two empirical CDFs."""
+    a = np.sort(np.asarray(reference, dtype=np.float64))
+    b = np.sort(np.asarray(window, dtype=np.float64))
+    grid = np.concatenate([a, b])
+    cdf_a = np.searchsorted(a, grid, side="right") / a.size
+    cdf_b = np.searchsorted(b, grid, side="right") / b.size
+    return float(np.max(np.abs(cdf_a - cdf_b)))
+
+
+def drift_figures(reference: Any, window: Any) -> dict[str, float]:
+    """{"psi", "ks"} of a window against a reference sample (both 1-D, finite values only)."""
+    w = np.asarray(window, dtype=np.float64).reshape(-1)
+    w = w[np.isfinite(w)]
+    if w.size == 0:
+        return {"psi": math.inf, "ks": 1.0}
+    return {"psi": float(psi(reference, w)), "ks": ks_statistic(reference, w)}
+
+
+def evaluate_window(
+    reference: MonitorReference,
+    features: Mapping[str, Any],
+    scores: Any,
+    th: MonitorThresholds = MonitorThresholds(),
+) -> dict[str, Any]:
+    """The monitor's verdict on one window (pure: the Monitor class only keeps the window).
+
+    Returns {"n", "features": {name: {"psi", "ks"}}, "scores": {"psi", "ks", "std",
+    "reference_std"}, "decision_rate", "decision_band", "alarms": {check: one line}}; the
+    alarms are "drift" (naming the features that moved), "score_drift", "collapse" and
+    "decision_rate". With fewer than `min_count` scores, no alarms and "ready": False.
+    """
+    s = np.asarray(scores, dtype=np.float64).reshape(-1)
+    out: dict[str, Any] = {"n": int(s.size), "ready": s.size >= th.min_count, "alarms": {}}
+    if not out["ready"]:
+        return out
+    alarms: dict[str, str] = out["alarms"]
+    moved = []
+    out["features"] = {}
+    for name, ref in reference.features.items():
+        if name not in features:
+            continue
+        fig = drift_figures(ref, features[name])
+        out["features"][name] = fig
+        if fig["psi"] > th.psi_alarm or fig["ks"] > th.ks_alarm:
+            moved.append(f"{name} (PSI {fig['psi']:.2f}, KS {fig['ks']:.2f})")
+    if moved:
+        alarms["drift"] = "inputs moved: " + ", ".join(moved)
+    fig = drift_figures(reference.scores, s)
+    finite = s[np.isfinite(s)]
+    std = float(finite.std()) if finite.size else 0.0
+    ref_std = float(np.std(reference.scores))
+    out["scores"] = {**fig, "std": std, "reference_std": ref_std}
+    if ref_std > 0 and std < th.collapse_ratio * ref_std:
+        alarms["collapse"] = (
+            f"scores collapsed: std {std:.3g} against {ref_std:.3g} in training "
+            f"(below {th.collapse_ratio:g}x; a constant or broken model)"
+        )
+    elif finite.size < s.size:
+        alarms["collapse"] = f"{s.size - finite.size} of {s.size} scores are NaN or infinite"
+    if fig["psi"] > th.psi_alarm or fig["ks"] > th.ks_alarm:
+        alarms["score_drift"] = f"scores moved: PSI {fig['psi']:.2f}, KS {fig['ks']:.2f}"
+    if reference.decision_threshold is not None and reference.decision_rate is not None:
+        p = reference.decision_rate
+        rate = float(np.mean(finite >= reference.decision_threshold)) if finite.size else 0.0
+        half = th.rate_sigmas * math.sqrt(max(p * (1 - p), 1e-12) / s.size) + th.rate_slack
+        band = (max(0.0, p - half), min(1.0, p + half))
+        out["decision_rate"], out["decision_band"] = rate, band
+        if not band[0] <= rate <= band[1]:
+            alarms["decision_rate"] = (
+                f"{reference.decision} rate {rate:.3f} left its band "
+                f"[{band[0]:.3f}, {band[1]:.3f}] (reference {p:.3f})"
+            )
+    return out
+
+
+@dataclass
+class Monitor:
+    """A rolling window of one app's inputs and scores, checked every `check_every` observations.
+
+    Not thread-safe by itself: call `observe` from the replica's event loop (or hold a lock).
+    """
+
+    reference: MonitorReference
+    name: str = "app"
+    thresholds: MonitorThresholds = field(default_factory=MonitorThresholds)
+
+    def __post_init__(self) -> None:
+        w = self.thresholds.window
+        self._features = {k: deque(maxlen=w) for k in self.reference.features}
+        self._scores: deque[float] = deque(maxlen=w)
+        self._since_check = 0
+        self.observed = 0
+        self.last: dict[str, Any] = {"n": 0, "ready": False, "alarms": {}}
+        self.alarm_log: list[str] = []  # every alarm line logged, in order
+        self._gauges: dict[str, Any] | None = None
+
+    def observe(self, features: Mapping[str, Any], scores: Any) -> dict[str, Any]:
+        """Add one request's (or one batch's) feature values and scores; return the last verdict.
+
+        features: {name: a value or values (k,)}; scores: a value or values (m,). Unknown
+        feature names are ignored (the reference decides what is watched).
+        """
+        for name, values in features.items():
+            if name in self._features:
+                self._features[name].extend(np.asarray(values, dtype=np.float64).reshape(-1))
+        s = np.asarray(scores, dtype=np.float64).reshape(-1)
+        self._scores.extend(s)
+        self.observed += int(s.size)
+        self._since_check += int(s.size)
+        if self._since_check >= self.thresholds.check_every:
+            self.check()
+        return self.last
+
+    def check(self) -> dict[str, Any]:
+        """Evaluate the window now; log alarms that start or stop firing; update the gauges."""
+        self._since_check = 0
+        before = set(self.last.get("alarms", {}))
+        verdict = evaluate_window(
+            self.reference,
+            {k: list(v) for k, v in self._features.items()},
+            list(self._scores),
+            self.thresholds,
+        )
+        verdict["observed"] = self.observed
+        for check, line in verdict["alarms"].items():
+            if check not in before:
+                self._log(f"monitor {self.name}: ALARM {check}: {line}", logging.WARNING)
+        for check in before - set(verdict["alarms"]):
+            self._log(f"monitor {self.name}: cleared {check}", logging.INFO)
+        self.last = verdict
+        self._export(verdict)
+        return verdict
+
+    def status(self) -> dict[str, Any]:
+        """The last verdict, JSON-able (for /status)."""
+        out = dict(self.last)
+        out["alarm_log"] = self.alarm_log[-10:]
+        return _jsonable(out)
+
+    def _log(self, line: str, level: int) -> None:
+        self.alarm_log.append(line)
+        logger.log(level, line)
+
+    def _export(self, verdict: dict[str, Any]) -> None:
+        """Set the ray.serve.metrics gauges (only inside a Ray worker; a no-op elsewhere)."""
+        if self._gauges is None:
+            self._gauges = _make_gauges()
+        g = self._gauges
+        if not g:
+            return
+        tags = {"app": self.name}
+        g["window"].set(float(verdict["n"]), tags=tags)
+        for name, fig in {
+            **verdict.get("features", {}),
+            "score": verdict.get("scores", {}),
+        }.items():
+            if "psi" in fig:
+                g["psi"].set(_finite(fig["psi"]), tags={**tags, "feature": name})
+                g["ks"].set(_finite(fig["ks"]), tags={**tags, "feature": name})
+        for check in ("drift", "score_drift", "collapse", "decision_rate"):
+            firing = 1.0 if check in verdict["alarms"] else 0.0
+            g["alarm"].set(firing, tags={**tags, "check": check})
+
+
+def _finite(x: float) -> float:
+    return float(x) if math.isfinite(x) else 1e9
+
+
+def _make_gauges() -> dict[str, Any]:
+    try:
+        import ray
+
+        if not ray.is_initialized():
+            return {}
+        from ray.serve import metrics
+    except Exception:  # no Ray here: /status still has the figures
+        return {}
+    return {
+        "psi": metrics.Gauge(
+            "casebook_monitor_psi", "PSI of a feature's window", tag_keys=("app", "feature")
+        ),
+        "ks": metrics.Gauge(
+            "casebook_monitor_ks", "KS statistic of a feature's window", tag_keys=("app", "feature")
+        ),
+        "alarm": metrics.Gauge(
+            "casebook_monitor_alarm", "1 while the check's alarm fires", tag_keys=("app", "check")
+        ),
+        "window": metrics.Gauge("casebook_monitor_window", "observations", tag_keys=("app",)),
+    }
+
+
+def _jsonable(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    return x
