@@ -364,3 +364,14 @@ def test_corpus_loader_errors(tmp_path):
     t.write_text("two words")
     with pytest.raises(DataError, match="too small"):
         load_corpus(t)
+
+
+def test_the_training_cap_grows_with_the_corpus():
+    from cases.mobile_keyboard.config import get_config
+
+    fast = get_config("fast")
+    assert fast.train_minutes(84_000) == pytest.approx(0.336)  # built-in text: about 20 s
+    assert fast.train_minutes(1_000_000) == pytest.approx(4.0)  # a 1M-word corpus: 4 min
+    assert fast.train_minutes(1_000) == fast.min_train_minutes
+    assert fast.train_minutes(10**9) == fast.max_train_minutes
+    assert get_config("full").train_minutes(1_070_000) == pytest.approx(14.98)
