@@ -39,7 +39,7 @@ class SmartReplyConfig:
     scale: float = 20.0  # logits = scale * cosine (sentence-transformers' MNRL default)
     symmetric: bool = True  # loss over message->reply and reply->message softmaxes
     max_epochs: int = 4
-    eval_every: int = 100  # steps between validation 1-of-100 checks (early stopping)
+    eval_every: int = 100  # steps between validation checks (early stopping); at most half an epoch
     patience: int = 3  # validation checks without improvement before stopping
     time_cap_s: float = 30.0  # base fine-tuning budget, seconds ...
     time_per_pair_s: float = 0.08  # ... plus this per training pair (~0.75 s per 32-pair step)

@@ -575,7 +575,10 @@ def gate_pairs(data: SmartReplyData, cfg, quarantine_dir: Path, reference=None):
             f"data gate refused {n_batches - len(kept)} of {n_batches} batches of "
             f"{data.source} ({failures[0]}); see {quarantine_dir}"
         )
-    return data.subset(np.concatenate(kept)), row, failures, reference
+    out = data.subset(np.concatenate(kept))
+    out.no_reply, out.no_reply_threads = data.no_reply, data.no_reply_threads  # trigger negatives
+    out.raw_example = data.raw_example
+    return out, row, failures, reference
 
 
 def corrupt_pairs(data: SmartReplyData, seed: int) -> SmartReplyData:

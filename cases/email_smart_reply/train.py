@@ -381,7 +381,7 @@ def _train(cfg, train_data, val_data, seed: int, log) -> SmartReplyModels:
                 batch_size=bs,
                 epochs=cfg.max_epochs,
                 cap_s=cap,
-                eval_every=cfg.eval_every,
+                eval_every=min(cfg.eval_every, max(10, len(tm) // (2 * bs))),
                 patience=cfg.patience,
                 scale=cfg.scale,
                 symmetric=cfg.symmetric,
