@@ -5,6 +5,7 @@
     casebook run all
     casebook bench rnn --quick
     casebook serve mobile-keyboard --port 8000
+    casebook drill mobile-keyboard            (failure drills on the live app: casebook/drill.py)
 
 A case plugs in by existing: every `cases/<package>/cli.py` is found by scanning, and its
 command-line name is the package name with `_` -> `-`. The module defines
@@ -137,6 +138,15 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--out", type=Path, default=None, help="output folder")
         module.add_arguments(p)
 
+    from casebook import drill
+
+    drill_p = sub.add_parser(
+        "drill",
+        help="failure drills against a case's live app (bad input, corrupt model, load, ...)",
+        description=(drill.__doc__ or "").split("\n\n")[0],
+    )
+    drill.add_arguments(drill_p, list(available_cases()))
+
     serve_p = sub.add_parser("serve", help="serve a case's champion model over HTTP (Ray Serve)")
     serve_p.add_argument("case", choices=list(available_cases()), help="which case")
     serve_p.add_argument(
@@ -255,6 +265,10 @@ def main(argv: list[str] | None = None) -> int:
                 result = load_benchmark(name).run(bench_args)
                 print(f"wrote {result}")
             return 0
+        if args.command == "drill":
+            from casebook import drill
+
+            return drill.main(args, list(available_cases()))
         if args.command == "serve":
             load_case(args.case).serve(args.artifact, args.host, args.port)
             return 0
