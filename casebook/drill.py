@@ -404,7 +404,7 @@ def drill_corrupt_model(url: str, route: str, good: dict, registry_root: Path) -
     same = after.get("artifact_sha256") == before.get("artifact_sha256")
     passed = reload_code == 409 and same and load.failed == 0 and sum(load.codes.values()) > 0
     figure = (
-        f"/reload {reload_code} ({first_line(str(reload_body.get('error')))[:80]}); "
+        f"/reload {reload_code} (...{first_line(str(reload_body.get('error')))[-70:]}); "
         f"still serving {after.get('serving')}; {load.failed} of {sum(load.codes.values())} "
         "requests failed"
     )
