@@ -110,7 +110,7 @@ class LSTMScorer:
 
 class KNScorer:
     """The trigram's log-probs at each stream position, with the context cut at the message's
-    <s>: like the LSTM (and kn_step_fn on the phone), a message starts afresh, and the model was
+    <s>: like the LSTM (and `KeyboardNextWord.step`), a message starts afresh, and the model was
     fitted on messages padded `<s> <s> w1 ...`, so `(last word of the previous message, <s>)`
     is a context it never saw."""
 
@@ -423,7 +423,7 @@ def evaluate(
         t0 = time.perf_counter()
         study = _personalization_section(cfg, trained, report, seed, log)
         report.timing("personalization_s", time.perf_counter() - t0)
-    _plots(report, rows, trained.validation, trained.shipped, study)
+    _plots(report, rows, trained.validation, trained.shipped, study, cfg.phone_budget_bytes)
     report.production_model = trained.shipped
     report.extra["lstm_train"] = trained.lstm_info
     return cohorts
@@ -609,7 +609,9 @@ def _personalization_section(cfg, trained, report, seed, log) -> dict:
     return study
 
 
-def _plots(report, rows: dict, validation: dict, shipped: str, study: dict | None) -> None:
+def _plots(
+    report, rows: dict, validation: dict, shipped: str, study: dict | None, budget_bytes: int
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -629,9 +631,9 @@ def _plots(report, rows: dict, validation: dict, shipped: str, study: dict | Non
     fig, ax = plt.subplots(figsize=(6, 3))
     for n, r in validation.items():
         ax.scatter(r["model_bytes"] / 1e6, r["top1"], label=n, marker="*" if n == shipped else "o")
-    ax.axvline(2.0, color="grey", linestyle="--", linewidth=1)
+    ax.axvline(budget_bytes / 1e6, color="grey", linestyle="--", linewidth=1)
     ax.set_xscale("log")
-    ax.set_xlabel("MB on disk (dashed: the 2 MB budget)")
+    ax.set_xlabel(f"MB on disk (dashed: the {budget_bytes / 1e6:g} MB budget)")
     ax.set_ylabel("validation top-1")
     ax.legend(fontsize=7)
     report.figure(fig, "candidates.png", "Candidates: validation top-1 against size")
