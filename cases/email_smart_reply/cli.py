@@ -32,6 +32,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--epochs", type=int, default=None, help="MiniLM epochs (preset)")
     parser.add_argument(
+        "--time-cap",
+        type=float,
+        default=None,
+        help="MiniLM fine-tuning budget in seconds (default: grows with the data, see config)",
+    )
+    parser.add_argument(
         "--load-test",
         action="store_true",
         help="serve the artifact on 127.0.0.1 and measure /suggest and /compose latency",
@@ -44,6 +50,12 @@ def run(args: argparse.Namespace) -> Path:
     from .config import get_config
 
     over = {"max_epochs": args.epochs} if getattr(args, "epochs", None) else {}
+    if getattr(args, "time_cap", None):
+        if args.time_cap <= 0:
+            from shared.errors import CasebookError
+
+            raise CasebookError(f"--time-cap must be > 0 seconds, got {args.time_cap:g}")
+        over.update(time_cap_s=args.time_cap, time_per_pair_s=0.0, max_time_cap_s=args.time_cap)
     cfg = get_config(getattr(args, "preset", None) or PRESETS[0], **over)
     out = run_folder(CASE, getattr(args, "out", None))
     # One intra-op thread: measured on the shared 2-core machine, a small encoder's training
