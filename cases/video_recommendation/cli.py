@@ -84,16 +84,11 @@ def run(args: argparse.Namespace) -> Path:
         tops = ev.evaluate_retrieval(trained, report)
         user_cohort = data.simulator.user_cohort if builtin else None
         cohort = ev.evaluate_served(art, trained, tops, user_cohort, cfg, report, seed)
-        if builtin:  # the simulator judges the served funnel by what it is built for
+        ab = None
+        if builtin:
             ev.evaluate_ranking(trained, data, cfg, report, parity)
             ab = ev.evaluate_online(trained, data, art, cfg, report, seed)
-            metric, candidate, baseline = "ab_watch_min", ab["served"], ab["popularity"]
-        else:
-            metric = "ndcg@10"
-            candidate, baseline = (
-                ev.per_cohort(cohort, "served"),
-                ev.per_cohort(cohort, "popularity"),
-            )
+        metric, candidate, baseline = ev.promotion_figures(cohort, ab)
         promotion = register_and_promote(
             art,
             registry_root(out, CASE),
@@ -108,12 +103,7 @@ def run(args: argparse.Namespace) -> Path:
         report.extra["registry"] = promotion.to_dict()
         report.section("Registry and promotion", promotion.markdown())
         if builtin and not getattr(args, "skip_loop", False):
-            from .feedback import run_feedback_loop
-
-            t0 = time.perf_counter()
-            loop = run_feedback_loop(cfg, seed)
-            report.timing("feedback_loop_s", time.perf_counter() - t0)
-            ev.report_feedback_loop(loop, cfg, report)
+            ev.feedback_loop(cfg, report, seed)
         ev.latency(art, report)
         if getattr(args, "load_test", False):
             versions = registry_root(out, CASE) / "versions"

@@ -493,10 +493,24 @@ def _chunked_top1(pred, users: np.ndarray) -> np.ndarray:
     return np.asarray(out)[inv]
 
 
-def report_feedback_loop(loop: dict, cfg, report) -> None:
-    """The feedback-loop experiment's last round and its figure."""
-    from .feedback import plot_feedback
+def promotion_figures(cohort: dict, ab: dict | None) -> tuple[str, dict, dict]:
+    """(metric, served artifact's figures, popularity's figures) by cohort, for promotion.
 
+    On real data the served artifact's NDCG@10; on the simulator (`ab` given) the A/B test's
+    expected watch minutes of the served funnel, which is what its ranker is built for.
+    """
+    if ab is not None:
+        return "ab_watch_min", ab["served"], ab["popularity"]
+    return "ndcg@10", per_cohort(cohort, "served"), per_cohort(cohort, "popularity")
+
+
+def feedback_loop(cfg, report, seed: int) -> None:
+    """Run the feedback-loop experiment; its last round and figure go to the report."""
+    from .feedback import plot_feedback, run_feedback_loop
+
+    t0 = time.perf_counter()
+    loop = run_feedback_loop(cfg, seed)
+    report.timing("feedback_loop_s", time.perf_counter() - t0)
     report.extra["feedback_loop"] = loop
     final = {arm: {m: v[-1] for m, v in h.items()} for arm, h in loop.items()}
     report.table(
