@@ -24,8 +24,20 @@ def _args(out, **kw):
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
-    out = tmp_path_factory.mktemp("cm") / "run"
-    return cli.run(_args(out)).parent
+    root = tmp_path_factory.mktemp("cm")
+    hc = root / "hatecheck.csv"
+    hc.write_text(
+        "functionality,test_case,label_gold,target_ident\n"
+        + "derog_neg_emote_h,muslims are vermin and should be driven out,hateful,Muslims\n" * 3
+        + "ident_neutral_nh,i am a muslim and i love hiking,non-hateful,Muslims\n" * 3
+    )
+    a, b = root / "nonfuzzed.csv", root / "fuzzed.csv"
+    a.write_text("rev_id,comment,toxic\n1,as a gay person i love hiking,False\n"
+                 "2,gay people are vermin,True\n")  # fmt: skip
+    b.write_text("rev_id,comment,toxic\n1,as a white person i love hiking,False\n"
+                 "2,white people are vermin,True\n")  # fmt: skip
+    evals = [f"hatecheck:{hc}", f"toxicity-pairs:{a},{b}"]
+    return cli.run(_args(root / "run", eval=evals)).parent
 
 
 def test_tables_floor_and_shipped_model(run_dir):
@@ -51,6 +63,10 @@ def test_tables_floor_and_shipped_model(run_dir):
     assert "ad:builtin-ads" in tables and "image:rendered" in tables
     assert doc["extra"]["data_gate"]["injected"]["passed"] is False
     assert (run_dir / "report.md").is_file()
+    # evaluation-only sets: their own tables, every model, HateCheck per functionality
+    assert {"rules", "tfidf_lr"} <= set(tables["hate:hatecheck"])
+    assert 0 <= tables["offensive:toxicity-pairs"]["tfidf_lr"]["flip_rate"] <= 1
+    assert "hatecheck:functionality" in doc["cohorts"]
 
 
 def test_registry_and_artifact(run_dir):
