@@ -23,6 +23,13 @@ Why it costs what it costs, and how the batching helps (the "RNN throughput" que
   dual encoder whose reply vectors are precomputed. That ratio is what `measure_cost` puts in
   numbers.
 
+Measured on DailyDialog (7,245 training pairs, E=128, H=256, V=5,554; 1 torch thread on a 2-core
+machine at load average ~20): 1-of-100 = 0.017 on 300 held-out pairs after 8 epochs (chance
+0.010; validation loss 4.82 nats per token): trained from scratch on this little data, the
+decoder learns the replies' language model and barely the message. Cost per suggestion: 24 ms
+and 0.12 GFLOPs at R = 16, 53 ms and 0.37 GFLOPs at R = 43, 792 ms and 8.1 GFLOPs at R = 500,
+linear in R; 63% of a decoder step is the output layer.
+
 The vocabulary and tokeniser are those of `compose` (lower-case words, contractions whole).
 """
 
