@@ -215,7 +215,7 @@ def train_encoder(
     With `cfg.freeze_layers = k > 0` the embeddings and the first k layers stay frozen and
     their outputs are computed once per text (`_cache_lower`): each step then runs only the top
     layers forward and backward. On 2 CPU cores this is what makes several epochs affordable
-    (k = 3 of 6 halves the cost of a step, and validation checks cost a third).
+    (k = 3 of 6: by layer count about half the cost of a full step).
 
     Returns (model with the best validation weights, tokenizer, info dict).
     """
