@@ -89,3 +89,10 @@ def test_bad_test_file_and_preset(tmp_path, capsys):
 def test_listed(capsys):
     assert main(["list"]) == 0
     assert "email-smart-reply" in capsys.readouterr().out
+
+
+def test_bad_time_cap(tmp_path, capsys):
+    code = main(
+        ["run", "email-smart-reply", "--preset", "tiny", "--out", str(tmp_path), "--time-cap", "0"]
+    )
+    assert code == 2 and "--time-cap" in capsys.readouterr().err
