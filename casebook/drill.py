@@ -277,9 +277,43 @@ def _session() -> Any:
     return s
 
 
+def _send_big(url: str, data: bytes, content_type: str) -> tuple[int | str, str]:
+    """POST a large body with http.client, and read the answer even if the server answered
+    (413) and closed before the whole body went out: `requests` then reports only a broken
+    pipe, which depends on timing, not on the server."""
+    import http.client
+    from urllib.parse import urlparse
+
+    u = urlparse(url)
+    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=TIMEOUT_S)
+    try:
+        try:
+            conn.request("POST", u.path, body=data, headers={"Content-Type": content_type})
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the server stopped reading; its answer may be waiting
+        try:
+            r = conn.getresponse()
+            raw = r.read()
+        except TimeoutError:
+            return "hang", f"no answer in {TIMEOUT_S:.0f} s"
+        except OSError as e:
+            return "ConnectionError", first_line(e)[:200]
+        try:
+            doc = json.loads(raw)
+        except ValueError:
+            doc = None
+        msg = (doc.get("error") or doc.get("detail") or "") if isinstance(doc, dict) else ""
+        return r.status, str(msg)[:200]
+    finally:
+        conn.close()
+
+
 def send(session: Any, url: str, data: bytes, content_type: str) -> tuple[int | str, str]:
     """POST once: (status code, or "hang"/"ConnectionError"; the answer's message or text)."""
     import requests
+
+    if len(data) > 1 << 20:
+        return _send_big(url, data, content_type)
 
     try:
         r = session.post(url, data=data, headers={"Content-Type": content_type}, timeout=TIMEOUT_S)
