@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> Path:
     from .config import get_config
 
     over = {"max_epochs": args.epochs} if getattr(args, "epochs", None) else {}
-    if getattr(args, "time_cap", None):
+    if getattr(args, "time_cap", None) is not None:
         if args.time_cap <= 0:
             from shared.errors import CasebookError
 
