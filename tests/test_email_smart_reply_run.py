@@ -63,3 +63,9 @@ def test_served_artifact_answers(run):
     assert isinstance(
         p.compose_batch([{"message": "Can we meet?", "prefix": "su"}])[0]["completion"], str
     )
+
+
+def test_shipped_response_set_is_k_anonymous(run):
+    out, _ = run
+    meta = json.loads((out / "artifact" / "responses.json").read_text())
+    assert meta["texts"] and min(meta["n_threads"]) >= meta["k_anon"] >= 2
