@@ -362,3 +362,5 @@ def test_local_ray_listens_on_loopback_only(serve_url, tmp_path):
     assert "raylet" in names and "gcs_server" in names
     assert any("ServeRepli" in s.name for s in sockets)  # a replica's own gRPC server
     assert [s for s in sockets if not s.loopback] == []
+    replica = requests.get(f"{base}/status", timeout=30).json()["pid"]
+    assert replica in process_tree(os.getpid())  # /status names the replica's process
