@@ -156,3 +156,35 @@ def test_encoder_shapes_and_split_forward():
         enc.split = 1
         split = enc.upper(enc.lower(ids, mask), mask)
     assert full.shape == (2, 3) and torch.allclose(full, split, atol=1e-6)
+
+
+def test_predictor_serves_the_encoder_graph(tmp_path):
+    """An artifact whose shipped model is the encoder (+ TF-IDF blend): the predictor's scores
+    equal the offline path (ONNX logits -> Platt -> blend) for the same texts."""
+    from cases.content_moderation.predictor import ModerationPredictor
+    from cases.content_moderation.train import save_moderation_artifact
+
+    data = generate_posts(CFG, seed=0)
+    tr_t, y_tr = data.subset("train")
+    tfidf = ModerationTfidf(2_000, 2_000, 1, 4.0).fit(tr_t, y_tr)
+    enc = build_encoder(len(data.policies), pretrained=False, bert_config=TINY_BERT)
+    tok = load_tokenizer(minilm_dir() / "tokenizer.json", CFG.max_len)
+    path, _ = export_encoder_onnx(enc, tok, tmp_path / "enc.onnx")
+    platt = np.tile([[1.5, -0.2]], (len(data.policies), 1))
+    tensors, files = tfidf.state()
+    files["encoder.onnx"] = path.read_bytes()
+    files["tokenizer.json"] = (minilm_dir() / "tokenizer.json").read_bytes()
+    comps = {"encoder": {"weight": 0.75, "platt": platt.tolist()},
+             "tfidf": {"weight": 0.25, "platt": platt.tolist()}}  # fmt: skip
+    th = {p: {"remove": 0.9, "review": 0.5, "flag": 0.5} for p in data.policies}
+    fit = {"files": files, "tensors": tensors, "components": comps, "production": "ensemble",
+           "production_scores": "ensemble", "thresholds": {"ensemble": th},
+           "info": {"val_macro_f1": {"ensemble": 0.5}}}  # fmt: skip
+    art = save_moderation_artifact(tmp_path / "art", CFG, data, fit, None, None, "fp")
+    texts = ["you are an idiot", "have a lovely day", "win a free iphone"]
+    offline = 0.75 * apply_platt(onnx_logits(make_session(path), tok, texts), platt)
+    offline += 0.25 * apply_platt(tfidf.logits(texts), platt)
+    pred = ModerationPredictor.load(art)
+    assert np.allclose(pred.score_texts(texts), offline, atol=1e-5)
+    out = pred.moderate_batch([{"text": t, "kind": "post"} for t in texts])
+    assert all(o["action"] in ("allow", "review", "remove") for o in out)
