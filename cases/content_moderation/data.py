@@ -412,6 +412,10 @@ def _finish(data: ModerationData, cfg, seed: int, fixed_test: np.ndarray | None)
     for part, idx in data.split.items():
         if len(idx) == 0:
             raise DataError(f"{data.name}: too few texts for a {part} split ({n} in all)")
+    y_train = data.labels[data.split["train"]]
+    for j, p in enumerate(data.policies):
+        if y_train[:, j].min() == y_train[:, j].max():
+            raise DataError(f"{data.name}: the training split has only one class for {p!r}")
     return data
 
 
