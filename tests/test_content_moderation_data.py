@@ -180,3 +180,10 @@ def test_gate_passes_good_data_and_refuses_a_bad_batch(tmp_path):
     with pytest.raises(DataError, match="data gate refused") as e:
         check_training_data(data, tmp_path, seed=0, inject_bad=False)
     assert "\n" not in str(e.value)
+
+
+def test_one_class_training_data_is_refused(tmp_path):
+    p = tmp_path / "clean.csv"
+    p.write_text("text,label\n" + "".join(f"text {tag(i)} here,0\n" for i in range(40)))
+    with pytest.raises(DataError, match="only one class"):
+        load_source(f"csv:{p}", CFG, 0)
