@@ -239,7 +239,14 @@ def evaluate_run(models, test, val, cfg, seed: int, report, testset: str, onnx: 
             [test.messages[i] for i in rows[:n]],
             [[test.replies[j] for j in c] for c in cands[:n]],
         )
-        hit, rr = rank_metrics(s)
+        # Raw log P(reply | message) ranks short replies first whatever the message (measured on
+        # DailyDialog: 1-of-100 0.003, below chance); per decoded token it compares lengths fairly.
+        from .compose import MAX_REPLY_WORDS, tokenize
+
+        steps = [
+            [min(len(tokenize(test.replies[j])), MAX_REPLY_WORDS) + 1 for j in c] for c in cands[:n]
+        ]  # noqa: E501
+        hit, rr = rank_metrics(s / np.asarray(steps, dtype=np.float32))
         table["lstm_seq2seq"] = {
             "1_of_100": float(hit.mean()),
             "mrr": float(rr.mean()),
