@@ -47,6 +47,21 @@ def test_keys_reach_past_two_edits():
     assert sound_key("station") == sound_key("stashun")
 
 
+def test_near_sound_keys_reach_a_word_three_edits_away(error_model):
+    from cases.mobile_keyboard.spell import _near_keys
+
+    # 'incristing' (a real Birkbeck misspelling) is three edits from 'increasing' and on neither
+    # its skeleton nor its sound key, but one consonant from the sound key.
+    typo, word = "incristing", "increasing"
+    assert sound_key(typo) != sound_key(word) and skeleton_key(typo) != skeleton_key(word)
+    assert _near_keys(sound_key(typo)) & _near_keys(sound_key(word))
+    c = KeyboardSpellCorrector(error_model, frequencies=dict(FREQ) | {word: 2_000})
+    assert word in c.candidates(typo)
+    assert c.correct(typo, 1) == [word]
+    # A typo one edit from a word does not pay for the wider lookup.
+    assert c.candidates("teh") == [w for w in c.candidates("teh") if len(w) <= 4]
+
+
 def test_error_model_costs_are_sane(error_model):
     em = error_model
     assert em.cost("the", "the") == 0.0

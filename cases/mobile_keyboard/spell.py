@@ -6,7 +6,9 @@
   cheap key indexes over the dictionary that reach further than two edits for the commonest
   spelling errors: a consonant skeleton (vowels dropped, doubles collapsed: "acomodation" and
   "accommodation" both give "acmdtn") and a sound key (ph->f, c->k/s, tion->shn... then the
-  skeleton). Building both is one pass over the 82,765 dictionary words.
+  skeleton), and the sound keys one letter apart (`_near_keys`: symmetric delete on the key, 4
+  words per key) for misspellings three or more edits away. Building all three is one pass over
+  the 82,765 dictionary words.
 - Error model `KeyboardErrorModel`: P(typo | w) learned from (misspelling, correct) pairs, in the
   style of Kernighan, Church and Gale (1990): per-character substitution, deletion, insertion and
   transposition counts with one character of left context, smoothed towards a keyboard-adjacency
@@ -400,12 +402,14 @@ class KeyboardSpellCorrector:
         keep_cost: float = 0.05,
         bucket_cap: int = 6,
         use_symspell: bool = True,
+        near_sound_cap: int = 4,
     ):
         self.error_model = error_model
         self.freq = frequencies if frequencies is not None else load_frequency_dictionary()
         self.prior_weight = prior_weight
         self.keep_cost = keep_cost
         self.bucket_cap = bucket_cap
+        self.near_sound_cap = near_sound_cap
         self.total = float(sum(self.freq.values()))
         self.log_floor = math.log(0.5 / self.total)
         self.user_words: Counter = Counter()
@@ -415,7 +419,13 @@ class KeyboardSpellCorrector:
     def _build_keys(self) -> None:
         skel: dict[str, list[str]] = {}
         snd: dict[str, list[str]] = {}
+        near: dict[str, list[str]] = {}
         for w in sorted(self.freq, key=self.freq.__getitem__, reverse=True):
+            if len(w) >= 4:
+                for k in _near_keys(sound_key(w)):
+                    b3 = near.setdefault(k, [])
+                    if len(b3) < self.near_sound_cap:
+                        b3.append(w)
             k = skeleton_key(w)
             b = skel.setdefault(k, [])
             if len(b) < self.bucket_cap:
@@ -424,14 +434,16 @@ class KeyboardSpellCorrector:
             b2 = snd.setdefault(k2, [])
             if len(b2) < self.bucket_cap:
                 b2.append(w)
-        self._skel, self._snd = skel, snd
+        self._skel, self._snd, self._near = skel, snd, near
 
     # -- user dictionary -----------------------------------------------------------------------
     def learn_user_word(self, word: str, count: int = 1) -> None:
         """The user typed `word` and kept it: never correct it, and offer it as a candidate."""
         w = word.lower()
         self.user_words[w] += count
-        for index, key in ((self._skel, skeleton_key(w)), (self._snd, sound_key(w))):
+        keys = [(self._skel, skeleton_key(w)), (self._snd, sound_key(w))]
+        keys += [(self._near, k) for k in _near_keys(sound_key(w))] if len(w) >= 4 else []
+        for index, key in keys:
             bucket = index.setdefault(key, [])
             if w not in bucket:
                 bucket.insert(0, w)
@@ -449,6 +461,7 @@ class KeyboardSpellCorrector:
         cands: dict[str, None] = {}
         if self.is_known(typo):
             cands[typo] = None
+        found: list = []  # dictionary words one edit away
         if self._sym is not None:
             from symspellpy import Verbosity
 
@@ -460,13 +473,17 @@ class KeyboardSpellCorrector:
             for s in found:
                 cands[s.term] = None
         else:
-            for w in _edits1(typo):
-                if w in self.freq:
-                    cands[w] = None
+            found = [w for w in _edits1(typo) if w in self.freq]
+            for w in found:
+                cands[w] = None
         for w in self._skel.get(skeleton_key(typo), ()):
             cands[w] = None
         for w in self._snd.get(sound_key(typo), ()):
             cands[w] = None
+        if len(typo) >= 4 and not found:  # no word one edit away: sound keys one letter apart
+            for k in _near_keys(sound_key(typo)):
+                for w in self._near.get(k, ()):
+                    cands[w] = None
         if self._sym is not None and len(cands) <= int(typo in cands):
             from symspellpy import Verbosity
 
@@ -522,6 +539,20 @@ class KeyboardSpellCorrector:
 
     def correct(self, typo: str, k: int = 3) -> list[str]:
         return [w for w, _ in self.rank(typo, k)]
+
+
+def _near_keys(key: str) -> set[str]:
+    """The key and every key one letter shorter, the first letter kept: two words whose sound
+    keys differ by one consonant (dropped, added or changed) share one of these.
+
+    Many real misspellings are three or more edits from the word but one consonant from its
+    sound key ('enfewsiastic' -> 'enthusiastic'). Asked only when no dictionary word is one
+    edit away (most phone typos are). Developed on 3,000 pairs of one half of Norvig's
+    spell-errors.txt: the correct word among the candidates 55% -> 68% when always asked, acc@1
+    0.434 -> 0.470 always asked (0.31x symspellpy's speed, cold caches), 0.464 when gated (0.48x);
+    4 words per key (8: 0.471, slower). On the held-out half (19,341 pairs): 0.432 -> 0.474.
+    """
+    return {key} | {key[:i] + key[i + 1 :] for i in range(1, len(key))}
 
 
 def _edits1(word: str) -> set[str]:
