@@ -597,11 +597,9 @@ def train_compose(
         model = _torch_module(len(vocab), embed_dim, hidden_dim, dropout)
         opt = torch.optim.Adam(model.parameters(), lr=lr)
         best, best_loss, bad = model.to_arrays(), float("inf"), 0
-        bar = None
-        if progress:
-            from tqdm import tqdm
-
-            bar = tqdm(total=epochs, desc="compose", unit="epoch")
+        # Progress is a callback (epoch, epochs, best validation loss) from the caller, so this
+        # module, which the predictor imports, never pulls in tqdm.
+        report = progress if callable(progress) else None
         for _epoch in range(epochs):
             model.train()
             perm = rng.permutation(len(train))
@@ -633,13 +631,10 @@ def train_compose(
                     bad += 1
             else:
                 best = model.to_arrays()
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(val_loss=f"{best_loss:.3f}")
+            if report is not None:
+                report(_epoch + 1, epochs, best_loss)
             if bad >= patience or time.perf_counter() - start > time_cap_s:
                 break
-        if bar is not None:
-            bar.close()
     lstm = ComposeModel(vocab, best, threshold)
     if ngram is None or not val:
         return lstm
