@@ -64,6 +64,11 @@ def test_unknown_user_gets_the_cold_start_list(served):
         ({"user_id": 1, "k": "ten"}, 422),
         ({"history": "not a list"}, 422),
         ({"history": [10**9]}, 400),
+        # Past int64: refused by the schema (these overflowed in the predictor and answered 500).
+        ({"user_id": 1, "blocked": [2**64]}, 422),
+        ({"user_id": 1, "blocked": [-(2**63) - 1]}, 422),
+        ({"user_id": 2**64}, 422),
+        ({"user_id": 1, "blocke": [5]}, 422),  # a misspelt field is refused, not ignored
     ],
 )
 def test_bad_input_is_a_4xx_with_a_message(served, payload, status):

@@ -27,8 +27,9 @@ fields plus ranker failures and batching counts).
 import functools
 import logging
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from shared.serving import ReloadableModel, make_app, standard_routes
 
@@ -52,11 +53,26 @@ CONCURRENT_BATCHES = 2
 LOGGING = {"enable_access_log": False}
 
 
+# Ids are int64 inside the predictor (numpy): a larger one overflowed there and answered 500
+# (found by `casebook drill video-recommendation`), so the schema refuses it with a 422.
+VideoId = Annotated[int, Field(ge=0, le=2**63 - 1)]
+
+
 class VideoRecRequest(BaseModel):
-    user_id: int | str | None = Field(default=None, description="known user id, or None")
-    history: list[int] | None = Field(default=None, max_length=MAX_HISTORY)
+    # An unknown field is a client bug (a misspelt "blocked" would silently block nothing).
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"user_id": 1, "k": 10, "blocked": [5]}]},
+    )
+
+    user_id: (
+        Annotated[int, Field(ge=-(2**63), le=2**63 - 1)]
+        | Annotated[str, Field(max_length=256)]
+        | None
+    ) = Field(default=None, description="known user id, or None")
+    history: list[VideoId] | None = Field(default=None, max_length=MAX_HISTORY)
     k: int = Field(default=10, ge=1, le=100)
-    blocked: list[int] = Field(default_factory=list, max_length=MAX_HISTORY)
+    blocked: list[VideoId] = Field(default_factory=list, max_length=MAX_HISTORY)
 
 
 def one_thread() -> None:
