@@ -419,12 +419,6 @@ def promotion_check(
     return PromotionDecision(ok, reasons)
 
 
-# Old names, kept until the cases have moved to `shared.lifecycle.register_and_promote`
-# ("gate" is the data gate's name, `shared.gate`).
-GateDecision = PromotionDecision
-promotion_gate = promotion_check
-
-
 class Registry:
     """Versions of one model plus the `champion` and `previous` aliases (see the module doc)."""
 

@@ -29,7 +29,6 @@ TEMPLATE = (
 CLI_MAX_LINES = 250  # the whole run fits on one screen (issue 12)
 SERVING_ROOTS = ("predictor",)  # modules serving loads; none may reach the ones below
 TRAINING_ONLY = ("train", "evaluate")
-SHARED_SHIMS = {"cli.py"}  # shared/cli.py re-exports casebook.cli for `python -m shared.cli`
 
 
 def _case_dirs(with_cli: bool) -> list[Path]:
@@ -179,8 +178,6 @@ def test_no_case_imports_another_or_the_command():
 
 def test_shared_imports_no_case_and_not_the_command():
     for path in (REPO / "shared").rglob("*.py"):
-        if path.name in SHARED_SHIMS:
-            continue
         for module in _imported_modules(path):
             top = module.split(".")[0]
             assert top not in ("cases", "casebook"), f"{path} imports {module}"

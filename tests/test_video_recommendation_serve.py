@@ -170,7 +170,7 @@ def test_casebook_serve_answers_on_its_port_through_direct_ingress(artifact):
     from shared.serving import free_port
 
     port = free_port()
-    cmd = [sys.executable, "-m", "shared.cli", "serve", "video-recommendation"]
+    cmd = [sys.executable, "-m", "casebook", "serve", "video-recommendation"]
     cmd += ["--artifact", str(artifact), "--port", str(port)]
     env = {**os.environ, "RAY_ADDRESS": ""}  # a Ray of its own, never the tests' one
     proc = subprocess.Popen(
