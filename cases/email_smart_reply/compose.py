@@ -533,6 +533,26 @@ def _batch(vocab: ComposeVocab, pairs: Sequence[tuple[str, str]]):
     return msg, mask, inp, tgt
 
 
+def split_pairs(
+    pairs: Sequence[tuple[str, str]], val_fraction: float, rng: np.random.Generator, who: str
+) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """(train, held-out) pairs for the word models here.
+
+    Pairs with an empty reply are dropped, then `val_fraction` of the rest (one permutation drawn
+    from `rng`) are held out; fewer than 20 pairs hold out nothing (the overfitting tests train on
+    all of them).
+
+    Raises:
+        ValueError: no pair with a non-empty reply (the message names the caller, `who`).
+    """
+    pairs = [(str(m), str(r)) for m, r in pairs if tokenize(str(r))]
+    if not pairs:
+        raise ValueError(f"{who} needs at least one pair with a non-empty reply")
+    order = rng.permutation(len(pairs))
+    n_val = int(len(pairs) * val_fraction) if len(pairs) >= 20 else 0
+    return [pairs[i] for i in order[n_val:]], [pairs[i] for i in order[:n_val]]
+
+
 def train_compose(
     pairs: Sequence[tuple[str, str]],
     time_cap_s: float = 60.0,
@@ -577,14 +597,8 @@ def train_compose(
 
     from shared.lifecycle import torch_threads
 
-    pairs = [(str(m), str(r)) for m, r in pairs if tokenize(str(r))]
-    if not pairs:
-        raise ValueError("train_compose needs at least one pair with a non-empty reply")
-    rng = np.random.default_rng(seed)
-    order = rng.permutation(len(pairs))
-    n_val = int(len(pairs) * val_fraction) if len(pairs) >= 20 else 0
-    val = [pairs[i] for i in order[:n_val]]
-    train = [pairs[i] for i in order[n_val:]]
+    rng = np.random.default_rng(seed)  # the split first, then the batch order
+    train, val = split_pairs(pairs, val_fraction, rng, "train_compose")
     vocab = ComposeVocab.build([t for p in train for t in p], vocab_size, min_count)
     if kind not in ("lstm", "ngram", "auto"):
         raise ValueError(f"kind must be lstm, ngram or auto, got {kind!r}")

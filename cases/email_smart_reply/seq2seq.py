@@ -44,7 +44,15 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .compose import BOS, EOS, MAX_MESSAGE_WORDS, MAX_REPLY_WORDS, ComposeVocab, tokenize
+from .compose import (
+    BOS,
+    EOS,
+    MAX_MESSAGE_WORDS,
+    MAX_REPLY_WORDS,
+    ComposeVocab,
+    split_pairs,
+    tokenize,
+)
 
 
 class Seq2SeqScorer(nn.Module):
@@ -231,14 +239,8 @@ def train_seq2seq(
     """
     from shared.lifecycle import torch_threads
 
-    pairs = [(str(m), str(r)) for m, r in pairs if tokenize(str(r))]
-    if not pairs:
-        raise ValueError("train_seq2seq needs at least one pair with a non-empty reply")
-    rng = np.random.default_rng(seed)
-    order = rng.permutation(len(pairs))
-    n_val = int(len(pairs) * val_fraction) if len(pairs) >= 20 else 0
-    val = [pairs[i] for i in order[:n_val]]
-    train = [pairs[i] for i in order[n_val:]]
+    rng = np.random.default_rng(seed)  # the split first, then the batch order
+    train, val = split_pairs(pairs, val_fraction, rng, "train_seq2seq")
     vocab = ComposeVocab.build([t for p in train for t in p], vocab_size, min_count)
     torch.manual_seed(seed)
     model = Seq2SeqScorer(vocab, embed_dim, hidden_dim)
