@@ -129,7 +129,7 @@ class SmartReplyPredictor:
         except Exception as e:  # onnxruntime / tokenizers raise their own types
             raise ArtifactError(f"artifact {path}: cannot load the model ({e})") from None
         compose = None
-        if "compose.emb" in art.tensors:
+        if "compose.vocab_utf8" in art.tensors:  # the LSTM or the n-gram, whichever shipped
             from .compose import ComposeModel
 
             compose = ComposeModel.from_arrays({k: v.numpy() for k, v in art.tensors.items()})

@@ -457,7 +457,11 @@ def _train(cfg, train_data, val_data, seed: int, log) -> SmartReplyModels:
 
     t0 = time.perf_counter()
     pairs = list(zip(tm, tr_, strict=True))
-    out.compose = train_compose(pairs, time_cap_s=cfg.compose_time_cap_s, seed=seed, threads=1)
+    # kind="auto": the LSTM and the message-cued trigram both fit, the better on held-out next-word
+    # exact match ships (on DailyDialog the trigram: 0.148 against 0.053, see compose.py).
+    out.compose = train_compose(
+        pairs, time_cap_s=cfg.compose_time_cap_s, seed=seed, threads=1, kind="auto"
+    )
     out.timings["fit_compose_s"] = time.perf_counter() - t0
     out.seq2seq = _train_seq2seq(pairs, cfg, seed, out.timings)
     return out
