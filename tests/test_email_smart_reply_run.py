@@ -26,7 +26,8 @@ def test_tables_and_production_choice(run):
     assert all({"1_of_100", "mrr"} <= set(row) for row in sel.values())
     assert {"recall@3", "diversity"} <= set(t["response_set:builtin"]["diverse_top3"])
     assert {"suggest_always", "trigger"} <= set(t["trigger"])
-    assert "lstm_compose" in t["compose"]
+    # One compose row, named for the kind that ships (picked on held-out pairs).
+    assert list(t["compose"]) in (["lstm_compose"], ["ngram_compose"])
     assert "dual_encoder_onnx" in t["scoring_cost"]
     # The shipped model is the validation winner among the encoders, not a constant.
     enc = {
