@@ -188,9 +188,16 @@ def _summary(rows: list[dict]) -> str:
 def _headline(metrics_path: Path) -> tuple[str, str]:
     doc = json.loads(metrics_path.read_text())
     model = doc.get("production_model", "")
+    # The shipped model's row: named after it, or "served" where the shipped model is a funnel
+    # of several (the video case) and the row scores the served artifact as a whole.
+    # Tables named `candidates...` or `validation...` hold validation figures (the keyboard's
+    # candidate table): the headline is a test figure.
     for table, rows in doc.get("tables", {}).items():
-        if model in rows:
-            items = list(rows[model].items())[:3]
+        if table.startswith(("candidates", "validation")):
+            continue
+        row = model if model in rows else "served" if "served" in rows else None
+        if row is not None:
+            items = list(rows[row].items())[:3]
             text = ", ".join(
                 f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in items
             )

@@ -60,18 +60,6 @@ FUZZ_PER_ROUTE = 200  # the issue's floor: at least 200 generated requests per r
 TIMEOUT_S = 30.0  # a request unanswered after this long is a hang
 BIG_BODY = 10 * 1024 * 1024  # the "10 MB body" hostile case
 
-# Good requests per route for apps whose request models carry no OpenAPI `examples` yet
-# (`json_schema_extra={"examples": [...]}` on the request model makes these unnecessary).
-FALLBACK_GOOD: dict[str, dict[str, dict[str, Any]]] = {
-    "mobile-keyboard": {"/suggest": {"context": "see you at the", "prefix": "sta"}},
-    "video-recommendation": {"/recommend": {"user_id": 1, "k": 5}},
-    "content-moderation": {"/moderate": {"text": "lovely photos from the weekend trip"}},
-    "email-smart-reply": {
-        "/suggest": {"message": "Can we meet tomorrow at 10?", "k": 3},
-        "/compose": {"message": "Can we meet tomorrow at 10?", "prefix": "Sure"},
-    },
-}
-
 
 @dataclass
 class DrillResult:
@@ -112,15 +100,16 @@ def post_routes(openapi: dict) -> dict[str, dict]:
 
 
 def good_request(case: str, path: str, schema: dict) -> tuple[dict | None, str]:
-    """A request the route should answer 200: the schema's `examples`, else FALLBACK_GOOD.
+    """A request the route should answer 200: the first of the schema's `examples`.
 
-    Returns (request or None, where it came from: "openapi examples" / "drill fallback").
+    Each case's request model carries it (`json_schema_extra={"examples": [...]}`), so the drill
+    holds no case knowledge. Returns (request or None, where it came from: "openapi examples" /
+    "none").
     """
     examples = schema.get("examples")
     if isinstance(examples, list) and examples and isinstance(examples[0], dict):
         return examples[0], "openapi examples"
-    good = FALLBACK_GOOD.get(case, {}).get(path)
-    return (dict(good), "drill fallback") if good is not None else (None, "none")
+    return None, "none"
 
 
 def _prop_limits(prop: dict) -> dict:

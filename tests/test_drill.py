@@ -71,7 +71,16 @@ def test_routes_schema_and_good_request_from_openapi(toy_url):
     good, where = drill.good_request("toy", "/echo", routes["/echo"])
     assert good == {"text": "hello", "k": 2} and where == "openapi examples"
     assert drill.good_request("toy", "/buggy", routes["/buggy"]) == (None, "none")
-    assert drill.good_request("video-recommendation", "/recommend", {})[1] == "drill fallback"
+    # Every case's request model carries the example the drill starts from.
+    from cases.content_moderation.serve import ModerateRequest
+    from cases.email_smart_reply.serve import ComposeRequest, SuggestRequest
+    from cases.mobile_keyboard.serve import SuggestRequest as KeyRequest
+    from cases.video_recommendation.serve import VideoRecRequest
+
+    for model in (ModerateRequest, ComposeRequest, SuggestRequest, KeyRequest, VideoRecRequest):
+        good, where = drill.good_request("case", "/route", model.model_json_schema())
+        assert where == "openapi examples"
+        assert model.model_validate(good)  # the example is itself a valid request
 
 
 def test_fuzz_bodies_are_many_varied_and_deterministic():

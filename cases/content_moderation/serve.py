@@ -35,7 +35,13 @@ MAX_IMAGE_PIXELS = 4_000_000  # decompression-bomb limit, read from the header b
 class ModerateRequest(BaseModel):
     """One post or ad: its text (for ads, title and body), an optional image, and its kind."""
 
-    model_config = ConfigDict(extra="forbid")
+    # The example is the good request `casebook drill` and the OpenAPI page start from.
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"text": "lovely photos from the weekend trip", "kind": "post"}]
+        },
+    )
 
     text: StrictStr = Field(min_length=1, max_length=MAX_TEXT_CHARS)
     image_b64: StrictStr | None = Field(default=None, max_length=MAX_IMAGE_B64_CHARS)

@@ -38,7 +38,11 @@ def _printable(v: str, name: str) -> str:
 class SuggestRequest(BaseModel):
     """An incoming email (its cleaned body) and how many suggestions to return."""
 
-    model_config = ConfigDict(extra="forbid")
+    # The example is the good request `casebook drill` and the OpenAPI page start from.
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"message": "Can we meet tomorrow at 10?", "k": 3}]},
+    )
 
     message: StrictStr = Field(min_length=1, max_length=MAX_MESSAGE_CHARS)
     k: StrictInt = Field(default=3, ge=1, le=MAX_K)
@@ -54,7 +58,13 @@ class SuggestRequest(BaseModel):
 class ComposeRequest(BaseModel):
     """The incoming email and what the user has typed of the reply so far."""
 
-    model_config = ConfigDict(extra="forbid")
+    # The example is the good request `casebook drill` and the OpenAPI page start from.
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"message": "Can we meet tomorrow at 10?", "prefix": "Sure"}]
+        },
+    )
 
     message: StrictStr = Field(min_length=1, max_length=MAX_MESSAGE_CHARS)
     prefix: StrictStr = Field(default="", max_length=MAX_PREFIX_CHARS)

@@ -31,7 +31,11 @@ def _printable(v: str | None, name: str) -> str | None:
 class SuggestRequest(BaseModel):
     """One keystroke: the text before the current word, and the letters typed of the word."""
 
-    model_config = ConfigDict(extra="forbid")
+    # The example is the good request `casebook drill` and the OpenAPI page start from.
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"context": "see you at the", "prefix": "sta"}]},
+    )
 
     context: StrictStr = Field(default="", max_length=MAX_CONTEXT_CHARS)
     prefix: StrictStr = Field(default="", max_length=MAX_PREFIX_CHARS)
