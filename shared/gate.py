@@ -546,7 +546,7 @@ def _check_categories(name, keys, schema, reference, th, checks: _Checks) -> Non
             share,
             limit,
             share <= limit,
-            f"value {uniq[counts.argmax()]!r} is {share:.1%} of rows "
+            f"value {str(uniq[counts.argmax()])!r} is {share:.1%} of rows "
             f"(reference top {ref_share:.1%})",
         )
 
@@ -648,3 +648,29 @@ def quarantine(batch: dict[str, np.ndarray], result: GateResult, directory) -> P
     atomic_write_json(directory / f"{stem}.json", result.to_dict())
     atomic_write_text(directory / f"{stem}.txt", result.report() + "\n")
     return npz
+
+
+def check_batches(
+    batches: list[dict[str, np.ndarray]],
+    schema: Schema,
+    reference: Reference,
+    thresholds: GateThresholds | None,
+    quarantine_dir,
+    max_messages: int = 3,
+) -> tuple[list[int], list[str]]:
+    """Check each batch; quarantine the refused ones (`quarantine`) into `quarantine_dir`.
+
+    Returns (the positions of the batches that passed, one line per refused batch:
+    "batch <i>: <first `max_messages` failed checks' messages>").
+    """
+    passed, failures = [], []
+    for i, batch in enumerate(batches):
+        res = check_batch(batch, schema, reference, thresholds)
+        if res.passed:
+            passed.append(i)
+        else:
+            quarantine(batch, res, quarantine_dir)
+            failures.append(
+                f"batch {i}: " + "; ".join(c.message for c in res.failed[:max_messages])
+            )
+    return passed, failures

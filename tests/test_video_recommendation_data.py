@@ -168,3 +168,47 @@ def test_gate_quarantines_a_corrupted_batch(tiny, tmp_path, kind):
     assert not res.passed
     path = quarantine(bad, res, tmp_path)
     assert path.exists()
+
+
+def _log_csv(path, rng, flood_window: int | None = None, ratings: bool = True):
+    """A user,item,timestamp,weight log of 4,000 rows over 10 equal time windows; with
+    `flood_window`, one item takes half of that window's rows (a bot replaying one video)."""
+    rows = []
+    for t in range(4000):
+        item = int(rng.integers(0, 2000))
+        if flood_window is not None and t // 400 == flood_window and t % 2 == 0:
+            item = 7
+        w = rng.integers(1, 11) / 10 if ratings else rng.integers(1, 500)
+        rows.append(f"{rng.integers(0, 300)},{item},{t},{w}")
+    path.write_text("user,item,timestamp,weight\n" + "\n".join(rows) + "\n")
+    return path
+
+
+def test_real_data_gate_refuses_the_flooded_window_and_trains_on_the_rest(tmp_path):
+    from cases.video_recommendation.data import gate_interactions
+
+    rng = np.random.default_rng(0)
+    clean = load_interactions(_log_csv(tmp_path / "clean.csv", rng))
+    n = clean.interactions["user"].size
+    clean, gate = gate_interactions(clean, tmp_path / "q0")
+    assert gate["rows"]["time windows"]["quarantined"] == 0
+    assert clean.interactions["user"].size == n  # nothing dropped from a clean log
+
+    flooded = load_interactions(_log_csv(tmp_path / "bot.csv", rng, flood_window=6))
+    kept, gate = gate_interactions(flooded, tmp_path / "q1")
+    assert gate["rows"]["time windows"]["quarantined"] == 1
+    assert "value '7'" in gate["failures"][0]  # the gate names the flooding item
+    assert list((tmp_path / "q1").iterdir())  # the refused window is kept aside for a person
+    ts = kept.interactions["timestamp"]
+    assert not np.any((ts >= 2400) & (ts < 2800))  # the flooded window is not trained on
+
+
+def test_real_data_gate_stops_with_one_line_when_most_batches_fail(tmp_path):
+    from cases.video_recommendation.data import gate_interactions
+
+    data = load_interactions(_log_csv(tmp_path / "a.csv", np.random.default_rng(1)))
+    w = data.interactions["weight"]
+    w[: int(0.7 * w.size)] = 2.0  # ratings scaled to [0, 1]: 70% of the log out of range
+    data.interactions["timestamp"] = np.arange(w.size)  # time order = these rows first
+    with pytest.raises(DataError, match="refused .* of 10 batches"):
+        gate_interactions(data, tmp_path / "q")

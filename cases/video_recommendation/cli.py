@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> Path:
     from shared.report import RunReport
 
     from . import evaluate as ev
-    from .data import gate_log, load_data
+    from .data import gate_interactions, gate_log, load_data
     from .predictor import VideoRecPredictor
     from .train import build_artifact, data_fingerprint, train_rankers, train_retrievers
 
@@ -69,7 +69,9 @@ def run(args: argparse.Namespace) -> Path:
         builtin = data.simulator is not None
         if builtin:
             data, gate = gate_log(data, cfg, out / "quarantine", seed)
-            ev.report_gate(gate, report)
+        else:
+            data, gate = gate_interactions(data, out / "quarantine", seed)
+        ev.report_gate(gate, report)
         report.timing("data_s", time.perf_counter() - t0)
 
         trained = train_retrievers(cfg, data, seed, report.timings)

@@ -527,13 +527,16 @@ def feedback_loop(cfg, report, seed: int) -> None:
 
 
 def report_gate(gate: dict, report) -> None:
-    """The data gate's table and what it quarantined (`data.gate_log`)."""
-    report.table(
-        "data_gate",
-        gate["rows"],
-        note="Every daily impression batch is checked before training; "
-        "one day is re-injected with each corruption. Only passed batches are trained on.",
+    """The data gate's table and what it quarantined (`data.gate_log`, `data.gate_interactions`)."""
+    simulated = any(k.startswith("injected_") for k in gate["rows"])
+    note = (
+        "Every daily impression batch is checked before training; one day is re-injected "
+        "with each corruption. Only passed batches are trained on."
+        if simulated
+        else "The interaction log is checked in batches (time windows, or random parts without "
+        "timestamps) against a random sample of the whole log. Only passed batches are trained on."
     )
+    report.table("data_gate", gate["rows"], note=note)
     report.section("Data gate: what was quarantined", "\n".join(f"- {f}" for f in gate["failures"]))
 
 
