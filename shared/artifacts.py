@@ -210,11 +210,48 @@ def save_artifact(
     }
     for name, data in files.items():
         contents[name] = bytes(data)
+    return _write_contents(directory, contents)
+
+
+def rewrite_artifact(directory: str | os.PathLike, files: Mapping[str, bytes]) -> Path:
+    """Add or replace files of an existing (verified) artifact and rewrite its manifest,
+    atomically like `save_artifact`. For files computed from the saved artifact itself (the
+    golden set and the monitor's reference, `shared.golden.finish_artifact`) and for the drills'
+    well-formed-but-broken copies. The artifact's hash changes: call it before registering."""
+    directory = Path(directory)
+    contents = verify_artifact(directory)
+    for name, data in files.items():
+        if name == MANIFEST or not _SAFE_NAME.match(name):
+            raise ArtifactError(f"artifact file name {name!r} is reserved or not a plain file name")
+        contents[name] = bytes(data)
+    return _write_contents(directory, contents)
+
+
+def read_verified_file(directory: str | os.PathLike, name: str) -> bytes | None:
+    """One file of an artifact, checked against its manifest entry; None if the manifest does
+    not list it. Raises ArtifactError if it is listed but missing or changed."""
+    directory = Path(directory)
+    entry = _read_manifest(directory).get(name)
+    if entry is None:
+        return None
+    path = directory / name
+    if not isinstance(entry, dict) or not path.is_file():
+        raise ArtifactError(f"artifact {directory}: file {name} is missing")
+    data = path.read_bytes()
+    if len(data) != entry.get("bytes") or _sha256(data) != entry.get("sha256"):
+        raise ArtifactError(
+            f"artifact {directory}: file {name} is corrupt or was modified (sha256 mismatch)"
+        )
+    return data
+
+
+def _write_contents(directory: Path, contents: Mapping[str, bytes]) -> Path:
+    """Write {file name: bytes} plus their MANIFEST.json as the artifact `directory`, atomically
+    (staged folder, fsyncs, the two renames of a replace; see the module doc)."""
     manifest = {
         "format": _FORMAT,
         "files": {n: {"sha256": _sha256(d), "bytes": len(d)} for n, d in contents.items()},
     }
-
     directory.parent.mkdir(parents=True, exist_ok=True)
     recover_artifact(directory)
     with staged(directory) as tmp:
@@ -505,10 +542,14 @@ class Registry:
     def _write_aliases(self, aliases: dict[str, str]) -> None:
         atomic_write_json(self.aliases_path, {k: v for k, v in aliases.items() if v})
 
-    def promote(self, version: str) -> None:
+    def promote(self, version: str, force: bool = False) -> None:
         """Make `version` the champion; the old champion becomes `previous`.
 
         The version must exist and pass verification (a corrupt artifact is never promoted).
+        `force=True` is the operator's override of the golden-set check (shared.golden): it is
+        recorded as `"forced": version` in aliases.json, and serving then loads that version
+        without the golden check (logging that it does); the sha256 check still applies. A
+        plain promote clears the mark.
         """
         path = self.versions_dir / version
         if not path.is_dir():
@@ -516,7 +557,14 @@ class Registry:
         verify_artifact(path)
         aliases = self.aliases()
         old = aliases.get("champion")
+        marked = aliases.get("forced") == version
+        if force:
+            aliases["forced"] = version
+        else:
+            aliases.pop("forced", None)
         if old == version:
+            if force != marked:
+                self._write_aliases(aliases)
             return
         aliases["champion"] = version
         if old:

@@ -230,7 +230,8 @@ def register_and_promote(
 
     Steps:
       1. The artifact is copied into the registry as the next version (a corrupt artifact is
-         refused with ArtifactError). With `loader`, the registered copy must load.
+         refused with ArtifactError). With `loader`, the registered copy must load and pass
+         its golden set (`check_candidate`: it reproduces the scores recorded at training).
       2. A record {metric, candidate, baseline, fingerprint, preset, seed, artifact_sha256,
          registered_at, higher_is_better} is written atomically beside the version.
       3. The champion (if any) is read: its artifact must verify (and load, with `loader`) and
@@ -254,7 +255,7 @@ def register_and_promote(
         tolerance: allowed absolute loss to the champion on any cohort.
         higher_is_better: False for a loss-like metric.
         loader: optional `loader(path)` (the case predictor's `load`), used to check that the
-            candidate and the champion really load.
+            candidate and the champion really load, and the candidate its golden set.
 
     Returns:
         A `Promotion`.
@@ -287,9 +288,14 @@ def register_and_promote(
 
     if loader is not None:
         try:
-            loader(path)
+            model = loader(path)
         except Exception as e:
             return _refuse(promotion, f"the new version {path.name} does not load: {first_line(e)}")
+        try:
+            line = golden_line(model, path)
+        except Exception as e:
+            return _refuse(promotion, f"the new version {path.name} is refused: {first_line(e)}")
+        promotion.reasons.append(line)
     try:
         champ_cohorts = _comparable_champion(registry, promotion, loader)
     except Exception as e:
@@ -334,6 +340,24 @@ def _comparable_champion(
         return None
     promotion.compared = True
     return champ["candidate"]
+
+
+def check_candidate(path: str | os.PathLike, loader: Callable[[Path], Any]) -> str:
+    """Load a candidate version as serving will and run its golden check (shared.golden).
+
+    Returns the check's one line ("golden set: 200 scores reproduced ...", or "golden set:
+    none in the artifact"). Raises (ArtifactError, one line) when it does not load or fails
+    its golden set: shuffled weights or a constant model in a well-formed artifact.
+    """
+    return golden_line(loader(Path(path)), Path(path))
+
+
+def golden_line(model: Any, path: str | os.PathLike) -> str:
+    """`shared.golden.check_golden` as a report line (raises when the model fails it)."""
+    from shared.golden import check_golden
+
+    line = check_golden(model, path)
+    return line if line.startswith("golden set") else f"golden set: {line}"
 
 
 def _refuse(promotion: Promotion, message: str) -> Promotion:

@@ -233,67 +233,160 @@ def make_app(
 
 
 class ReloadableModel(Generic[T]):
-    """The model a replica serves, swapped only for a new one that loaded completely.
+    """The model a replica serves, swapped only for a new one that loaded completely and passed
+    its golden check; with `monitor=`, the live monitor of what it serves.
 
     At start-up the registry's champion is loaded with `load_with_fallback` (so a corrupt
-    champion falls back to `previous`); `registry_root` may also be one artifact folder. `reload()`
-    loads the current champion again; if that fails (corrupt file, failed sanity check), the
-    error is logged and returned and the model already in memory keeps serving.
+    champion, or one that fails its golden set, falls back to `previous`); `registry_root` may
+    also be one artifact folder. `reload()` loads the current champion again; if that fails
+    (corrupt file, failed sanity or golden check), the error is logged and returned and the
+    model already in memory keeps serving.
+
+    The golden check (`shared.golden.check_golden`) runs on every load when the artifact ships
+    `golden.json`; a version promoted with `Registry.promote(v, force=True)` is loaded without
+    it, with a warning. With `monitor="<case>"` and a `monitor_reference.json` in the artifact,
+    `self.monitor` is a `shared.monitor.Monitor` against that reference (a fresh one on each
+    reload), fed by `observe(requests, answers)` from the handler.
 
     Attributes:
         version: the served version's name ("v0002", or the artifact folder's name).
         alias: "champion", "previous" or "artifact".
         artifact_sha256: `shared.artifacts.artifact_hash` of the served artifact.
         last_error: the last failed reload's one-line reason (None after a good one).
+        golden: the served version's golden check, one line.
+        monitor: the live Monitor, or None (no `monitor=` name, or no reference shipped).
     """
 
-    def __init__(self, registry_root: str | os.PathLike, loader: Callable[[Path], T]) -> None:
+    def __init__(
+        self,
+        registry_root: str | os.PathLike,
+        loader: Callable[[Path], T],
+        *,
+        monitor: str | None = None,
+        golden: bool = True,
+    ) -> None:
         self.root = Path(registry_root)
         self.loader = loader
+        self.monitor_name = monitor
+        self.check_golden = golden
         self._lock = threading.Lock()
         self.last_error: str | None = None
-        self.model, self.alias = load_with_fallback(self.root, loader)
+        self._checks: dict[Path, str] = {}
+        self._observe_error: str | None = None
+        self.model, self.alias = load_with_fallback(self.root, self._load)
         path = self._path_of(self.alias)
         self.version, self.artifact_sha256 = path.name, _hash_or_none(path)
+        self.golden = self._checks.get(path, "not checked")
+        self.monitor = self._make_monitor(path)
 
     def _path_of(self, alias: str) -> Path:
         if alias == "artifact" or (self.root / MANIFEST).is_file():
             return self.root
         return Registry(self.root).resolve(alias)
 
+    def _forced(self, path: Path) -> bool:
+        if path == self.root:
+            return False
+        try:
+            return Registry(self.root).aliases().get("forced") == path.name
+        except ArtifactError:
+            return False
+
+    def _load(self, path: Path) -> T:
+        """The loader, then the golden check (unless switched off or forced by the registry)."""
+        model = self.loader(path)
+        if not self.check_golden:
+            line = "not checked (golden=False)"
+        elif self._forced(path):
+            line = f"skipped: {path.name} was promoted with force=True (operator's override)"
+            logger.warning("serving %s without its golden check: %s", path.name, line)
+        else:
+            from shared.golden import check_golden
+
+            line = check_golden(model, path)
+        self._checks[path] = line
+        return model
+
+    def _make_monitor(self, path: Path) -> Any:
+        if not self.monitor_name:
+            return None
+        from shared.golden import read_reference
+        from shared.monitor import Monitor
+
+        try:
+            ref = read_reference(path)
+        except ArtifactError as e:
+            logger.warning("no monitor for %s: %s", path.name, first_line(e))
+            return None
+        return None if ref is None else Monitor(ref, name=self.monitor_name)
+
     def get(self) -> T:
         """The model to use for this request."""
         return self.model
 
+    def observe(self, requests: list[dict], answers: list[Any] | None = None) -> None:
+        """Feed the monitor this batch (`model.observation(requests, answers)`). Never raises:
+        monitoring must not fail a request; the first error is logged and kept for /status."""
+        monitor = self.monitor
+        if monitor is None:
+            return
+        try:
+            features, scores = self.model.observation(requests, answers)  # type: ignore[attr-defined]
+            monitor.observe(features, scores)
+        except Exception as e:
+            if self._observe_error is None:
+                logger.warning("monitor %s: observation failed: %s", self.monitor_name, e)
+            self._observe_error = first_line(e)
+
     def status(self) -> dict[str, Any]:
-        """{"serving": version, "alias", "artifact_sha256", "last_error"}."""
+        """{"serving": version, "alias", "artifact_sha256", "last_error", "golden"}."""
         return {
             "serving": self.version,
             "alias": self.alias,
             "artifact_sha256": self.artifact_sha256,
             "last_error": self.last_error,
+            "golden": self.golden,
         }
+
+    def monitor_status(self) -> dict[str, Any]:
+        """The monitor's verdict for /status, or why there is none."""
+        if self.monitor is None:
+            why = (
+                "no monitor name given"
+                if not self.monitor_name
+                else "no monitor_reference.json in the artifact"
+            )
+            return {"enabled": False, "why": why}
+        out = {"enabled": True, **self.monitor.status()}
+        if self._observe_error:
+            out["observe_error"] = self._observe_error
+        return out
 
     def reload(self) -> dict[str, Any]:
         """Load the champion again; keep the current model if that fails.
 
         Returns:
-            {"ok": bool, "serving", "alias", "artifact_sha256", "error": message or None}.
+            {"ok": bool, "serving", "alias", "artifact_sha256", "golden", "error": message or
+            None, "pid"}.
         """
         try:
             path = self._path_of("champion")
             digest = _hash_or_none(path)
-            model = self.loader(path)
+            model = self._load(path)
+            monitor = self._make_monitor(path)
         except Exception as e:
             msg = first_line(e)
             self.last_error = msg
             logger.warning("reload refused, still serving %s: %s", self.version, msg)
-            return {"ok": False, **self.status(), "error": msg}
+            return {"ok": False, **self.status(), "error": msg, "pid": os.getpid()}
         with self._lock:
             self.model, self.alias = model, "artifact" if path == self.root else "champion"
             self.version, self.artifact_sha256 = path.name, digest
+            self.golden = self._checks.get(path, "not checked")
+            self.monitor = monitor
+            self._observe_error = None
             self.last_error = None
-        return {"ok": True, **self.status(), "error": None}
+        return {"ok": True, **self.status(), "error": None, "pid": os.getpid()}
 
 
 def _hash_or_none(path: Path) -> str | None:
@@ -351,10 +444,13 @@ def standard_routes(
 
         def status(self) -> dict:
             extra = getattr(self, "status_info", None)
-            out = {**getattr(self, model).status(), "pid": os.getpid()}
+            served = getattr(self, model)
+            out = {**served.status(), "pid": os.getpid()}
             monitor = getattr(self, "monitor", None)
-            if monitor is not None:  # a shared.monitor.Monitor kept by the replica
+            if monitor is not None:  # a shared.monitor.Monitor kept by the replica itself
                 out["monitor"] = monitor.status()
+            elif hasattr(served, "monitor_status"):  # ReloadableModel(monitor=...)
+                out["monitor"] = served.monitor_status()
             return {**out, **(extra() if extra else {})}
 
         for name, fn, method, path in (

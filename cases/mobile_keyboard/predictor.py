@@ -234,10 +234,7 @@ class KeyboardPredictor:
 
     # -- the API -----------------------------------------------------------------------------------
     def suggest(self, context: str, prefix: str = "", user_id: str | None = None) -> dict:
-        # Only the sentence being typed: the model is evaluated (and its best epoch chosen) with
-        # every sentence starting afresh at <s>, so "home. want to" must score as "want to", and
-        # "home. " as a sentence start. The trailing space lets a final "." end a sentence.
-        words = tokenize(SENT_SPLIT_RE.split(context + " ")[-1])[-MAX_CONTEXT_WORDS:]
+        words = self._sentence_words(context)  # only the sentence being typed
         ids = tuple(self.vocab.encode(words))
         lp = self._logp_for(ids)
         prefix = prefix.strip().lower()
@@ -268,6 +265,44 @@ class KeyboardPredictor:
             "corrections": corrections,
             "context_tokens": len(words),
         }
+
+    @staticmethod
+    def _sentence_words(context: str) -> list[str]:
+        # Only the sentence being typed: the model is evaluated (and its best epoch chosen) with
+        # every sentence starting afresh at <s>, so "home. want to" must score as "want to", and
+        # "home. " as a sentence start. The trailing space lets a final "." end a sentence.
+        return tokenize(SENT_SPLIT_RE.split(context + " ")[-1])[-MAX_CONTEXT_WORDS:]
+
+    def observation(
+        self, requests: list[dict], answers: list[dict] | None = None
+    ) -> tuple[dict[str, list[float]], list[float]]:
+        """What the live monitor watches (shared.golden, shared.monitor), per request:
+
+        features: context_words (words of the sentence being typed), oov_share (share of them
+        outside the vocabulary: another language or alphabet), prefix_chars, context_chars;
+        score: the next-word model's top-1 probability after the context (<unk> and <s>
+        excluded), the confidence behind `next_words`. The state cache makes it a lookup for
+        a context just served, so `answers` is not needed.
+        """
+        feats: dict[str, list[float]] = {
+            "context_words": [],
+            "oov_share": [],
+            "prefix_chars": [],
+            "context_chars": [],
+        }
+        scores = []
+        unk = self.vocab.stoi.get("<unk>", 0)
+        for r in requests:
+            context = str(r.get("context") or "")
+            words = self._sentence_words(context)
+            ids = tuple(self.vocab.encode(words))
+            lp = self._logp_for(ids)
+            scores.append(float(np.exp(lp[2:]).max()) if len(lp) > 2 else 0.0)
+            feats["context_words"].append(float(len(words)))
+            feats["oov_share"].append(sum(i == unk for i in ids) / len(ids) if ids else 0.0)
+            feats["prefix_chars"].append(float(len(str(r.get("prefix") or "").strip())))
+            feats["context_chars"].append(float(len(context)))
+        return feats, scores
 
     def _complete_with_cache(
         self, lp: np.ndarray, prefix: str, pool: dict[str, float]

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictStr, field_validator, m
 
 from .predictor import KeyboardPredictor
 
+LOADER = KeyboardPredictor.load  # what serving loads (the drills' in-process promotion check)
 MAX_CONTEXT_CHARS = 2000
 MAX_PREFIX_CHARS = 48
 
@@ -72,7 +73,8 @@ def build_app(artifact: str | Path, num_cpus: float = 1.0, max_batch_size: int =
     @standard_routes(app)  # /version (the artifact's hash), /reload (409 when it fails), /status
     class KeyboardServer:
         def __init__(self, root: str):
-            self.model = ReloadableModel(root, KeyboardPredictor.load)
+            # The golden check on every load, the live monitor on /status (shared.golden).
+            self.model = ReloadableModel(root, KeyboardPredictor.load, monitor="mobile-keyboard")
 
         @app.post("/suggest")
         async def suggest(self, req: SuggestRequest) -> dict:
@@ -80,7 +82,9 @@ def build_app(artifact: str | Path, num_cpus: float = 1.0, max_batch_size: int =
 
         @serve.batch(max_batch_size=max_batch_size, batch_wait_timeout_s=0.002)
         async def batched(self, reqs: list[dict]) -> list[dict]:
-            return self.model.get().suggest_batch(reqs)
+            answers = self.model.get().suggest_batch(reqs)
+            self.model.observe(reqs, answers)  # the monitor's window; never raises
+            return answers
 
         def status_info(self) -> dict:
             return {"shipped": self.model.get().config.get("shipped")}

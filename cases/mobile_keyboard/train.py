@@ -504,6 +504,44 @@ def save_shipped(
     return save_artifact(path, {}, config, metrics, fingerprint, files)
 
 
+GOLDEN_REQUESTS, REFERENCE_REQUESTS = 200, 2000
+
+
+def keystroke_requests(sentences: Sequence[Sequence[str]], n: int, seed: int) -> list[dict]:
+    """`n` /suggest requests from held-out sentences, as a client sends them: the words before a
+    random position as context, 0-3 letters of the next word as prefix. Sentences are reused
+    (other positions) when there are fewer than `n`."""
+    rng = np.random.default_rng(seed)
+    usable = [s for s in sentences if len(s) >= 2]
+    if not usable:
+        raise ValueError("no sentence of two words or more for the monitor's requests")
+    out: list[dict] = []
+    while len(out) < n:
+        s = usable[int(rng.integers(len(usable)))]
+        i = int(rng.integers(1, len(s)))
+        word = s[i]
+        k = int(rng.integers(0, min(3, len(word)) + 1))
+        prefix = word[:k] if word[:k].isalpha() else ""
+        out.append({"context": " ".join(s[:i]), "prefix": prefix})
+    return out
+
+
+def finish_keyboard_artifact(artifact: Path, val: Sequence[Sequence[str]], seed: int) -> Path:
+    """Add the golden set and the monitor's reference (shared.golden) from validation
+    keystrokes: 200 golden requests, 2000 others for the reference."""
+    from shared.golden import finish_artifact
+
+    from .predictor import KeyboardPredictor
+
+    reqs = keystroke_requests(val, GOLDEN_REQUESTS + REFERENCE_REQUESTS, seed + 17)
+    return finish_artifact(
+        artifact,
+        lambda p: KeyboardPredictor.load(p, with_spell=False),
+        golden_requests=reqs[:GOLDEN_REQUESTS],
+        reference_requests=reqs[GOLDEN_REQUESTS:],
+    )
+
+
 @dataclass
 class KeyboardTrained:
     """What `train` built: the models, the candidate table on validation, the artifact."""
@@ -559,6 +597,7 @@ def train(
     artifact = save_shipped(
         artifact_dir, candidates[shipped], vocab, error_model, config, metrics, fingerprint
     )
+    finish_keyboard_artifact(artifact, corpus.val, seed)
     return KeyboardTrained(
         vocab, kn, lstm, info, error_model, candidates, rows, mix_top1, why, shipped,
         artifact, fingerprint, timings,
