@@ -5,6 +5,8 @@
     casebook run all
     casebook bench rnn --quick
     casebook serve mobile-keyboard --port 8000
+    casebook serve mobile-keyboard --replicas 2          (casebook/serve_apps.py)
+    casebook serve mobile-keyboard --config deploy/mobile-keyboard.yaml
     casebook drill mobile-keyboard            (failure drills on the live app: casebook/drill.py)
 
 A case plugs in by existing: every `cases/<package>/cli.py` is found by scanning, and its
@@ -157,6 +159,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve_p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
     serve_p.add_argument("--port", type=int, default=8000, help="HTTP port (default 8000)")
+    serve_p.add_argument(
+        "--replicas",
+        type=int,
+        default=None,
+        help="replicas of every deployment of the app (default: the case's own, one)",
+    )
+    serve_p.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="a Serve config file (deploy/<case>.yaml) to deploy instead, on a Ray on --host",
+    )
     return parser
 
 
@@ -277,7 +291,14 @@ def main(argv: list[str] | None = None) -> int:
 
             return drill.main(args, list(available_cases()))
         if args.command == "serve":
-            load_case(args.case).serve(args.artifact, args.host, args.port)
+            if args.replicas is None and args.config is None:
+                load_case(args.case).serve(args.artifact, args.host, args.port)
+                return 0
+            from casebook import serve_apps
+
+            serve_apps.serve_case(
+                args.case, args.artifact, args.host, args.port, args.replicas, args.config
+            )
             return 0
     except CasebookError as e:
         print(f"casebook: error: {e}", file=sys.stderr)
