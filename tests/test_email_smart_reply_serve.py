@@ -32,7 +32,8 @@ def build_tiny_artifact(folder):
     train_d.no_reply = list(d.no_reply)
     models = T.train(cfg, train_d, val_d, seed=0, log=lambda *a: None)
     fp32, _ = T.export_towers(models, cfg, folder / "onnx")
-    return T.save(models, cfg, folder / "artifact", fp32, "test", {}, {})
+    art = T.save(models, cfg, folder / "artifact", fp32, "test", {}, {})
+    return T.finish_monitoring(art, val_d, models.trigger.threshold, seed=0)
 
 
 @pytest.fixture(scope="module")
@@ -125,3 +126,27 @@ def test_corrupt_champion_refused_last_good_keeps_serving(url, registry):
     r = requests.post(f"{url}/suggest", json={"message": "Thanks so much!"}, timeout=60)
     assert r.status_code == 200 and r.json()["version"] == good.name
     assert np.isfinite(r.json()["trigger_score"])
+
+
+def test_status_shows_the_golden_check_and_the_monitor(url):
+    from shared.monitor import MonitorThresholds
+
+    st = requests.get(f"{url}/status", timeout=30).json()
+    assert st["golden"].startswith("golden set:") and "reproduced" in st["golden"]
+    assert st["monitor"]["enabled"] is True
+    msgs = ["Can we meet tomorrow at 3pm?", "Thanks so much for the report!", "Is it on?"]
+    n = MonitorThresholds().min_count + MonitorThresholds().check_every
+    for i in range(n):
+        r = requests.post(f"{url}/suggest", json={"message": msgs[i % 3]}, timeout=60)
+        assert r.status_code == 200
+    mon = requests.get(f"{url}/status", timeout=30).json()["monitor"]
+    assert mon["observed"] >= n and mon["ready"] is True
+    assert set(mon["features"]) == {
+        "message_chars",
+        "message_words",
+        "non_ascii_share",
+        "top_score",
+    }
+    assert 0.0 <= mon["decision_rate"] <= 1.0
+    # three messages repeated are not the validation traffic: the length features moved
+    assert "drift" in mon["alarms"]

@@ -73,7 +73,7 @@ def _run(args, cfg, out: Path) -> Path:
     from . import data as D
     from .evaluate import evaluate_run
     from .predictor import SmartReplyPredictor
-    from .train import export_towers, save, train
+    from .train import export_towers, finish_monitoring, save, train
 
     seed = int(getattr(args, "seed", 0) or 0)
     spec = getattr(args, "data", None) or "builtin"
@@ -160,7 +160,8 @@ def _run(args, cfg, out: Path) -> Path:
         {"1_of_100": prod["1_of_100"], "mrr": prod["mrr"]},
         {"served_precision": res["served"], "testset": testset},
     )
-    SmartReplyPredictor.load(art)  # the artifact loads as the server will load it
+    # The golden set and the monitor's reference (loads the artifact as the server will).
+    finish_monitoring(art, val_d, models.trigger.threshold, seed)
     cand = {"all": prod["1_of_100"]}
     promotion = register_and_promote(
         art,

@@ -3,7 +3,7 @@
     p = SmartReplyPredictor.load("runs/email-smart-reply/registry/versions/v0001")
     p.suggest_batch([{"message": "Can we meet at 3pm?", "k": 3}])
     -> [{"suggestions": [{"text": "Sounds good, see you then.", "score": 0.71}, ...],
-         "triggered": true, "trigger_score": 0.93}]
+         "triggered": true, "trigger_score": 0.93, "top_score": 0.71}]
     p.compose_batch([{"message": "Can we meet at 3pm?", "prefix": "sounds go"}])
 
 The features and scores are computed by the functions below, which training and evaluation call
@@ -65,6 +65,16 @@ def trigger_features(texts: list[str], vocab: dict[str, int], idf: np.ndarray) -
     x *= idf[None, :]
     x /= np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
     return x
+
+
+def message_features(messages: list[str]) -> dict[str, list[float]]:
+    """Cheap input descriptors the monitor compares with training: characters, words, and the
+    share of non-ASCII characters (another alphabet, mojibake) per message."""
+    return {
+        "message_chars": [float(len(m)) for m in messages],
+        "message_words": [float(len(m.split())) for m in messages],
+        "non_ascii_share": [sum(ord(c) > 127 for c in m) / max(len(m), 1) for m in messages],
+    }
 
 
 def choose_suggestions(
@@ -155,14 +165,20 @@ class SmartReplyPredictor:
 
     def suggest_batch(self, requests: list[dict]) -> list[dict]:
         """[{"message", "k"}] -> [{"suggestions": [{"text", "score"}], "triggered",
-        "trigger_score"}]; suggestions are empty when the trigger says no."""
+        "trigger_score", "top_score"}]; suggestions are empty when the trigger says no;
+        top_score is the best reply's cosine in the whole set (also when not triggered)."""
+        return self._suggest(requests)[0]
+
+    def _suggest(self, requests: list[dict]) -> tuple[list[dict], np.ndarray, np.ndarray]:
+        """The answers, and unrounded (N,) trigger probabilities and (N,) best-reply cosines."""
         if not requests:
-            return []
+            return [], np.zeros(0), np.zeros(0)
         messages = [r["message"] for r in requests]
         p = self.trigger_proba(messages)
         emb = self.embed_messages(messages)  # (N, D)
         n_short = min(self.shortlist, len(self.texts))
         sims, idx = self.index.search(np.ascontiguousarray(emb, dtype=np.float32), n_short)
+        top = sims[:, 0].astype(np.float64)  # (N,) faiss returns the best first
         out = []
         for i, r in enumerate(requests):
             triggered = bool(p[i] >= self.threshold)
@@ -180,9 +196,30 @@ class SmartReplyPredictor:
                     "suggestions": sugg,
                     "triggered": triggered,
                     "trigger_score": round(float(p[i]), 4),
+                    "top_score": round(float(top[i]), 4),
                 }
             )
-        return out
+        return out, p, top
+
+    def observation(
+        self, requests: list[dict], answers: list[dict] | None = None
+    ) -> tuple[dict[str, list[float]], list[float]]:
+        """What the live monitor and the golden check watch (shared.golden's contract).
+
+        features: per request, the message's length in characters and in words, its share of
+        non-ASCII characters, and the best reply's cosine (a broken message tower moves it);
+        scores: the trigger probability, one per request (the "suggest" decision is
+        score >= the trigger threshold). With `answers` (serving) their rounded figures are
+        reused; without (training, the golden check) they are computed, unrounded.
+        """
+        if answers is None:
+            _, p, top = self._suggest(requests)
+        else:
+            p = np.array([a["trigger_score"] for a in answers], dtype=np.float64)
+            top = np.array([a["top_score"] for a in answers], dtype=np.float64)
+        features = message_features([r["message"] for r in requests])
+        features["top_score"] = [float(x) for x in top]
+        return features, [float(x) for x in p]
 
     def compose_batch(self, requests: list[dict]) -> list[dict]:
         """[{"message", "prefix"}] -> [{"completion": str}] ("" when not confident)."""

@@ -12,7 +12,9 @@ One replica holds the ONNX message tower, the faiss index of the response set an
 model; `/suggest` requests are batched with `@serve.batch` (one ONNX call per batch). The
 registry's champion is loaded with sha256 verification; `/reload` refuses a corrupt champion and
 keeps serving the last good one. Bad input (empty, oversized, wrong types, k out of range,
-binary) gets a 4xx with a one-line message.
+binary) gets a 4xx with a one-line message. Each /suggest batch feeds the live monitor
+(`shared.monitor`: message length, non-ASCII share, best reply cosine, trigger probability
+against the training reference); `GET /status` shows its figures and alarms.
 """
 
 # No `from __future__ import annotations`: Ray pickles the deployment class by value, and FastAPI
@@ -24,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, field_v
 
 from .predictor import SmartReplyPredictor
 
+LOADER = SmartReplyPredictor.load  # what serving loads (the drills' promotion check uses it)
 MAX_MESSAGE_CHARS = 5000  # an email body longer than this is pasted text; the tower reads 64 pieces
 MAX_PREFIX_CHARS = 500
 MAX_K = 5
@@ -79,10 +82,9 @@ class ComposeRequest(BaseModel):
 
 def build_app(artifact: str | Path, num_cpus: float = 1.0, max_batch_size: int = 16) -> Any:
     """A bound Ray Serve application around SmartReplyPredictor (artifact folder or registry)."""
-    from fastapi.responses import JSONResponse
     from ray import serve
 
-    from shared.serving import ReloadableModel, make_app
+    from shared.serving import ReloadableModel, make_app, standard_routes
 
     app = make_app("email-smart-reply")
 
@@ -92,9 +94,12 @@ def build_app(artifact: str | Path, num_cpus: float = 1.0, max_batch_size: int =
         ray_actor_options={"num_cpus": num_cpus},
     )
     @serve.ingress(app)
+    @standard_routes(app)  # /version, /reload (409 when it fails), /status (with the monitor)
     class SmartReplyServer:
         def __init__(self, root: str):
-            self.model = ReloadableModel(root, SmartReplyPredictor.load)
+            # monitor=: a live Monitor against the artifact's monitor_reference.json (none for
+            # older artifacts); the golden check runs on every load.
+            self.model = ReloadableModel(root, LOADER, monitor="email-smart-reply")
 
         @app.post("/suggest")
         async def suggest(self, req: SuggestRequest) -> dict:
@@ -103,7 +108,9 @@ def build_app(artifact: str | Path, num_cpus: float = 1.0, max_batch_size: int =
 
         @serve.batch(max_batch_size=max_batch_size, batch_wait_timeout_s=0.002)
         async def batched(self, reqs: list[dict]) -> list[dict]:
-            return self.model.get().suggest_batch(reqs)
+            answers = self.model.get().suggest_batch(reqs)
+            self.model.observe(reqs, answers)  # never raises; /status shows the verdict
+            return answers
 
         # async: a keystroke is one cached numpy LSTM step (well under a millisecond), cheaper
         # than the hand-off to Serve's thread pool that a plain `def` gets.
@@ -111,19 +118,6 @@ def build_app(artifact: str | Path, num_cpus: float = 1.0, max_batch_size: int =
         async def compose(self, req: ComposeRequest) -> dict:
             out = self.model.get().compose_batch([req.model_dump()])[0]
             return {**out, "version": self.model.version}
-
-        @app.get("/version")
-        def version(self) -> dict:
-            return self.model.status()
-
-        @app.get("/status")
-        def status(self) -> dict:
-            return self.model.status()
-
-        @app.post("/reload")
-        def reload(self) -> JSONResponse:
-            status = self.model.reload()
-            return JSONResponse(status, status_code=200 if status["ok"] else 409)
 
     return SmartReplyServer.bind(str(artifact))
 

@@ -559,3 +559,31 @@ def save(
         "responses.json": json.dumps(responses).encode("utf-8"),
     }
     return save_artifact(directory, t, config, metrics, fingerprint, files)
+
+
+def finish_monitoring(artifact_dir: Path, val_data, threshold: float, seed: int = 0) -> Path:
+    """Add the golden set and the live monitor's reference to a saved artifact (shared.golden).
+
+    Requests are /suggest bodies built from the validation messages (and messages that got no
+    reply, which real traffic has too), in a seeded order: the first 200 are the golden set,
+    the next (up to 2,000) the monitor's "normal". With fewer than 400, the reference is all of
+    them (it then overlaps the golden set: both describe the same traffic). The decision is
+    "suggest": trigger probability >= the trigger's threshold.
+    """
+    from shared.golden import finish_artifact
+
+    from .predictor import SmartReplyPredictor
+
+    texts = list(val_data.messages) + list(val_data.no_reply)
+    order = np.random.default_rng(seed + 17).permutation(len(texts))
+    reqs = [{"message": texts[i], "k": 3} for i in order]
+    golden = reqs[:200]
+    reference = reqs[200:2200] if len(reqs) >= 400 else reqs
+    return finish_artifact(
+        artifact_dir,
+        SmartReplyPredictor.load,
+        golden_requests=golden,
+        reference_requests=reference,
+        decision_threshold=float(threshold),
+        decision="suggest",
+    )
