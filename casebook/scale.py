@@ -341,7 +341,8 @@ def run_scale(
         plain = plain_loop(blocks, gate, onnx_path, topics)
         dist = gated_batch_inference(
             blocks, gate, ItemTowerOnnx, {"path": str(onnx_path), "topics": topics},
-            batch_size=batch, concurrency=concurrency, cpus_per_actor=cpus_per_node,
+            batch_size=batch, concurrency=concurrency,
+            cpus_per_actor=max(0.5, cpus_per_node - 0.5),
         )  # fmt: skip
         same = plain["rows_out"] == dist.rows_out
         for how, rin, rout, wall, n in (

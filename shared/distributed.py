@@ -233,16 +233,18 @@ def gated_batch_inference(
     batch_size: int,
     concurrency: int = 2,
     cpus_per_actor: float = 1.0,
+    gate_cpus: float = 0.5,
 ) -> BatchInferenceRun:
     """Ray Data: blocks -> `gate` (a task per batch) -> `model_cls` (an actor pool) -> rows.
 
     `blocks` are dicts of equal-length numpy columns, one Ray Data block each (so a batch of
     `batch_size` rows is one block when the blocks have that size, and the gate sees the same
     batches as a plain loop over the blocks). `concurrency` actors of `cpus_per_actor` CPUs
-    each: a whole node's CPUs per actor puts one actor on each node. `model_cls(**model_kwargs)`
-    is built once per actor and called on each batch; its output must carry a "node" column
-    (the id of the node that ran it) besides its own columns. Timed from building the dataset
-    to the last row collected.
+    each: a node's CPUs less `gate_cpus` per actor puts one actor on each node and leaves room
+    for the gate's tasks (`gate_cpus` each; without room they would wait for ever).
+    `model_cls(**model_kwargs)` is built once per actor and called on each batch; its output
+    must carry a "node" column (the id of the node that ran it) besides its own columns.
+    Timed from building the dataset to the last row collected.
     """
     import pandas as pd
     import ray
@@ -252,7 +254,7 @@ def gated_batch_inference(
     ctx.print_on_execution_start = False
     t0 = time.perf_counter()
     ds = ray.data.from_pandas([pd.DataFrame(b) for b in blocks])
-    ds = ds.map_batches(gate, batch_size=batch_size, batch_format="numpy")
+    ds = ds.map_batches(gate, batch_size=batch_size, batch_format="numpy", num_cpus=gate_cpus)
     ds = ds.map_batches(
         model_cls,
         fn_constructor_kwargs=model_kwargs,
