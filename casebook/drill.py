@@ -18,20 +18,45 @@ bound to 127.0.0.1, then the drills, in this order:
   corrupt_model  a registered copy of the champion with one flipped byte is promoted and
                  /reload called while requests flow. Pass: 409 with a reason, the served hash
                  unchanged, no request failed.
+  silent_failure a copy of the champion with every float tensor shuffled (safetensors, ONNX
+                 initializers, .npy) and its manifest rewritten (valid sha256), offered for
+                 promotion: the case's LOADER + golden check (shared.lifecycle.check_candidate)
+                 must refuse it, and promoted anyway, /reload must answer 409 on every replica
+                 with the old hash still served. Then forced live (Registry.promote(force=True),
+                 the operator's override) and fed the golden requests: the live monitor must
+                 raise a model alarm (collapse, score_drift or decision_rate) on a replica
+                 within replicas x (min_count + check_every) requests + one chunk (the design
+                 bound: one verdict per check_every once min_count are in). Champion restored.
+  drift          the golden requests as traffic (control: no drift alarm allowed), then the
+                 same requests shifted (main text 5x longer, its words replaced by random
+                 letters, its letters moved to the Cyrillic alphabet), each phase on fresh
+                 monitor windows: every replica must report a drift alarm naming the features
+                 that moved. PSI/KS per feature in metrics.json.
   load           32 requests in flight for a bounded time (shared.loadgen): p50, p99, errors,
                  and the app's CPU per request (CPU seconds of the Ray processes / requests).
   replica_kill   one ingress replica's process is killed (SIGKILL, by its pid from /status)
-                 under 8 in flight. Pass: failures no more than the requests in flight, and the
-                 replica replaced (time to recover reported).
+                 under 8 in flight, twice: without retries, then with the client-side retry
+                 policy (shared.retry.post_with_retry: the route is a pure prediction, so
+                 idempotent; 3 attempts, backoff). A single-deployment app has no code that
+                 outlives its replica and Serve's proxy does not re-send a request a replica
+                 died with, so for it the retry is the client's (see shared.retry). Pass:
+                 without retries, failures no more than the requests in flight; with them,
+                 none; the replica replaced both times (time to recover reported).
   bad_batch      shared.gate refuses a duplicated, a bot-flooded, a label-flipped and a
                  schema-drifted batch and passes a fresh one. Generic: the gate with a schema of
                  its own (the cases expose no common gate schema yet), refused batches
                  quarantined under the drill folder.
   sockets        every listening socket of the app's processes is on 127.0.0.1.
 
+silent_failure and drift need the case to ship a golden set and a monitor reference
+(shared.golden: golden.json, monitor_reference.json, the predictor's `observation`, the serve
+module's LOADER); without them they fail, saying so.
+
 Everything started here is stopped here (Serve's API, then the Ray it started; by pid for the
 killed replica, never by name). Writes runs/drill/<case>/<UTC time>/metrics.json + report.md and
-prints one pass/fail line per drill. Exit status 1 when a drill fails.
+prints one pass/fail line per drill; `casebook drill all` also writes the reliability table of
+every case to runs/drill/summary.md (or <--out>/summary.md) and prints it. Exit status 1 when a
+drill fails.
 """
 
 from __future__ import annotations
@@ -55,7 +80,18 @@ import numpy as np
 
 from shared.errors import CasebookError, first_line
 
-DRILLS = ("bad_input", "corrupt_model", "load", "replica_kill", "bad_batch", "sockets")
+DRILLS = (
+    "bad_input",
+    "corrupt_model",
+    "silent_failure",
+    "drift",
+    "load",
+    "replica_kill",
+    "bad_batch",
+    "sockets",
+)
+MODEL_ALARMS = ("collapse", "score_drift", "decision_rate")  # the monitor's model-health checks
+ALARM_CHUNK = 20  # requests between two looks at /status while counting to an alarm
 FUZZ_PER_ROUTE = 200  # the issue's floor: at least 200 generated requests per route
 TIMEOUT_S = 30.0  # a request unanswered after this long is a hang
 BIG_BODY = 10 * 1024 * 1024  # the "10 MB body" hostile case
@@ -506,25 +542,45 @@ def _replica_pids(url: str, tries: int = 40) -> set[int]:
     return pids
 
 
-def drill_replica_kill(
-    url: str, route: str, good: dict, replicas: int, seconds: float = 20.0, in_flight: int = 8
-) -> DrillResult:
-    from shared.loadgen import closed_loop
+def _retry_loop(
+    url: str, route: str, good: dict, in_flight: int, seconds: float, policy: Any
+) -> dict[str, Any]:
+    """`in_flight` clients posting `good` for `seconds`, each with `post_with_retry`."""
+    from shared.retry import post_with_retry
 
+    data = json.dumps(good).encode()
+    codes: Counter[str] = Counter()
+    retried = [0]
+    lock = threading.Lock()
+    deadline = time.perf_counter() + seconds
+
+    def worker() -> None:
+        session = _session()
+        while time.perf_counter() < deadline:
+            code, attempts = post_with_retry(session, url, route, data, policy, TIMEOUT_S)
+            with lock:
+                codes[str(code)] += 1
+                retried[0] += attempts > 1
+
+    threads = [threading.Thread(target=worker, daemon=True) for _ in range(in_flight)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=seconds + 3 * TIMEOUT_S)
+    n = sum(codes.values())
+    return {"n": n, "errors": n - codes.get("200", 0), "codes": dict(codes), "retried": retried[0]}
+
+
+def _kill_under_load(
+    url: str, replicas: int, seconds: float, load: Callable[[], dict[str, Any]]
+) -> dict[str, Any]:
+    """Kill one replica (by pid) while `load()` runs in a thread; wait for its replacement."""
     pids = _replica_pids(url)
     if len(pids) < 2:
-        return DrillResult(
-            "replica_kill", False, f"found {len(pids)} ingress replica pid(s) via /status, need 2"
-        )
+        return {"error": f"found {len(pids)} ingress replica pid(s) via /status, need 2"}
     victim = min(pids)
     result: dict[str, Any] = {}
-
-    def load() -> None:
-        result["load"] = closed_loop(
-            url + route, [good], in_flight, 10**6, seconds, timeout_s=TIMEOUT_S
-        )
-
-    thread = threading.Thread(target=load, daemon=True)
+    thread = threading.Thread(target=lambda: result.update(load=load()), daemon=True)
     thread.start()
     time.sleep(min(3.0, seconds / 4))
     t_kill = time.perf_counter()
@@ -536,19 +592,295 @@ def drill_replica_kill(
             recovered_s = time.perf_counter() - t_kill
             break
         time.sleep(0.5)
-    thread.join(timeout=seconds + TIMEOUT_S + 10)
-    res = result.get("load")
-    failed = res.errors if res else -1
-    passed = res is not None and failed <= in_flight and recovered_s is not None
-    rec = f"{recovered_s:.1f} s" if recovered_s is not None else "not within 120 s"
-    figure = (
-        f"killed replica pid {victim} under {in_flight} in flight: {failed} of "
-        f"{res.n if res else 0} requests failed (bound: {in_flight} in flight), replaced in {rec}"
-    )
-    details = {"victim_pid": victim, "recovered_s": recovered_s}
-    if res:
-        details["load"] = res.to_dict()
+    thread.join(timeout=seconds + 3 * TIMEOUT_S + 10)
+    return {"victim_pid": victim, "recovered_s": recovered_s, "load": result.get("load")}
+
+
+def drill_replica_kill(
+    url: str, route: str, good: dict, replicas: int, seconds: float = 20.0, in_flight: int = 8
+) -> DrillResult:
+    from shared.loadgen import closed_loop
+    from shared.retry import RetryPolicy
+
+    def plain() -> dict[str, Any]:
+        r = closed_loop(url + route, [good], in_flight, 10**6, seconds, timeout_s=TIMEOUT_S)
+        return {"n": r.n, "errors": r.errors, "codes": r.status_counts}
+
+    policy = RetryPolicy(attempts=3, idempotent_routes=frozenset({route}))
+    runs = {
+        "without retry": _kill_under_load(url, replicas, seconds, plain),
+        "with retry": _kill_under_load(
+            url,
+            replicas,
+            seconds,
+            lambda: _retry_loop(url, route, good, in_flight, seconds, policy),
+        ),
+    }
+    parts, passed = [], True
+    for name, run in runs.items():
+        if "error" in run:
+            return DrillResult("replica_kill", False, run["error"], runs)
+        res, rec = run["load"], run["recovered_s"]
+        failed = res["errors"] if res else -1
+        bound = in_flight if name == "without retry" else 0
+        passed = passed and res is not None and 0 <= failed <= bound and rec is not None
+        extra = f", {res['retried']} retried" if res and "retried" in res else ""
+        rec_s = f"{rec:.1f} s" if rec is not None else "not within 120 s"
+        parts.append(
+            f"{name}: {failed} of {res['n'] if res else 0} failed{extra} (bound {bound}), "
+            f"replaced in {rec_s}"
+        )
+    figure = f"replica killed under {in_flight} in flight, " + "; ".join(parts)
+    details = {**runs, "retry_policy": asdict(policy), "retry_where": "client (single deployment)"}
     return DrillResult("replica_kill", passed, figure, details)
+
+
+# --- Silent failure and drift: the golden set and the live monitor (shared.golden) ----------
+
+
+def _by_replica(url: str, method: str, path: str, replicas: int, tries: int = 0) -> dict:
+    """Call `path` until `replicas` distinct replica pids answered (each answer carries "pid");
+    {pid: (status code, body)}. A reload or a /status reaches one replica per request."""
+    session = _session()
+    seen: dict[int, tuple[int, dict]] = {}
+    for _ in range(tries or 12 * replicas):
+        try:
+            r = session.request(method, url + path, timeout=120)
+            body = r.json()
+        except Exception:
+            continue
+        pid = body.get("pid") if isinstance(body, dict) else None
+        if pid is not None and int(pid) not in seen:
+            seen[int(pid)] = (r.status_code, body)
+        if len(seen) >= replicas:
+            break
+    return seen
+
+
+def _send_all(url: str, route: str, bodies: list[dict], concurrency: int = 4) -> Counter:
+    from concurrent.futures import ThreadPoolExecutor
+
+    local = threading.local()
+
+    def one(body: dict) -> str:
+        if not hasattr(local, "s"):
+            local.s = _session()
+        code, _ = send(local.s, url + route, json.dumps(body).encode(), "application/json")
+        return str(code)
+
+    with ThreadPoolExecutor(concurrency) as pool:
+        return Counter(pool.map(one, bodies))
+
+
+def _golden_requests(registry_root: Path) -> list[dict] | None:
+    from shared.artifacts import Registry
+    from shared.golden import read_golden
+
+    golden = read_golden(Registry(registry_root).resolve("champion"))
+    return None if golden is None else [r for r in golden["requests"] if isinstance(r, dict)]
+
+
+def drill_silent_failure(
+    url: str,
+    route: str,
+    registry_root: Path,
+    loader: Callable[[Path], Any] | None,
+    replicas: int,
+    seed: int = 0,
+    max_requests: int = 2000,
+) -> DrillResult:
+    from shared.artifacts import Registry
+    from shared.golden import shuffle_weights
+    from shared.lifecycle import check_candidate
+    from shared.monitor import MonitorThresholds
+
+    golden = _golden_requests(registry_root)
+    if not golden:
+        return DrillResult(
+            "silent_failure", False, "the artifact ships no golden set (shared.golden contract)"
+        )
+    registry = Registry(registry_root)
+    champion = registry.aliases()["champion"]
+    session = _session()
+    before = session.get(f"{url}/version", timeout=TIMEOUT_S).json()
+    with tempfile.TemporaryDirectory(prefix="casebook-drill-broken-") as tmp:
+        broken = Path(tmp) / "broken"
+        shutil.copytree(registry.resolve("champion"), broken)
+        shuffled = shuffle_weights(broken, seed)
+        if not shuffled:
+            return DrillResult(
+                "silent_failure", False, "no float tensor in the artifact to shuffle"
+            )
+        promotion = "no LOADER in the serve module: not checked"
+        promotion_refused = False
+        if loader is not None:
+            try:
+                line = check_candidate(broken, loader)
+                promotion = f"ACCEPTED ({line})"
+            except Exception as e:
+                promotion, promotion_refused = first_line(e), True
+        version = registry.register(broken).name
+    details: dict[str, Any] = {"shuffled": shuffled, "promotion_check": promotion}
+    try:
+        registry.promote(version)  # as a pipeline that skipped the check would
+        with _Background(url + route, golden[0]) as bg:
+            reloads = _by_replica(url, "POST", "/reload", replicas)
+        after = session.get(f"{url}/version", timeout=TIMEOUT_S).json()
+        refused = (
+            len(reloads) == replicas
+            and all(code == 409 for code, _ in reloads.values())
+            and after.get("artifact_sha256") == before.get("artifact_sha256")
+        )
+        reason = next(iter(reloads.values()), (0, {}))[1].get("error", "")
+        details.update(
+            reload_codes={str(k): c for k, (c, _) in reloads.items()},
+            reload_error=reason,
+            background=dict(bg.codes),
+        )
+        # Forced live: the operator's override; the monitor is what is left to catch it.
+        registry.promote(version, force=True)
+        forced = _by_replica(url, "POST", "/reload", replicas)
+        forced_ok = len(forced) == replicas and all(c == 200 for c, _ in forced.values())
+        th = MonitorThresholds()
+        bound = replicas * (th.min_count + th.check_every) + ALARM_CHUNK
+        sent, first, per_replica, codes = 0, None, {}, Counter()
+        while forced_ok and sent < max_requests and len(per_replica) < replicas:
+            chunk = [golden[(sent + i) % len(golden)] for i in range(ALARM_CHUNK)]
+            codes += _send_all(url, route, chunk)
+            sent += ALARM_CHUNK
+            for pid, (_, st) in _by_replica(url, "GET", "/status", replicas).items():
+                alarms = (st.get("monitor") or {}).get("alarms") or {}
+                fired = {k: v for k, v in alarms.items() if k in MODEL_ALARMS}
+                if fired and pid not in per_replica:
+                    per_replica[pid] = {"after": sent, "alarms": fired}
+                    first = first or (sent, fired)
+        details.update(
+            forced_reload={str(k): c for k, (c, _) in forced.items()},
+            alarm_bound=bound,
+            requests_sent=sent,
+            request_codes=dict(codes),
+            alarms_by_replica={str(k): v for k, v in per_replica.items()},
+        )
+    finally:
+        registry.promote(champion)  # a plain promote: the override mark goes too
+        restored = _by_replica(url, "POST", "/reload", replicas)
+        details["restored"] = {str(k): c for k, (c, _) in restored.items()}
+    alarm_ok = first is not None and first[0] <= bound
+    passed = promotion_refused and refused and forced_ok and alarm_ok and bg.failed == 0
+    if first is not None:
+        name, line = next(iter(first[1].items()))
+        alarm = f"alarm {name} after {first[0]} requests (bound {bound}): {line[:80]}"
+    else:
+        alarm = f"no model alarm within {sent} requests"
+    codes_txt = "/".join(str(c) for c, _ in reloads.values())
+    figure = (
+        f"{len(shuffled)} weight file(s) shuffled, sha256 valid; promotion: "
+        f"{'refused' if promotion_refused else promotion} ({promotion[:90]}); /reload "
+        f"{codes_txt} on {len(reloads)} replica(s), still serving {after.get('serving')}; "
+        f"forced live: {alarm}"
+    )
+    return DrillResult("silent_failure", passed, figure, details)
+
+
+_CYRILLIC = dict(zip("abcdefghijklmnopqrstuvwxyz", "абцдефгхийклмнопярстужвхыз", strict=True))
+
+
+def main_text_field(requests: list[dict]) -> str | None:
+    """The string field with the most characters over `requests` (the text a model reads)."""
+    sizes: Counter[str] = Counter()
+    for r in requests:
+        for k, v in r.items():
+            if isinstance(v, str):
+                sizes[k] += len(v)
+    return sizes.most_common(1)[0][0] if sizes and sizes.most_common(1)[0][1] > 0 else None
+
+
+def shifted_requests(
+    requests: list[dict], field_: str, max_length: int | None = None, seed: int = 0
+) -> dict[str, list[dict]]:
+    """Three shifted versions of `requests`, changing only `field_` (cut at `max_length`):
+    '5x longer texts', 'random letters' (each word replaced by random letters of its length),
+    'another alphabet' (a-z moved to Cyrillic letters)."""
+    import random
+
+    rng = random.Random(seed)
+    cap = max_length or 10**9
+
+    def longer(t: str) -> str:
+        return " ".join([t] * 5)[:cap]
+
+    def letters(t: str) -> str:
+        return " ".join(
+            "".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in w) for w in t.split(" ")
+        )
+
+    def alphabet(t: str) -> str:
+        return "".join(_CYRILLIC.get(c, _CYRILLIC.get(c.lower(), c)) for c in t)
+
+    out = {}
+    for name, fn in (("5x longer texts", longer), ("random letters", letters),
+                     ("another alphabet", alphabet)):  # fmt: skip
+        out[name] = [
+            {**r, field_: fn(r[field_])} if isinstance(r.get(field_), str) else r for r in requests
+        ]
+    return out
+
+
+def drill_drift(
+    url: str, route: str, schema: dict, registry_root: Path, replicas: int, per_replica: int = 160
+) -> DrillResult:
+    golden = _golden_requests(registry_root)
+    if not golden:
+        return DrillResult(
+            "drift", False, "the artifact ships no golden set (shared.golden contract)"
+        )
+    field_ = main_text_field(golden)
+    if field_ is None:
+        return DrillResult("drift", False, "the golden requests have no text field to shift")
+    max_length = _prop_limits(schema.get("properties", {}).get(field_, {})).get("maxLength")
+    n = replicas * per_replica
+    phases = {"control (golden requests)": golden}
+    phases.update(shifted_requests(golden, field_, max_length))
+    details: dict[str, Any] = {"field": field_, "requests_per_phase": n}
+    verdicts = {}
+    for name, reqs in phases.items():
+        _by_replica(url, "POST", "/reload", replicas)  # fresh monitor windows on every replica
+        bodies = [reqs[i % len(reqs)] for i in range(n)]
+        codes = _send_all(url, route, bodies)
+        status = _by_replica(url, "GET", "/status", replicas)
+        per = {}
+        for pid, (_, st) in status.items():
+            mon = st.get("monitor") or {}
+            per[str(pid)] = {
+                "ready": mon.get("ready"),
+                "n": mon.get("n"),
+                "alarms": mon.get("alarms"),
+                "features": mon.get("features"),
+                "scores": mon.get("scores"),
+            }
+        drift = [p for p in per.values() if (p["alarms"] or {}).get("drift")]
+        ready = [p for p in per.values() if p["ready"]]
+        verdicts[name] = {"codes": dict(codes), "replicas": per}
+        if name.startswith("control"):
+            ok = len(ready) == replicas and not drift
+            worst = max(
+                (f.get("psi") or 0.0 for p in ready for f in (p["features"] or {}).values()),
+                default=0.0,
+            )
+            verdicts[name]["summary"] = (
+                f"control: {'no drift alarm' if not drift else 'FALSE ALARM'} (max PSI {worst:.2f})"
+            )
+        else:
+            ok = len(drift) == replicas
+            moved = drift[0]["alarms"]["drift"].replace("inputs moved: ", "") if drift else "none"
+            verdicts[name]["summary"] = f"{name}: {moved}"
+        verdicts[name]["passed"] = ok
+    details["phases"] = verdicts
+    passed = all(v["passed"] for v in verdicts.values())
+    figure = f"{n} requests per phase over {replicas} replica(s); " + "; ".join(
+        v["summary"] for v in verdicts.values()
+    )
+    return DrillResult("drift", passed, figure, details)
 
 
 def _gate_batch(rng: np.random.Generator, n: int, first_id: int) -> dict[str, np.ndarray]:
@@ -713,8 +1045,10 @@ def drill_case(
         log(f"drill {case}: starting the app on 127.0.0.1 ({replicas} ingress replicas)")
         local = start_local_ray("127.0.0.1", num_cpus=4)
         app = serve_mod.build_app(str(registry))
+        replicas_now = 1
         if replicas > 1 and "replica_kill" in drills:
             app = _two_replicas(app, replicas)
+            replicas_now = replicas
         serve.run(app, name=cases[case], route_prefix="/", blocking=False)
         url = local.url
         if not wait_for_http(f"{url}/health", timeout_s=120):
@@ -738,6 +1072,12 @@ def drill_case(
                 r = drill_bad_input(url, routes, fuzz)
             elif name == "corrupt_model":
                 r = drill_corrupt_model(url, main_route, main_good, registry)
+            elif name == "silent_failure":
+                loader = getattr(serve_mod, "LOADER", None)
+                r = drill_silent_failure(url, main_route, registry, loader, replicas_now, seed)
+            elif name == "drift":
+                schema = routes[main_route][0]
+                r = drill_drift(url, main_route, schema, registry, replicas_now)
             elif name == "load":
                 r = drill_load(url, main_route, main_good, load_seconds, 32)
             elif name == "replica_kill":
@@ -821,10 +1161,32 @@ def add_arguments(parser: argparse.ArgumentParser, cases: list[str]) -> None:
     parser.add_argument("--quick", action="store_true", help="short load, 200 fuzz requests")
 
 
+def summary_markdown(by_case: dict[str, list[DrillResult] | str], when: str) -> str:
+    """The reliability table of `casebook drill all`: case, drill, figure, pass (a case that
+    could not be drilled gets one row with its error)."""
+    lines = [
+        f"# Reliability drills ({when})",
+        "",
+        "From `casebook drill all` (shared 2-core machine: timings are pessimistic).",
+        "",
+        "| case | drill | figure | pass |",
+        "|---|---|---|---|",
+    ]
+    for case, results in by_case.items():
+        if isinstance(results, str):
+            lines.append(f"| {case} | (all) | error: {results} | **no** |")
+            continue
+        for r in results:
+            figure = r.figure.replace("|", "/")
+            lines.append(f"| {case} | {r.name} | {figure} | {'yes' if r.passed else '**no**'} |")
+    return "\n".join(lines) + "\n"
+
+
 def main(args: argparse.Namespace, cases: list[str]) -> int:
     names = cases if args.case == "all" else [args.case]
     drills = tuple(d.strip() for d in args.only.split(",") if d.strip())
     failed = []
+    by_case: dict[str, list[DrillResult] | str] = {}
     for name in names:
         out = None if args.out is None else (args.out / name if args.case == "all" else args.out)
         artifact = args.artifact if args.case != "all" else None
@@ -842,10 +1204,20 @@ def main(args: argparse.Namespace, cases: list[str]) -> int:
         except CasebookError as e:
             print(f"casebook: drill {name}: error: {e}", flush=True)
             failed.append(name)
+            by_case[name] = first_line(e)
             continue
+        by_case[name] = results
         print(f"wrote {metrics} and {metrics.parent / 'report.md'}")
         if not all(r.passed for r in results):
             failed.append(name)
+    if args.case == "all":
+        from shared.io import atomic_write_text
+        from shared.lifecycle import RUNS
+
+        when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+        table = summary_markdown(by_case, when)
+        path = atomic_write_text((args.out or RUNS / "drill") / "summary.md", table)
+        print(f"\n{table}\nwrote {path}")
     if failed:
         print(f"drills failed: {', '.join(failed)}")
         return 1
