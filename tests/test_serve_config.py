@@ -113,13 +113,9 @@ def test_serve_command_takes_replicas_and_config():
     assert str(args.config) == "deploy/x.yaml"
 
 
-@pytest.mark.serve
-def test_keyboard_config_runs_on_loopback(tmp_path, serve_port):
-    """deploy/mobile-keyboard.yaml as is, but for its artifact (a tiny trained trigram), its
-    route and its CPUs (the test Ray has 2), deployed through the Serve config path."""
-    from ray import serve
-
-    from casebook.serve_apps import deploy_config
+@pytest.fixture(scope="module")
+def keyboard_registry(tmp_path_factory):
+    """A registry whose champion is a tiny trained trigram (seconds to build)."""
     from cases.mobile_keyboard.baseline import KeyboardKneserNey
     from cases.mobile_keyboard.data import builtin_corpus
     from cases.mobile_keyboard.model import KeyboardVocab
@@ -128,18 +124,29 @@ def test_keyboard_config_runs_on_loopback(tmp_path, serve_port):
 
     if "mobile-keyboard" not in CASES:
         pytest.skip("keyboard case absent")
+    root = tmp_path_factory.mktemp("kb")
     corpus = builtin_corpus(800, seed=2)
     vocab = KeyboardVocab.build(corpus.train, 300)
     kn = KeyboardKneserNey(vocab).fit(corpus.train)
     cfg = {"embed_dim": 8, "hidden_dim": 16, "num_layers": 1, "shipped": "kn_full"}
     files = {"vocab.json": vocab.to_json().encode(), TRIGRAM: kn.full_.to_bytes()}
-    art = save_artifact(tmp_path / "artifact", {}, cfg, {}, "test", files)
-    reg = Registry(tmp_path / "registry")
+    art = save_artifact(root / "artifact", {}, cfg, {}, "test", files)
+    reg = Registry(root / "registry")
     reg.promote(reg.register(art).name)
+    return reg
+
+
+@pytest.mark.serve
+def test_keyboard_config_runs_on_loopback(tmp_path, keyboard_registry, serve_port):
+    """deploy/mobile-keyboard.yaml as is, but for its artifact (a tiny trained trigram), its
+    route and its CPUs (the test Ray has 2), deployed through the Serve config path."""
+    from ray import serve
+
+    from casebook.serve_apps import deploy_config
 
     doc = yaml.safe_load(config_path("mobile-keyboard").read_text())
     app = doc["applications"][0]
-    app["args"]["artifact"] = str(reg.root)
+    app["args"]["artifact"] = str(keyboard_registry.root)
     app["route_prefix"] = "/kbconfig"
     for d in app["deployments"]:
         d["ray_actor_options"]["num_cpus"] = 0
@@ -154,3 +161,22 @@ def test_keyboard_config_runs_on_loopback(tmp_path, serve_port):
         assert dep.status == "HEALTHY"
     finally:
         serve.delete("mobile-keyboard")
+
+
+@pytest.mark.serve
+def test_replicas_run(keyboard_registry, serve_port):
+    """`with_replicas(app, 2)` (what `casebook serve --replicas 2` runs): two live replicas."""
+    from ray import serve
+
+    from cases.mobile_keyboard.serve import build_app
+
+    app = with_replicas(build_app(keyboard_registry.root, num_cpus=0), 2)
+    serve.run(app, name="kb2", route_prefix="/kb2")
+    try:
+        dep = serve.status().applications["kb2"].deployments["KeyboardServer"]
+        assert dep.replica_states.get("RUNNING") == 2, dep.replica_states
+        url = f"http://127.0.0.1:{serve_port}/kb2"
+        pids = {requests.get(f"{url}/status", timeout=30).json()["pid"] for _ in range(40)}
+        assert len(pids) == 2, f"requests reached {len(pids)} replica(s)"
+    finally:
+        serve.delete("kb2")
