@@ -270,6 +270,26 @@ def _progress(it, desc: str):
     return tqdm(it, desc=desc, leave=False, disable=None)
 
 
+def train_epochs(model, opt, loss_of, n: int, batch: int, epochs: int, rng, desc: str) -> list:
+    """Minibatch training: `epochs` passes over n rows, each in a fresh permutation from `rng`;
+    `loss_of(idx)` gives the mean loss of rows idx (B,). Returns the mean loss of each epoch and
+    leaves the model in eval mode."""
+    history = []
+    model.train()
+    for _ in _progress(range(epochs), desc):
+        perm = torch.from_numpy(rng.permutation(n))
+        total, steps = 0.0, 0
+        for b in range(0, n, batch):
+            loss = loss_of(perm[b : b + batch])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total, steps = total + loss.item(), steps + 1
+        history.append(total / max(steps, 1))
+    model.eval()
+    return history
+
+
 class SASRecRetriever:
     """Trains `VideoRecSASRec` on next-item windows of the training sequences."""
 
@@ -296,19 +316,16 @@ class SASRecRetriever:
             return self
         opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         Xt, Yt = torch.from_numpy(X), torch.from_numpy(Y)
-        self.model.train()
-        for _ in _progress(range(self.epochs), "sasrec"):
-            perm = torch.from_numpy(rng.permutation(len(X)))
-            total, n = 0.0, 0
-            for b in range(0, len(X), cfg.seq_batch):
-                idx = perm[b : b + cfg.seq_batch]
-                loss = self.model.loss(Xt[idx], Yt[idx], cfg.seq_negatives)
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                total, n = total + loss.item(), n + 1
-            self.history_.append(total / max(n, 1))
-        self.model.eval()
+        self.history_ = train_epochs(
+            self.model,
+            opt,
+            lambda idx: self.model.loss(Xt[idx], Yt[idx], cfg.seq_negatives),
+            len(X),
+            cfg.seq_batch,
+            self.epochs,
+            rng,
+            "sasrec",
+        )
         return self
 
     @torch.no_grad()
@@ -358,20 +375,14 @@ class TwoTowerRetriever:
         # In-batch negatives arrive in proportion to popularity: q_j = count_j / total.
         log_q = torch.from_numpy(np.log(np.r_[1.0, counts] / counts.sum()).astype(np.float32))
         opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
-        self.model.train()
-        for _ in _progress(range(self.epochs), "two-tower"):
-            perm = torch.from_numpy(rng.permutation(len(P)))
-            total, n = 0.0, 0
-            for b in range(0, len(P), cfg.tower_batch):
-                idx = perm[b : b + cfg.tower_batch]
-                p = P[idx]
-                loss = self.model.loss(H[idx], p, self._topics(p), log_q[p])
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                total, n = total + loss.item(), n + 1
-            self.history_.append(total / max(n, 1))
-        self.model.eval()
+
+        def loss_of(idx: torch.Tensor) -> torch.Tensor:
+            p = P[idx]  # (B,) the next watch, +1 indexed
+            return self.model.loss(H[idx], p, self._topics(p), log_q[p])
+
+        self.history_ = train_epochs(
+            self.model, opt, loss_of, len(P), cfg.tower_batch, self.epochs, rng, "two-tower"
+        )
         self._cache_items()
         return self
 
