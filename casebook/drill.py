@@ -466,7 +466,11 @@ def drill_corrupt_model(url: str, route: str, good: dict, registry_root: Path) -
         version = registry.register(champion).name
         registry.promote(version)
         files = sorted(
-            (p for p in (registry.versions_dir / version).iterdir() if p.name != "MANIFEST.json"),
+            (
+                p
+                for p in (registry.versions_dir / version).iterdir()
+                if p.name not in ("MANIFEST.json", "golden.json", "monitor_reference.json")
+            ),
             key=lambda p: p.stat().st_size,
         )
         _flip_byte(files[-1])  # the largest file: the weights, or an ONNX model
@@ -631,7 +635,11 @@ def drill_replica_kill(
             f"replaced in {rec_s}"
         )
     figure = f"replica killed under {in_flight} in flight, " + "; ".join(parts)
-    details = {**runs, "retry_policy": asdict(policy), "retry_where": "client (single deployment)"}
+    details = {
+        **runs,
+        "retry_policy": {**asdict(policy), "idempotent_routes": sorted(policy.idempotent_routes)},
+        "retry_where": "client (a single-deployment app: see shared.retry)",
+    }
     return DrillResult("replica_kill", passed, figure, details)
 
 
@@ -775,11 +783,15 @@ def drill_silent_failure(
     codes_txt = "/".join(str(c) for c, _ in reloads.values())
     figure = (
         f"{len(shuffled)} weight file(s) shuffled, sha256 valid; promotion: "
-        f"{'refused' if promotion_refused else promotion} ({promotion[:90]}); /reload "
+        f"{'refused' if promotion_refused else 'NOT refused'} ({_short(promotion, 110)}); /reload "
         f"{codes_txt} on {len(reloads)} replica(s), still serving {after.get('serving')}; "
         f"forced live: {alarm}"
     )
     return DrillResult("silent_failure", passed, figure, details)
+
+
+def _short(text: str, n: int) -> str:
+    return text if len(text) <= n else text[: n - 3].rstrip() + "..."
 
 
 _CYRILLIC = dict(zip("abcdefghijklmnopqrstuvwxyz", "абцдефгхийклмнопярстужвхыз", strict=True))
@@ -1135,7 +1147,16 @@ def report_markdown(case: str, results: list[DrillResult], doc: dict) -> str:
 def _jsonable(x: Any) -> Any:
     from shared.io import to_jsonable
 
-    return to_jsonable(x)
+    def sets_to_lists(v: Any) -> Any:
+        if isinstance(v, (set, frozenset)):
+            return sorted(v, key=str)
+        if isinstance(v, dict):
+            return {k: sets_to_lists(w) for k, w in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [sets_to_lists(w) for w in v]
+        return v
+
+    return to_jsonable(sets_to_lists(x))
 
 
 # --- The sub-command ------------------------------------------------------------------------
