@@ -11,15 +11,19 @@ import time of a shared module):
     @standard_routes(app)                      # /version, /reload, /status from self.model
     class KeyboardServer:
         def __init__(self, registry_root: str):
-            self.model = ReloadableModel(registry_root, KeyboardPredictor.load)
+            # golden check on every load; live monitor from the artifact's reference
+            self.model = ReloadableModel(registry_root, KeyboardPredictor.load,
+                                         monitor="mobile-keyboard")
 
         @app.post("/predict")
         async def predict(self, req: KeyboardRequest) -> dict:   # pydantic: bad fields -> 422
-            return {"words": await self.batched([req.text])}
+            return await self.batched(req.model_dump())
 
         @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)
-        async def batched(self, texts: list[list[str]]) -> list[list[str]]:
-            return self.model.get().predict_batch(texts)
+        async def batched(self, reqs: list[dict]) -> list[dict]:
+            answers = self.model.get().suggest_batch(reqs)
+            self.model.observe(reqs, answers)     # the monitor's window (shared.golden)
+            return answers
 
     run_app(KeyboardServer.bind(str(registry)), port=8000)   # `casebook serve`; tests: serve.run
 
@@ -27,9 +31,12 @@ The standard routes, the same in every app:
   GET  /health   200 {"status": "ok"} once the replica is up
   GET  /version  the served version, its alias and `artifact_sha256` (sha256 of its MANIFEST.json)
   POST /reload   loads the registry's champion: 200 with the new version, or 409 with the reason
-                 while the model already in memory keeps serving
-  GET  /status   /version's fields, the last reload error, the replica's pid, the live monitor's
-                 figures and alarms (`self.monitor`, shared.monitor), and `status_info()`
+                 (corrupt file, failed golden set) while the model already in memory keeps
+                 serving; the answer names the replica's pid
+  GET  /status   /version's fields (with the golden check's line), the last reload error, the
+                 replica's pid, the live monitor's figures and alarms (`ReloadableModel(...,
+                 monitor=...)` or a `self.monitor` of the deployment; shared.monitor), and
+                 `status_info()`
 An app of several deployments passes `standard_routes(app, downstream=("retriever", ...))`
 so that /reload reaches them too. Other code that needs Ray and Serve (a load test, a benchmark)
 uses `local_ray()` / `start_local_ray()` for the project's Serve settings.
