@@ -85,6 +85,44 @@ def time_fn(
     )
 
 
+def paired_ratios(
+    num: Sequence[float],
+    den: Sequence[float],
+    n_boot: int = 2000,
+    level: float = 0.9,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """The ratio num[r] / den[r] of each repeat r (measured alternately in one run), summarised.
+
+    Returns {"median", "min", "max", "lo", "hi", "n", "values"}: the median of the per-repeat
+    ratios, their range, and a percentile-bootstrap `level` interval of that median (resampling
+    repeats; with n < 3 the interval is the range). Repeats whose ratio is not finite (a zero or
+    NaN denominator) are left out; with none left every figure is NaN.
+    """
+    if len(num) != len(den):
+        raise ValueError("num and den need one value per repeat")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r = np.asarray(num, dtype=np.float64) / np.asarray(den, dtype=np.float64)  # (k,)
+    r = r[np.isfinite(r)]
+    if r.size == 0:
+        nan = float("nan")
+        return {"median": nan, "min": nan, "max": nan, "lo": nan, "hi": nan, "n": 0, "values": []}
+    lo, hi = float(r.min()), float(r.max())
+    if r.size >= 3:
+        rng = np.random.default_rng(seed)
+        meds = np.median(r[rng.integers(0, r.size, (n_boot, r.size))], axis=1)  # (n_boot,)
+        lo, hi = (float(v) for v in np.quantile(meds, [(1 - level) / 2, (1 + level) / 2]))
+    return {
+        "median": float(np.median(r)),
+        "min": float(r.min()),
+        "max": float(r.max()),
+        "lo": lo,
+        "hi": hi,
+        "n": int(r.size),
+        "values": [float(v) for v in r],
+    }
+
+
 def _cpu_model() -> str:
     try:
         with open("/proc/cpuinfo") as f:

@@ -6,8 +6,8 @@
 
 Closed loop: `concurrency` workers each send one request, wait for the answer, then send the
 next, so exactly `concurrency` requests are in flight. The run stops at `max_requests` requests
-or `max_seconds`, whichever comes first. Each worker thread keeps one `requests.Session`
-(keep-alive). Only loopback hosts are allowed: this tool must never load someone else's server.
+or `max_seconds`, whichever comes first. Each worker thread keeps one keep-alive connection
+(`http.client`). Only loopback hosts are allowed: this tool must never load someone else's server.
 """
 
 from __future__ import annotations
@@ -144,25 +144,57 @@ def closed_loop(
 
     An empty `payloads` list sends GET requests instead. Bounded by `max_requests` and
     `max_seconds` (a request already in flight at the deadline is allowed to finish, within
-    `timeout_s`). Each worker thread keeps its own HTTP session (keep-alive).
+    `timeout_s`). Each worker thread keeps its own keep-alive connection (`http.client`, not
+    `requests`: on a 2-core machine the client shares the cores with the server it measures,
+    and `requests` cost 0.86-1.17 ms of client CPU per request against 0.23 ms for this, 8 in
+    flight against a stub server, machine under load). Bodies are encoded once, before the clock
+    starts. Transport failures count under "ConnectionError" or "Timeout".
     """
-    import requests
+    import http.client
+    import json
 
     check_loopback(url)
+    parsed = urlparse(url)
+    host, port = parsed.hostname or "127.0.0.1", parsed.port or 80
+    path = (parsed.path or "/") + (f"?{parsed.query}" if parsed.query else "")
+    bodies = [json.dumps(p).encode() for p in payloads]
+    headers = {"Content-Type": "application/json"}
     local = threading.local()
 
-    def send(i: int) -> tuple[str, str | None]:
-        if not hasattr(local, "session"):
-            local.session = requests.Session()
-            local.session.trust_env = False  # never route loopback traffic through a proxy
+    def once(i: int) -> tuple[int, bytes]:
+        conn = getattr(local, "conn", None)
+        if conn is None:
+            conn = local.conn = http.client.HTTPConnection(host, port, timeout=timeout_s)
         try:
-            if payloads:
-                r = local.session.post(url, json=payloads[i % len(payloads)], timeout=timeout_s)
+            if bodies:
+                conn.request("POST", path, body=bodies[i % len(bodies)], headers=headers)
             else:
-                r = local.session.get(url, timeout=timeout_s)
-        except requests.RequestException as e:
-            key = type(e).__name__
-            return key, f"{key}: {str(e)[:200]}"
-        return str(r.status_code), None if r.ok else f"{r.status_code}: {r.text[:200]}"
+                conn.request("GET", path)
+            r = conn.getresponse()
+            data = r.read()
+        except BaseException:
+            conn.close()
+            local.conn = None
+            raise
+        if r.will_close:
+            conn.close()
+            local.conn = None
+        return r.status, data
+
+    def send(i: int) -> tuple[str, str | None]:
+        reused = getattr(local, "conn", None) is not None
+        try:
+            try:
+                status, data = once(i)
+            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+                if not reused:
+                    raise
+                status, data = once(i)  # the server closed an idle keep-alive connection
+        except TimeoutError as e:
+            return "Timeout", f"Timeout: {str(e)[:200]}"
+        except (OSError, http.client.HTTPException) as e:
+            return "ConnectionError", f"ConnectionError: {type(e).__name__}: {str(e)[:200]}"
+        ok = 200 <= status < 300
+        return str(status), None if ok else f"{status}: {data[:200].decode(errors='replace')}"
 
     return run_closed_loop(send, concurrency, max_requests, max_seconds)

@@ -167,6 +167,19 @@ def test_serving_quick_through_ray_serve(tmp_path, serve_port):
     if not served:
         pytest.skip(doc["summary"]["serve"])
     paths = {(r["path"], r["variant"]) for r in served}
-    assert {("http", "batched"), ("http", "unbatched"), ("handle", "batched")} <= paths
+    # Into the tests' running Ray only the proxy serves HTTP (no direct ingress).
+    want = {(p, v) for p in ("proxy", "handle") for v in ("floor", "unbatched", "batched")}
+    assert want <= paths
     for r in served:
         assert r["errors"] == 0 and r["rps"] > 0 and r["mean_batch"] >= 1
+        if r["path"] != "in-process":
+            assert r["repeats"] == 2 and r["cpu_ms_per_request"] >= 0
+        if r["path"] != "in-process" and r["variant"] != "floor":
+            assert r["p50_x_floor"] > 0 and r["p99_x_floor"] > 0
+    s = doc["summary"]
+    assert s["http_path"] == "proxy" and s["repeats"] == 2
+    lo, hi = s["http_batched_x_unbatched_rps_at_8_interval"]
+    assert lo <= s["http_batched_x_unbatched_rps_at_8"] <= hi
+    assert s["http_unbatched_p99_x_floor_at_1"] > 0
+    repeats = json.loads((tmp_path / "serving_repeats.json").read_text())
+    assert len(repeats) == 2 * 3 * 2 * 2  # repeats x variants x paths x in-flight counts
