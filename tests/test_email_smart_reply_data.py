@@ -50,6 +50,19 @@ def test_dailydialog_loader(tmp_path):
     assert d.messages == ["Hi there .", "Hello !"]
     assert d.replies == ["Hello !", "How are you ?"]
     assert d.threads.tolist() == [0, 0]
+    assert d.contexts == [[], ["Hi there ."]]  # the turns before each message, same dialogue
+    assert d.model_messages(1) == ["Hi there .", "Hello ! [SEP] Hi there ."]
+    assert d.model_messages(0) == d.messages
+    assert d.subset(np.array([1])).contexts == [["Hi there ."]]
+
+
+def test_model_text_puts_the_message_first_newest_context_next():
+    from cases.email_smart_reply.predictor import model_text
+
+    assert model_text("c", ["a", "b"], 0) == "c"
+    assert model_text("c", ["a", "b"], 1) == "c [SEP] b"
+    assert model_text("c", ["a", "b"], 5) == "c [SEP] b [SEP] a"
+    assert model_text("c", ["a", "  "], 2) == "c [SEP] a"  # blank turns dropped
 
 
 def test_pairs_loader_and_errors(tmp_path):
@@ -106,6 +119,7 @@ def test_mbox_loader_threads_and_cleans(tmp_path):
     assert d.messages == ["Could you send me the slides by Friday?", "Sure, I'll send it over."]
     assert d.replies == ["Sure, I'll send it over.", "Thanks!"]
     assert len(set(d.threads.tolist())) == 1  # one thread, rooted at <1@x>
+    assert d.contexts == [[], ["Could you send me the slides by Friday?"]]  # the parent chain
 
 
 def test_maildir_loader(tmp_path):

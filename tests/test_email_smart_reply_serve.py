@@ -72,6 +72,12 @@ def test_suggest_and_compose_good_requests(url):
     else:
         assert body["suggestions"] == []
     r = requests.post(
+        f"{url}/suggest",
+        json={"message": "Sure, 3pm works.", "context": ["Can we meet tomorrow?"]},
+        timeout=60,
+    )
+    assert r.status_code == 200, r.text
+    r = requests.post(
         f"{url}/compose", json={"message": "Thanks for the slides!", "prefix": "you"}, timeout=60
     )
     assert r.status_code == 200 and isinstance(r.json()["completion"], str)
@@ -90,6 +96,11 @@ def test_suggest_and_compose_good_requests(url):
         ("suggest", {"message": "hi\x00\x01\x02"}, 422),  # binary characters
         ("suggest", {"message": "hi", "colour": "red"}, 422),  # unknown field
         ("suggest", {}, 422),
+        ("suggest", {"message": "hi", "context": "not a list"}, 422),
+        ("suggest", {"message": "hi", "context": [1, 2]}, 422),
+        ("suggest", {"message": "hi", "context": ["z" * 6000]}, 422),
+        ("suggest", {"message": "hi", "context": ["ok"] * 11}, 422),
+        ("suggest", {"message": "hi", "context": ["bad\x00"]}, 422),
         ("suggest", [], 422),
         ("compose", {"message": "hi", "prefix": 5}, 422),
         ("compose", {"message": "", "prefix": "a"}, 422),

@@ -38,6 +38,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="MiniLM fine-tuning budget in seconds (default: grows with the data, see config)",
     )
     parser.add_argument(
+        "--context-turns",
+        type=int,
+        default=None,
+        help="earlier turns of the thread the message tower reads (default: the config's)",
+    )
+    parser.add_argument(
         "--load-test",
         action="store_true",
         help="serve the artifact on 127.0.0.1 and measure /suggest and /compose latency",
@@ -56,6 +62,12 @@ def run(args: argparse.Namespace) -> Path:
 
             raise CasebookError(f"--time-cap must be > 0 seconds, got {args.time_cap:g}")
         over.update(time_cap_s=args.time_cap, time_per_pair_s=0.0, max_time_cap_s=args.time_cap)
+    if getattr(args, "context_turns", None) is not None:
+        if not 0 <= args.context_turns <= 3:
+            from shared.errors import CasebookError
+
+            raise CasebookError(f"--context-turns must be 0..3, got {args.context_turns}")
+        over["context_turns"] = args.context_turns
     cfg = get_config(getattr(args, "preset", None) or PRESETS[0], **over)
     out = run_folder(CASE, getattr(args, "out", None))
     # One intra-op thread: measured on the shared 2-core machine, a small encoder's training
@@ -122,6 +134,10 @@ def _run(args, cfg, out: Path) -> Path:
         train_d, val_d, test = data.subset(tr), data.subset(va), data.subset(te)
         testset = "builtin" if spec == "builtin" else Path(spec.split(":", 1)[-1]).stem
     _attach_no_reply(data, train_d, val_d, test, cfg, seed)
+    if cfg.context_turns and not any(train_d.contexts):
+        from dataclasses import replace
+
+        cfg = replace(cfg, context_turns=0)  # no threads in this format: the message alone
     report.timing("data_s", time.perf_counter() - t0)
     report.table(
         "data_gate",

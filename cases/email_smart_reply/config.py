@@ -30,10 +30,14 @@ class SmartReplyConfig:
     n_boot: int = 300  # bootstrap resamples for cohort intervals
     # --- text ---
     max_len: int = 64  # word pieces per text; DailyDialog turns average ~15
+    # earlier turns of the thread the message tower reads after the message ([SEP]-joined;
+    # data formats without threads have none). Chosen on DailyDialog validation (README 6).
+    context_turns: int = 1
     # --- dual encoder, MiniLM fine-tuned ---
     use_minilm: bool = True  # False: only the from-scratch encoder (tests, no weights needed)
     train_layers: int = 2  # top MiniLM layers fine-tuned (of 6); the rest frozen and cached
     lr: float = 1e-4  # AdamW; 2e-5..1e-4 is the usual range for MiniLM fine-tuning
+    warmup: float = 0.1  # linear lr warm-up over this share of the first epoch
     batch_size: int = 32  # pairs per step; in-batch softmax has batch_size - 1 negatives
     alt_batch_size: int = 0  # > 0: also fine-tune MiniLM at this batch size (batch-size study)
     scale: float = 20.0  # logits = scale * cosine (sentence-transformers' MNRL default)

@@ -27,6 +27,7 @@ from shared.errors import CasebookError, DataError
 
 INTENTS = ("scheduling", "thanks", "question", "request", "bad_news", "fyi")
 FORMATS = ("builtin", "dailydialog", "pairs", "mbox", "maildir")
+MAX_CONTEXT_TURNS = 3  # earlier turns kept per pair (the encoders read `context_turns` of them)
 MAX_TEXT_CHARS = 20_000  # a longer "message" is a paste or an attachment, not an email body
 
 
@@ -47,6 +48,10 @@ class SmartReplyData:
     no_reply_threads: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     raw_example: str = ""  # one raw email before cleaning, for the report
     notes: list[str] = field(default_factory=list)
+    # Per pair, the earlier turns of its thread before the message, oldest first (at most
+    # MAX_CONTEXT_TURNS); empty lists when the format has none. Same thread only, so the split
+    # by thread keeps it leakage-free.
+    contexts: list[list[str]] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.messages)
@@ -60,7 +65,17 @@ class SmartReplyData:
             [self.intents[i] for i in idx],
             self.source,
             notes=list(self.notes),
+            contexts=[self.contexts[i] for i in idx] if self.contexts else [],
         )
+
+    def model_messages(self, turns: int) -> list[str]:
+        """The message texts the encoders read: each message with up to `turns` earlier turns
+        of its thread (`predictor.model_text`, the one format of training and serving)."""
+        from .predictor import model_text
+
+        if turns <= 0 or not self.contexts:
+            return list(self.messages)
+        return [model_text(m, c, turns) for m, c in zip(self.messages, self.contexts, strict=True)]
 
 
 # ----------------------------------------------------------------------------- cleaning
@@ -369,25 +384,33 @@ def _read_text(path: Path) -> str:
     return data.decode("utf-8", errors="replace")
 
 
-def _pairs_data(pairs: list[tuple[str, str, int]], source: str) -> SmartReplyData:
-    pairs = [(m, r, t) for m, r, t in pairs if m and r]
-    if not pairs:
+def _pairs_data(
+    pairs: list[tuple[str, str, int]], source: str, contexts: list[list[str]] | None = None
+) -> SmartReplyData:
+    keep = [k for k, (m, r, _) in enumerate(pairs) if m and r]
+    if not keep:
         raise DataError(f"{source}: no (message, reply) pairs found")
-    m, r, t = zip(*pairs, strict=True)
+    m, r, t = zip(*[pairs[k] for k in keep], strict=True)
     return SmartReplyData(
-        list(m), list(r), np.asarray(t, dtype=np.int64), ["unknown"] * len(m), source
+        list(m),
+        list(r),
+        np.asarray(t, dtype=np.int64),
+        ["unknown"] * len(m),
+        source,
+        contexts=[contexts[k] for k in keep] if contexts else [],
     )
 
 
 def load_dailydialog(path: Path) -> SmartReplyData:
     """One dialogue a line, turns separated by `__eou__`; consecutive turns are pairs; a dialogue
-    is a thread."""
-    pairs = []
+    is a thread; the turns before a message are its context."""
+    pairs, contexts = [], []
     for i, line in enumerate(_read_text(path).splitlines()):
         turns = [" ".join(x.split()) for x in line.split("__eou__")]
         turns = [x for x in turns if x]
         pairs += [(turns[j], turns[j + 1], i) for j in range(len(turns) - 1)]
-    return _pairs_data(pairs, f"dailydialog:{path}")
+        contexts += [turns[max(0, j - MAX_CONTEXT_TURNS) : j] for j in range(len(turns) - 1)]
+    return _pairs_data(pairs, f"dailydialog:{path}", contexts)
 
 
 def load_pairs(path: Path) -> SmartReplyData:
@@ -450,7 +473,16 @@ def threads_from_messages(msgs: list[email.message.Message], source: str) -> Sma
 
     bodies = [clean_email(_body(m)) for m in msgs]
     pairs = [(bodies[p], bodies[k], root(k)) for k, p in sorted(parent.items())]
-    return _pairs_data(pairs, source)
+
+    def earlier(p: int) -> list[str]:  # the parent's ancestors, oldest first
+        out, seen = [], {p}
+        while p in parent and parent[p] not in seen and len(out) < MAX_CONTEXT_TURNS:
+            p = parent[p]
+            seen.add(p)
+            out.append(bodies[p])
+        return out[::-1]
+
+    return _pairs_data(pairs, source, [earlier(p) for _, p in sorted(parent.items())])
 
 
 def load_mailbox(path: Path, kind: str) -> SmartReplyData:

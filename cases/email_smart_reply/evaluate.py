@@ -194,10 +194,12 @@ def evaluate_run(models, test, val, cfg, seed: int, report, testset: str, onnx: 
     from .train import embed, suggestions_for
 
     rows, cands = candidate_table(len(test), cfg.n_candidates, cfg.max_eval_pairs, seed)
+    # What the scorers read: each message with its earlier turns (cfg.context_turns).
+    test_in, val_in = test.model_messages(cfg.context_turns), val.model_messages(cfg.context_turns)
     table, results = {}, {}
     for name, scorer in models.scorers.items():
         t0 = time.perf_counter()
-        res = one_of_100(scorer.score_matrix, test.messages, test.replies, rows, cands)
+        res = one_of_100(scorer.score_matrix, test_in, test.replies, rows, cands)
         results[name] = res
         table[name] = {
             **summary(res),
@@ -222,9 +224,9 @@ def evaluate_run(models, test, val, cfg, seed: int, report, testset: str, onnx: 
     r_val = embed(inp, inp.prepare(val.replies), "reply")
     onnx_val = {}
     for kind, path in onnx.items():
-        m = onnx_scores(path, [test.messages[i] for i in rows])
+        m = onnx_scores(path, [test_in[i] for i in rows])
         hit, rr = rank_metrics(np.einsum("pd,pcd->pc", m, r_test[cands]))
-        mv = onnx_scores(path, [val.messages[i] for i in vrows])
+        mv = onnx_scores(path, [val_in[i] for i in vrows])
         onnx_val[kind] = float(rank_metrics(np.einsum("pd,pcd->pc", mv, r_val[vcands]))[0].mean())
         table[f"{models.production}_onnx_{kind}"] = {
             "1_of_100": float(hit.mean()),
@@ -269,10 +271,11 @@ def evaluate_run(models, test, val, cfg, seed: int, report, testset: str, onnx: 
     # --- the response set, as shown: three diverse suggestions ---
     true_index = np.array([models.responses.index_of(r) for r in test.replies])
     msgs = [test.messages[i] for i in rows]
-    shown = suggestions_for(models, msgs)
+    msgs_in = [test_in[i] for i in rows]
+    shown = suggestions_for(models, msgs_in)
     rs_rows = {}
     rs_rows["diverse_top3"], hit3 = response_set_metrics(shown, true_index[rows], models.reply_emb)
-    m = embed(inp, inp.prepare(msgs), "message")
+    m = embed(inp, inp.prepare(msgs_in), "message")
     plain = [list(np.argsort(-s)[:3]) for s in m @ models.reply_emb.T]
     rs_rows["plain_top3"], _ = response_set_metrics(plain, true_index[rows], models.reply_emb)
     freq = list(np.argsort(-models.responses.n_threads, kind="stable")[:3])
@@ -306,7 +309,7 @@ def evaluate_run(models, test, val, cfg, seed: int, report, testset: str, onnx: 
     # --- cost per suggestion: dual encoder (served path) against the LSTM seq2seq ---
     report.table(
         "scoring_cost",
-        scoring_cost(models, msgs[:20], onnx[served], cfg),
+        scoring_cost(models, msgs_in[:20], onnx[served], cfg),
         baseline="dual_encoder_onnx",
         note="One suggestion = one incoming message scored against the whole response "
         "set (R replies), one message at a time, one thread, under the shared machine's "

@@ -1,7 +1,7 @@
 """Load a smart-reply artifact and answer in batches: trigger, suggestions, compose.
 
     p = SmartReplyPredictor.load("runs/email-smart-reply/registry/versions/v0001")
-    p.suggest_batch([{"message": "Can we meet at 3pm?", "k": 3}])
+    p.suggest_batch([{"message": "Can we meet at 3pm?", "k": 3, "context": ["earlier mail"]}])
     -> [{"suggestions": [{"text": "Sounds good, see you then.", "score": 0.71}, ...],
          "triggered": true, "trigger_score": 0.93, "top_score": 0.71}]
     p.compose_batch([{"message": "Can we meet at 3pm?", "prefix": "sounds go"}])
@@ -42,6 +42,14 @@ def encode_texts(tokenizer, texts: list[str], max_len: int) -> tuple[np.ndarray,
         input_ids[i, : len(x)] = x
         mask[i, : len(x)] = 1
     return input_ids, mask
+
+
+def model_text(message: str, context: list[str] | tuple[str, ...] = (), turns: int = 0) -> str:
+    """The text the message tower reads: the message, then up to `turns` earlier turns of the
+    thread, newest first, joined by [SEP] (the tokenizer maps it to its separator piece). The
+    message comes first so that truncation to `max_len` pieces drops the oldest context."""
+    prev = [c for c in list(context)[::-1][: max(turns, 0)] if c.strip()]
+    return " [SEP] ".join([message, *prev])
 
 
 def trigger_tokens(text: str) -> list[str]:
@@ -97,6 +105,7 @@ class SmartReplyPredictor:
         self.session = session
         self.tokenizer = tokenizer
         self.max_len = int(cfg["max_len"])
+        self.context_turns = int(cfg.get("context_turns", 0))  # 0 for artifacts before it
         self.shortlist = int(cfg.get("shortlist", 20))
         t = art.tensors
         self.reply_emb = t["reply_emb"].numpy().astype(np.float32)  # (R, D) unit rows
@@ -110,9 +119,13 @@ class SmartReplyPredictor:
         self.texts: list[str] = meta["texts"]
         self.trigger_vocab: dict[str, int] = {w: i for i, w in enumerate(meta["trigger_vocab"])}
         self.compose = compose
-        from shared.ann import build_index
+        from shared.ann import build_index, set_threads
 
         self.index = build_index(self.reply_emb, "ip")  # exact below 50K replies
+        # One OpenMP thread: measured in process (/tmp/h1/prof.py, load average ~20), a search
+        # for a batch of 8 messages took 46 ms with faiss's default threads (they busy-wait for
+        # the shared cores) and 0.01 ms with one; a single message 0.01 ms either way.
+        set_threads(1)
 
     @classmethod
     def load(cls, path: str | Path) -> SmartReplyPredictor:
@@ -164,7 +177,8 @@ class SmartReplyPredictor:
         return 1.0 / (1.0 + np.exp(-(x @ self.trigger_w + self.trigger_b)))
 
     def suggest_batch(self, requests: list[dict]) -> list[dict]:
-        """[{"message", "k"}] -> [{"suggestions": [{"text", "score"}], "triggered",
+        """[{"message", "k", optional "context": earlier turns, oldest first}] ->
+        [{"suggestions": [{"text", "score"}], "triggered",
         "trigger_score", "top_score"}]; suggestions are empty when the trigger says no;
         top_score is the best reply's cosine in the whole set (also when not triggered)."""
         return self._suggest(requests)[0]
@@ -174,8 +188,11 @@ class SmartReplyPredictor:
         if not requests:
             return [], np.zeros(0), np.zeros(0)
         messages = [r["message"] for r in requests]
-        p = self.trigger_proba(messages)
-        emb = self.embed_messages(messages)  # (N, D)
+        p = self.trigger_proba(messages)  # the trigger reads the message alone
+        texts = [
+            model_text(r["message"], r.get("context") or (), self.context_turns) for r in requests
+        ]
+        emb = self.embed_messages(texts)  # (N, D)
         n_short = min(self.shortlist, len(self.texts))
         sims, idx = self.index.search(np.ascontiguousarray(emb, dtype=np.float32), n_short)
         top = sims[:, 0].astype(np.float64)  # (N,) faiss returns the best first

@@ -30,6 +30,7 @@ LOADER = SmartReplyPredictor.load  # what serving loads (the drills' promotion c
 MAX_MESSAGE_CHARS = 5000  # an email body longer than this is pasted text; the tower reads 64 pieces
 MAX_PREFIX_CHARS = 500
 MAX_K = 5
+MAX_CONTEXT = 10  # earlier mails accepted per request
 
 
 def _printable(v: str, name: str) -> str:
@@ -49,6 +50,9 @@ class SuggestRequest(BaseModel):
 
     message: StrictStr = Field(min_length=1, max_length=MAX_MESSAGE_CHARS)
     k: StrictInt = Field(default=3, ge=1, le=MAX_K)
+    # Earlier mails of the thread, oldest first (optional; the tower reads the artifact's
+    # `context_turns` newest of them, as in training).
+    context: list[StrictStr] = Field(default_factory=list, max_length=MAX_CONTEXT)
 
     @field_validator("message")
     @classmethod
@@ -56,6 +60,15 @@ class SuggestRequest(BaseModel):
         if not v.strip():
             raise ValueError("message is empty")
         return _printable(v, "message")
+
+    @field_validator("context")
+    @classmethod
+    def _check_context(cls, v: list[str]) -> list[str]:
+        for c in v:
+            if len(c) > MAX_MESSAGE_CHARS:
+                raise ValueError(f"a context mail is longer than {MAX_MESSAGE_CHARS} characters")
+            _printable(c, "context")
+        return v
 
 
 class ComposeRequest(BaseModel):

@@ -176,6 +176,7 @@ def fit_encoder(
     symmetric,
     seed,
     desc,
+    warmup: float = 0.0,
 ) -> dict:
     """In-batch softmax training with early stopping on validation 1-of-100.
 
@@ -193,6 +194,10 @@ def fit_encoder(
     t0, step, bad, stopped = time.perf_counter(), 0, 0, "epochs"
     n = len(train_m)
     steps_per_epoch = max(1, n // batch_size)
+    # Linear warm-up over the first `warmup` share of an epoch (sentence-transformers' 10%):
+    # the first steps' large, noisy updates would otherwise undo the pre-trained geometry.
+    ramp = max(1, round(warmup * steps_per_epoch))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / ramp))
     bar = tqdm(total=epochs * steps_per_epoch, desc=desc, leave=False)
     for _epoch in range(epochs):
         perm = rng.permutation(n)
@@ -205,6 +210,7 @@ def fit_encoder(
             opt.zero_grad()
             loss.backward()
             opt.step()
+            sched.step()
             step += 1
             bar.update(1)
             bar.set_postfix(loss=f"{loss.item():.3f}", val=f"{best:.3f}")
@@ -327,7 +333,8 @@ class SmartReplyModels:
 
 def _val_set(inputs, val, cfg, seed) -> ValSet:
     rows, cands = ev.candidate_table(len(val), cfg.n_candidates, cfg.max_val_pairs, seed + 1)
-    return ValSet(inputs.prepare(val.messages), inputs.prepare(val.replies), rows, cands)
+    msgs = val.model_messages(cfg.context_turns)
+    return ValSet(inputs.prepare(msgs), inputs.prepare(val.replies), rows, cands)
 
 
 def train(cfg, train_data, val_data, seed: int = 0, log=print) -> SmartReplyModels:
@@ -341,7 +348,9 @@ def train(cfg, train_data, val_data, seed: int = 0, log=print) -> SmartReplyMode
 
 def _train(cfg, train_data, val_data, seed: int, log) -> SmartReplyModels:
     out = SmartReplyModels()
-    tm, tr_ = train_data.messages, train_data.replies
+    # The scorers read each message with its earlier turns (cfg.context_turns); the trigger and
+    # compose read the message alone.
+    tm, tr_ = train_data.model_messages(cfg.context_turns), train_data.replies
     t0 = time.perf_counter()
     out.trigger = train_trigger(train_data, val_data, cfg, seed)
     out.timings["trigger_s"] = time.perf_counter() - t0
@@ -387,6 +396,7 @@ def _train(cfg, train_data, val_data, seed: int, log) -> SmartReplyModels:
                 symmetric=cfg.symmetric,
                 seed=seed,
                 desc=name,
+                warmup=cfg.warmup,
             )
             rec["batch_size"] = bs
             out.fits[name], out.inputs[name] = rec, inp
@@ -456,7 +466,7 @@ def _train(cfg, train_data, val_data, seed: int, log) -> SmartReplyModels:
     from .compose import train_compose
 
     t0 = time.perf_counter()
-    pairs = list(zip(tm, tr_, strict=True))
+    pairs = list(zip(train_data.messages, tr_, strict=True))
     # kind="auto": the LSTM and the message-cued trigram both fit, the better on held-out next-word
     # exact match ships (on DailyDialog the trigram: 0.148 against 0.053, see compose.py).
     out.compose = train_compose(
