@@ -2,7 +2,7 @@
 Train, and the item tower's ONNX export run over the interaction log with Ray Data.
 
     casebook bench scale                 # built-in data (fast preset), a 2-node loopback cluster
-    casebook bench scale --quick         # tiny preset, one epoch (tens of seconds with Ray start)
+    casebook bench scale --quick         # tiny preset, one epoch (a minute or two: Ray start-up)
     RAY_ADDRESS=head:6379 casebook bench scale     # the same on a real cluster
 
 Training. `two_tower_loop` is `TwoTowerRetriever.fit` (cases/video_recommendation/train.py)
@@ -325,7 +325,7 @@ def run_scale(
                     "wall_s": run.wall_s,
                     "last_epoch_s": m["epoch_s"],
                     "val_ndcg10": float(np.nanmean(gain)),
-                    "diff_ci95": [lo, hi],
+                    "diff_ci95": [round(lo, 4), round(hi, 4)],
                     "checkpoint": str(run.checkpoint_dir),
                 }
             )

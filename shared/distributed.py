@@ -252,6 +252,9 @@ def gated_batch_inference(
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
     ctx.print_on_execution_start = False
+    # Start the whole actor pool before the first batch: otherwise the first actor up may take
+    # every batch of a small dataset while the others are still starting.
+    ctx.wait_for_min_actors_s = 300
     t0 = time.perf_counter()
     ds = ray.data.from_pandas([pd.DataFrame(b) for b in blocks])
     ds = ds.map_batches(gate, batch_size=batch_size, batch_format="numpy", num_cpus=gate_cpus)
