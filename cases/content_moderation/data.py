@@ -369,11 +369,16 @@ def _path(p: str, what: str, folder: bool = False) -> Path:
     return path
 
 
-def _read_text(path: Path, what: str) -> str:
+def _read_text(path: Path, what: str, fallback: str | None = None) -> str:
+    """The file as UTF-8; with `fallback` (an encoding that decodes any bytes, e.g. latin-1),
+    a file that is not UTF-8 is read with it instead of refused."""
+    raw = path.read_bytes()
     try:
-        return path.read_text(encoding="utf-8")
+        return raw.decode("utf-8")
     except UnicodeDecodeError:
-        raise DataError(f"{what}: {path} is not UTF-8 text") from None
+        if fallback is None:
+            raise DataError(f"{what}: {path} is not UTF-8 text") from None
+        return raw.decode(fallback)
 
 
 def _rows(path: Path, what: str, delimiter: str = ",") -> list[dict[str, str]]:
@@ -508,7 +513,9 @@ def load_sms_spam(spec: str, cfg, seed: int) -> ModerationData:
     what = "sms-spam"
     path = _path(spec, what)
     texts, y = [], []
-    for i, line in enumerate(_read_text(path, what).splitlines()):
+    # Copies of the collection circulate in UTF-8 and in Latin-1 (its "£" is one byte,
+    # 0xA3, in the latter): read either rather than refuse, so "£" survives as a feature.
+    for i, line in enumerate(_read_text(path, what, fallback="latin-1").splitlines()):
         if not line.strip():
             continue
         lab, sep, text = line.partition("\t")

@@ -3,7 +3,8 @@ product metric, error analysis, the human ceiling, and the figures.
 
 Every table goes into metrics.json as `POLICY:TESTSET` with one row per model:
     macro_f1     mean F1 of the violating and the clean class at the model's flag threshold
-    f1           F1 of the violating class
+                 (the validation macro-F1-best one)
+    f1           F1 of the violating class at its own validation F1-best threshold (`flag_f1`)
     pr_auc       average precision (threshold-free; the headline for rare policies)
     roc_auc      threshold-free ranking quality
     precision@recall0.9   precision where recall first reaches 0.9
@@ -31,14 +32,21 @@ MODEL_ORDER = (
 
 
 def policy_metrics(
-    y: np.ndarray, s: np.ndarray, flag: float, seed: int = 0, ci: bool = False
+    y: np.ndarray,
+    s: np.ndarray,
+    flag: float,
+    seed: int = 0,
+    ci: bool = False,
+    flag_f1: float | None = None,
 ) -> dict:
-    """The table row for one model on one policy (see the module doc)."""
+    """The table row for one model on one policy (see the module doc); `f1` is taken at
+    `flag_f1` when given (the violating class's own F1-best validation threshold)."""
     y = np.asarray(y).astype(int)
     d = (np.asarray(s) >= flag).astype(int)
+    d_f1 = d if flag_f1 is None else (np.asarray(s) >= flag_f1).astype(int)
     row = {
         "macro_f1": float(f1_score(y, d, average="macro", zero_division=0)),
-        "f1": float(f1_score(y, d, zero_division=0)),
+        "f1": float(f1_score(y, d_f1, zero_division=0)),
     }
     both = 0 < y.sum() < len(y)
     row["pr_auc"] = float(average_precision_score(y, s)) if both else float("nan")
@@ -79,7 +87,14 @@ def policy_tables(
         if y[:, j].sum() == 0:
             continue
         out[pol] = {
-            m: policy_metrics(y[:, j], scores[m][:, j], thresholds[m][pol]["flag"], seed, ci=True)
+            m: policy_metrics(
+                y[:, j],
+                scores[m][:, j],
+                thresholds[m][pol]["flag"],
+                seed,
+                ci=True,
+                flag_f1=thresholds[m][pol].get("flag_f1"),
+            )
             for m in names
         }
     return out

@@ -165,6 +165,44 @@ class ModerationPredictor:
             )
         return out
 
+    # ------------------------------------------------------------------------- monitoring
+
+    def observation(
+        self, requests: list[dict[str, Any]], answers: list[dict[str, Any]] | None = None
+    ) -> tuple[dict[str, list[float]], list[float]]:
+        """What the live monitor watches (shared.monitor), for a batch of `POST /moderate`
+        bodies ({"text", "kind", "image_b64"}; the server's decoded {"image": array} too).
+
+        features: per request, the text's length in characters and in words, its share of
+            non-ASCII characters, the share of its letters in upper case, and has_image (0/1).
+        scores: per request, the auto-removal margin: max over the text policies of
+            score / remove threshold (>= 1 means the model removes it; hash matches aside).
+            From `answers` when serving already scored the batch, else scored here.
+        """
+        texts = [str(r.get("text", "")) for r in requests]
+        feats: dict[str, list[float]] = {
+            "n_chars": [],
+            "n_words": [],
+            "non_ascii": [],
+            "upper": [],
+            "has_image": [],
+        }
+        for r, t in zip(requests, texts, strict=True):
+            letters = sum(ch.isalpha() for ch in t)
+            feats["n_chars"].append(float(len(t)))
+            feats["n_words"].append(float(len(t.split())))
+            feats["non_ascii"].append(sum(ord(ch) > 127 for ch in t) / max(len(t), 1))
+            feats["upper"].append(sum(ch.isupper() for ch in t) / max(letters, 1))
+            has = r.get("image_b64") is not None or r.get("image") is not None
+            feats["has_image"].append(float(has))
+        if answers is not None:
+            s = np.array([[a["scores"][p] for p in self.policies] for a in answers], np.float64)
+        else:
+            s = self.score_texts(texts).astype(np.float64)  # (N, P)
+        remove = np.array([self.thresholds[p]["remove"] for p in self.policies], np.float64)
+        margin = (s / np.maximum(remove, 1e-6)).max(axis=1) if len(s) else np.zeros(0)
+        return feats, [float(x) for x in margin]
+
     def _hash_match(self, req: dict) -> str | None:
         if self.bank is None:
             return None
