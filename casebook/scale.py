@@ -362,6 +362,15 @@ def run_scale(
                     "rows_per_s": rin / wall if wall > 0 else float("nan"),
                 }
             )
+        if cluster.started:
+            # Every socket the cluster's processes listen on (they descend from this one).
+            from shared.serving import listening_sockets, process_tree
+
+            socks = listening_sockets(process_tree(os.getpid()))
+            summary["listening_sockets"] = len(socks)
+            summary["listening_not_loopback"] = sorted(
+                f"{x.name}:{x.host}:{x.port}" for x in socks if not x.loopback
+            )
         log(
             f"scale: batch inference {plain['rows_in']} rows: plain {plain['wall_s']:.2f} s, "
             f"Ray Data {dist.wall_s:.2f} s on {len(dist.nodes)} node(s); refused "

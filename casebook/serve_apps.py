@@ -184,7 +184,9 @@ def serve_case(
         finally:
             stop_local_ray(local)
         return
-    app = build(CaseAppArgs(case=case, artifact=None if artifact is None else str(artifact)))
+    # A path given on the command line is the user's, from the current directory.
+    chosen = None if artifact is None else str(Path(artifact).resolve())
+    app = build(CaseAppArgs(case=case, artifact=chosen))
     if replicas is not None:
         app = with_replicas(app, replicas)
     # Direct ingress pins one ingress replica to the port; several replicas share the proxy.

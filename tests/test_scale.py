@@ -116,3 +116,6 @@ def test_bench_scale_quick_on_two_nodes(tmp_path):
     # The gate refused the same (bot-flooded) rows in both paths.
     assert infer[0]["rows_refused"] == infer[1]["rows_refused"] > 0
     assert doc["summary"]["same_rows_refused"] is True
+    # Nothing the cluster started listens beyond loopback.
+    assert doc["summary"]["listening_sockets"] > 0
+    assert doc["summary"]["listening_not_loopback"] == []
