@@ -111,3 +111,14 @@ def test_ks_statistic():
     assert ks_statistic(a, a) == 0.0
     assert ks_statistic(a, a + 1000) == 1.0
     assert ks_statistic(a, a + 50) == pytest.approx(0.5)
+
+
+def test_psi_sees_a_point_mass_feature_move_out_of_range():
+    from shared.monitor import drift_figures
+
+    rng = np.random.default_rng(0)
+    ref = np.where(rng.random(2000) < 0.9, 0.0, rng.random(2000) * 0.3)  # mostly 0
+    same = np.where(rng.random(200) < 0.9, 0.0, rng.random(200) * 0.3)
+    assert drift_figures(ref, same)["psi"] < 0.25
+    moved = drift_figures(ref, np.ones(200))  # every word unknown
+    assert moved["psi"] > 5 and moved["ks"] == 1.0
