@@ -1135,7 +1135,8 @@ def report_markdown(case: str, results: list[DrillResult], doc: dict) -> str:
         "|---|---|---|",
     ]
     for r in results:
-        lines.append(f"| {r.name} | {r.figure} | {'yes' if r.passed else '**no**'} |")
+        figure = r.figure.replace("|", "\\|")  # a pipe would end the table cell
+        lines.append(f"| {r.name} | {figure} | {'yes' if r.passed else '**no**'} |")
     fails = [f for r in results for f in r.details.get("failures", [])]
     if fails:
         lines += ["", "## Requests that failed the bad-input drill", ""]
@@ -1195,10 +1196,11 @@ def summary_markdown(by_case: dict[str, list[DrillResult] | str], when: str) -> 
     ]
     for case, results in by_case.items():
         if isinstance(results, str):
-            lines.append(f"| {case} | (all) | error: {results} | **no** |")
+            err = results.replace("|", "\\|")
+            lines.append(f"| {case} | (all) | error: {err} | **no** |")
             continue
         for r in results:
-            figure = r.figure.replace("|", "/")
+            figure = r.figure.replace("|", "\\|")  # a pipe would end the table cell
             lines.append(f"| {case} | {r.name} | {figure} | {'yes' if r.passed else '**no**'} |")
     return "\n".join(lines) + "\n"
 

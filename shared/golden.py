@@ -151,7 +151,7 @@ def read_reference(artifact_dir: str | os.PathLike) -> Any | None:
 def check_golden(model: Any, artifact_dir: str | os.PathLike) -> str:
     """Refuse a loaded model that does not reproduce its artifact's golden scores.
 
-    Returns a one-line verdict ("golden set: 200 scores reproduced (max |diff| 2e-08)", "none in
+    Returns a one-line verdict ("golden set: 200 scores reproduced (max abs diff 2e-08)", "none in
     the artifact", "skipped (no observation method)"). Raises ArtifactError with one line naming
     the figure when the model fails.
     """
@@ -182,7 +182,7 @@ def check_golden(model: Any, artifact_dir: str | os.PathLike) -> str:
     if off.any():
         raise ArtifactError(
             f"golden set: {int(off.sum())} of {have.size} scores differ from those recorded at "
-            f"training (max |diff| {diff.max():.3g}, tolerance {atol:g} + {rtol:g}*|score|): "
+            f"training (max abs diff {diff.max():.3g}, tolerance {atol:g} + {rtol:g} x score): "
             "the weights are not the ones that were evaluated"
         )
     ref = read_reference(artifact_dir)
@@ -194,7 +194,7 @@ def check_golden(model: Any, artifact_dir: str | os.PathLike) -> str:
                 f"golden set: scores collapsed (std {std:.3g} against {ref_std:.3g} on the "
                 f"reference, below {ratio:g}x): a constant or broken model"
             )
-    return f"golden set: {have.size} scores reproduced (max |diff| {diff.max():.2g})"
+    return f"golden set: {have.size} scores reproduced (max abs diff {diff.max():.2g})"
 
 
 def load_checked(loader: Callable[[Path], Any], path: Path) -> tuple[Any, str]:

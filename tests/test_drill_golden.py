@@ -155,6 +155,6 @@ def test_summary_table_has_a_row_per_drill_and_one_per_failed_case():
         "video-recommendation": "no loadable model",
     }
     md = drill.summary_markdown(rows, "2026-12-03 14:00 UTC")
-    assert "| mobile-keyboard | load | 32 in flight / p99 9 ms | yes |" in md
+    assert "| mobile-keyboard | load | 32 in flight \\| p99 9 ms | yes |" in md
     assert "| mobile-keyboard | drift | none | **no** |" in md
     assert "| video-recommendation | (all) | error: no loadable model | **no** |" in md
