@@ -212,3 +212,24 @@ def test_without_a_ranker_the_shipped_ease_order_comes_first(tmp_path):
     tower = c2.sources == "two_tower"
     assert tower.any() and s2[~tower].max() < s2[tower].min()
     np.testing.assert_allclose(s2[tower], c2.scores[tower])
+
+
+def test_rerank_matches_the_full_mmr_scan_ties_caps_and_unknown_topics():
+    # rerank scans a sorted list; _mmr_scan is the plain argmax over every candidate each step.
+    from cases.video_recommendation.predictor import _mmr_scan, rerank
+
+    rng = np.random.default_rng(0)
+    for trial in range(400):
+        n, k = int(rng.integers(1, 60)), int(rng.integers(1, 30))
+        items = rng.permutation(200)[:n].astype(np.int64)
+        ties = trial % 2 == 1  # integer scores: many equal relevances
+        scores = (rng.integers(0, 4, n) if ties else rng.normal(size=n)).astype(np.float32)
+        topics = rng.integers(-1, int(rng.integers(1, 6)), n)  # -1: unknown topic
+        exclude = set(rng.choice(200, 10).tolist()) if trial % 3 else None
+        lam, cap = float(rng.choice([0.0, 0.5, 0.8, 1.0])), int(rng.integers(1, 4))
+        got = rerank(items, scores, topics, k, exclude, mmr_lambda=lam, max_per_topic=cap)
+        keep = np.flatnonzero(~np.isin(items, list(exclude or [-1])))
+        s = scores[keep].astype(np.float64)
+        s = (s - s.min()) / (s.max() - s.min() + 1e-12) if keep.size else s
+        want = [int(keep[j]) for j in _mmr_scan(lam * s, topics[keep], k, lam, cap)]
+        assert got == want, trial

@@ -546,7 +546,11 @@ def report_gate(gate: dict, report) -> None:
 # The serving target (README, requirements): /recommend p99 <= 50 ms with 8 requests in flight.
 LOAD_IN_FLIGHT = 8
 LOAD_TARGET_P99_MS = 50.0
-LOAD_REQUESTS, LOAD_SECONDS = 2000, 60.0  # the measured run stops at whichever comes first
+# Issue 18's targets, against the no-op floor measured alternately in the same run: p99 at most
+# 3x the floor's (and at most 35 ms), CPU per request at most 3 ms.
+LOAD_TARGET_P99_X_FLOOR, LOAD_TARGET_P99_MS_TIGHT, LOAD_TARGET_CPU_MS = 3.0, 35.0, 3.0
+LOAD_REQUESTS, LOAD_SECONDS = 600, 20.0  # one measured run stops at whichever comes first
+LOAD_REPEATS = 3  # runs of the case and of the floor per path, alternated
 LOAD_WARMUP = 200  # requests before measuring: replica start-up, first ONNX and faiss calls
 
 
@@ -597,35 +601,42 @@ def latency(art: Path, report) -> None:
 
 
 def load_test(root: Path, report, seed: int = 0) -> None:
-    """HTTP latency of POST /recommend through the Ray Serve app, LOAD_IN_FLIGHT in flight.
+    """HTTP latency of POST /recommend through the Ray Serve app, LOAD_IN_FLIGHT in flight,
+    beside the no-op floor (`shared.floor`) measured alternately in the same run.
 
     Starts Ray (2 CPUs, unless Ray is already running) and Serve on 127.0.0.1
-    (`shared.serving.start_local_ray`), deploys `serve.build_app` on `root` (this run's
-    registered version), and measures each way in: the ingress
-    replica's own HTTP server (direct ingress, what `casebook serve` gives clients) and Serve's
-    proxy. Each gets LOAD_WARMUP requests, then a closed loop (`shared.loadgen.closed_loop`)
-    over a mix of known users, explicit histories and unknown users. Into a Ray that is already
-    running, only the proxy is measured. Serve (and a Ray this started) is shut down afterwards.
+    (`shared.floor.start_local_ray_direct`: direct ingress for this app and the floor app),
+    deploys `serve.build_app` on `root` (this run's registered version) and the floor app (same
+    ingress, same request bodies, an answer of the same size), and measures each way in: the
+    ingress replica's own HTTP server (direct ingress, what `casebook serve` gives clients) and
+    Serve's proxy. Each gets LOAD_WARMUP requests, then LOAD_REPEATS closed-loop runs of the
+    case and of the floor, alternated (`shared.floor.alternate`), over a mix of known users,
+    explicit histories and unknown users. The tables give the medians over the repeats and the
+    case's p50, p99 and CPU per request as multiples of the floor (median of the per-repeat
+    ratios, with their range). Into a Ray that is already running, only the proxy is measured.
+    Serve (and a Ray this started) is shut down afterwards.
     """
     from ray import serve
 
-    from shared.loadgen import closed_loop
-    from shared.serving import free_port, start_local_ray, stop_local_ray, wait_for_http
+    from shared.bench import paired_ratios
+    from shared.floor import (
+        FLOOR_APP,
+        alternate,
+        build_floor_app,
+        direct_port_of,
+        measure_http,
+        start_local_ray_direct,
+    )
+    from shared.serving import stop_local_ray
 
     from .serve import LOGGING, build_app
 
     t0 = time.perf_counter()
     n_items = json.loads((root / "config.json").read_text())["n_items"]
     payloads = load_payloads(json.loads((root / "histories.json").read_text()), 512, seed)
-    port = free_port()
-    direct_port = free_port()
-    while direct_port == port:
-        direct_port = free_port()
-    local = start_local_ray(
-        "127.0.0.1", port, direct_ingress_port=direct_port, num_cpus=2, logging_config=LOGGING
+    local, direct_ports = start_local_ray_direct(
+        "127.0.0.1", n_apps=2, num_cpus=2, logging_config=LOGGING
     )
-    direct_port = local.direct_port
-    paths = {"proxy": port}
     rows, results = {}, {}
     try:
         # Three replicas at 0.5 CPU each fit a 2-CPU Ray with room for Serve's proxy.
@@ -633,28 +644,65 @@ def load_test(root: Path, report, seed: int = 0) -> None:
             build_app(str(root), num_cpus=0.5), name=CASE, route_prefix="/", logging_config=LOGGING
         )
         deploy_s = time.perf_counter() - t0
-        if direct_port and wait_for_http(f"http://127.0.0.1:{direct_port}/health"):
-            paths = {"direct": direct_port, **paths}
-        elif direct_port:
-            print("  load test: direct ingress did not come up; measuring the proxy only")
-        for path, p in paths.items():
-            url = f"http://127.0.0.1:{p}/recommend"
-            closed_loop(url, payloads, LOAD_IN_FLIGHT, LOAD_WARMUP, 60.0)
-            cpu0 = _tree_cpu_s()
-            res = closed_loop(url, payloads, LOAD_IN_FLIGHT, LOAD_REQUESTS, LOAD_SECONDS)
-            cpu_ms = 1e3 * (_tree_cpu_s() - cpu0) / max(res.n, 1)
-            name = f"http_{LOAD_IN_FLIGHT}_in_flight" + ("" if path == "direct" else "_proxy")
-            results[path] = (res, cpu_ms)
-            rows[name] = {
-                "p50_ms": res.p50_ms,
-                "p95_ms": res.p95_ms,
-                "p99_ms": res.p99_ms,
-                "rps": res.rps,
-                "requests": res.n,
-                "errors": res.errors,
-                "catalog_videos": n_items,
-                "cpu_ms_per_request": cpu_ms,
+        urls = {"proxy": (f"http://127.0.0.1:{local.port}", f"http://127.0.0.1:{local.port}")}
+        case_port = direct_port_of("127.0.0.1", direct_ports, "/") if direct_ports else None
+        # The floor answers what the case answers to a known user: the same response size.
+        answer = _example_answer(f"http://127.0.0.1:{case_port or local.port}", payloads[0])
+        serve.run(
+            build_floor_app("/recommend", answer, logging_config=LOGGING),
+            name=FLOOR_APP,
+            route_prefix="/floor",
+            logging_config=LOGGING,
+        )
+        rest = [p for p in direct_ports if p != case_port]
+        floor_port = direct_port_of("127.0.0.1", rest, "/floor") if rest else None
+        if case_port and floor_port:
+            urls = {
+                "direct": (f"http://127.0.0.1:{case_port}", f"http://127.0.0.1:{floor_port}"),
+                **urls,
             }
+        elif direct_ports:
+            print("  load test: direct ingress did not come up; measuring the proxy only")
+        for path, (case_base, floor_base) in urls.items():
+            case_url, floor_url = f"{case_base}/recommend", f"{floor_base}/floor/recommend"
+            measure_http(case_url, payloads, LOAD_IN_FLIGHT, LOAD_WARMUP, 60.0)
+            measure_http(floor_url, payloads, LOAD_IN_FLIGHT, LOAD_WARMUP // 4, 60.0)
+            runs = alternate(
+                {
+                    "case": lambda u=case_url: measure_http(
+                        u, payloads, LOAD_IN_FLIGHT, LOAD_REQUESTS, LOAD_SECONDS
+                    ),
+                    "floor": lambda u=floor_url: measure_http(
+                        u, payloads, LOAD_IN_FLIGHT, LOAD_REQUESTS, LOAD_SECONDS
+                    ),
+                },
+                LOAD_REPEATS,
+            )
+            results[path] = runs
+            suffix = "" if path == "direct" else "_proxy"
+            for who, name in (("case", "http"), ("floor", "floor")):
+                mine = runs[who]
+                row = {
+                    k: float(np.median([r[k] for r in mine]))
+                    for k in ("p50_ms", "p95_ms", "p99_ms", "rps", "cpu_ms_per_request")
+                }
+                row.update(
+                    requests=int(sum(r["n"] for r in mine)),
+                    errors=int(sum(r["errors"] for r in mine)),
+                    catalog_videos=n_items,
+                )
+                if who == "case":
+                    for key, label in (
+                        ("p50_ms", "p50"),
+                        ("p99_ms", "p99"),
+                        ("cpu_ms_per_request", "cpu"),
+                    ):
+                        ratio = paired_ratios(
+                            [r[key] for r in mine], [r[key] for r in runs["floor"]]
+                        )
+                        row[f"{label}_x_floor"] = ratio["median"]
+                        row[f"{label}_x_floor_range"] = f"{ratio['min']:.2f}-{ratio['max']:.2f}"
+                rows[f"{name}_{LOAD_IN_FLIGHT}_in_flight{suffix}"] = row
     finally:
         stop_local_ray(local)
     report.table(
@@ -663,28 +711,61 @@ def load_test(root: Path, report, seed: int = 0) -> None:
         note=f"POST /recommend through the three deployments on a local Ray (2 CPUs), "
         f"{LOAD_IN_FLIGHT} requests in flight (closed loop), after {LOAD_WARMUP} warm-up "
         "requests; 70% known users, 25% explicit histories, 5% unknown users, k = 10. "
-        f"`http_{LOAD_IN_FLIGHT}_in_flight`: to the ingress replica's own HTTP server (Serve's "
-        "direct ingress, what `casebook serve` gives clients); `_proxy`: through Serve's proxy "
-        "actor. `cpu_ms_per_request`: CPU time of the whole stack (load generator, Ray, "
-        "proxy, replicas) per request, which other jobs on the machine do not inflate.",
+        f"Medians over {LOAD_REPEATS} runs of up to {LOAD_REQUESTS} requests, the case and the "
+        "no-op floor (`shared.floor`: the same ingress, request bodies and answer size, no "
+        f"model) alternated. `http_{LOAD_IN_FLIGHT}_in_flight`: to the ingress replica's own "
+        "HTTP server (Serve's direct ingress, what `casebook serve` gives clients); `_proxy`: "
+        "through Serve's proxy actor; `floor_*`: the floor the same way. `*_x_floor`: the "
+        "case over the floor, median of the per-run ratios (range beside). "
+        "`cpu_ms_per_request`: CPU time of the whole stack (load generator, Ray, proxy, "
+        "replicas) per request, which other jobs on the machine inflate much less than latency.",
     )
     lines = []
-    for path, (res, cpu_ms) in results.items():
-        met = "meets" if res.p99_ms <= LOAD_TARGET_P99_MS else "misses"
+    for path in results:
+        suffix = "" if path == "direct" else "_proxy"
+        case = rows[f"http_{LOAD_IN_FLIGHT}_in_flight{suffix}"]
+        floor = rows[f"floor_{LOAD_IN_FLIGHT}_in_flight{suffix}"]
+        met = "meets" if case["p99_ms"] <= LOAD_TARGET_P99_MS else "misses"
+        tight = (
+            case["p99_x_floor"] <= LOAD_TARGET_P99_X_FLOOR
+            and case["p99_ms"] <= LOAD_TARGET_P99_MS_TIGHT
+            and case["cpu_ms_per_request"] <= LOAD_TARGET_CPU_MS
+        )
         lines.append(
             f"{'direct ingress' if path == 'direct' else 'through the proxy'}: "
-            f"{res.n:,} requests at {LOAD_IN_FLIGHT} in flight over {res.wall_s:.0f} s, "
-            f"{n_items:,} videos: p50 {res.p50_ms:.1f} ms, p99 {res.p99_ms:.1f} ms ({met} the "
-            f"p99 <= {LOAD_TARGET_P99_MS:.0f} ms target), {res.rps:.0f} requests/s, "
-            f"{res.errors} errors, {cpu_ms:.1f} ms of CPU per request."
+            f"{case['requests']:,} requests at {LOAD_IN_FLIGHT} in flight in {LOAD_REPEATS} runs, "
+            f"{n_items:,} videos: p50 {case['p50_ms']:.1f} ms, p99 {case['p99_ms']:.1f} ms ({met} "
+            f"the p99 <= {LOAD_TARGET_P99_MS:.0f} ms target), {case['rps']:.0f} requests/s, "
+            f"{case['errors']} errors, {case['cpu_ms_per_request']:.1f} ms of CPU per request. "
+            f"The no-op floor in the same run: p50 {floor['p50_ms']:.1f} ms, p99 "
+            f"{floor['p99_ms']:.1f} ms, {floor['cpu_ms_per_request']:.2f} ms of CPU; the case is "
+            f"{case['p50_x_floor']:.1f}x / {case['p99_x_floor']:.1f}x / "
+            f"{case['cpu_x_floor']:.1f}x the floor (p50 / p99 / CPU), "
+            f"{'meeting' if tight else 'missing'} issue 18's p99 <= "
+            f"{LOAD_TARGET_P99_X_FLOOR:.0f}x floor and <= {LOAD_TARGET_P99_MS_TIGHT:.0f} ms, "
+            f"CPU <= {LOAD_TARGET_CPU_MS:.0f} ms."
         )
         print(f"  load test, {lines[-1]}", flush=True)
     report.section("Serving load test (HTTP, Ray Serve)", "\n\n".join(lines))
     report.extra["serving_latency_http"] = {
-        **{path: res.to_dict() for path, (res, _) in results.items()},
+        **{path: runs for path, runs in results.items()},
         "deploy_s": deploy_s,
     }
     report.timing("load_test_s", time.perf_counter() - t0)
+
+
+def _example_answer(base: str, payload: dict) -> dict:
+    """The case's JSON answer to one request (the floor answers a body of this size)."""
+    import urllib.request
+
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback, no proxy
+    req = urllib.request.Request(
+        f"{base}/recommend",
+        data=json.dumps(payload).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with opener.open(req, timeout=30) as r:
+        return json.loads(r.read())
 
 
 def load_payloads(histories: dict, n: int, seed: int) -> list[dict]:
@@ -703,30 +784,3 @@ def load_payloads(histories: dict, n: int, seed: int) -> list[dict]:
         else:
             out.append({"user_id": f"visitor-{i}", "k": 10})
     return out
-
-
-def _tree_cpu_s() -> float:
-    """CPU seconds used so far by this process and its descendants (Ray's processes are), read
-    from /proc; NaN where there is no /proc."""
-    import os
-
-    proc = Path("/proc")
-    if not proc.is_dir():
-        return float("nan")
-    parent, ticks = {}, {}
-    for d in proc.iterdir():
-        if not d.name.isdigit():
-            continue
-        try:
-            stat = (d / "stat").read_text()
-        except OSError:  # the process ended while we looked
-            continue
-        f = stat[stat.rfind(")") + 2 :].split()  # fields after "pid (name) "
-        parent[int(d.name)] = int(f[1])
-        ticks[int(d.name)] = int(f[11]) + int(f[12])  # utime + stime, clock ticks
-    tree, frontier = {os.getpid()}, {os.getpid()}
-    while frontier:
-        kids = {p for p, pp in parent.items() if pp in frontier and p not in tree}
-        tree.update(kids)
-        frontier = kids
-    return sum(ticks.get(p, 0) for p in tree) / os.sysconf("SC_CLK_TCK")

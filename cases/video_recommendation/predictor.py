@@ -87,15 +87,71 @@ def rerank(
     s = (s - s.min()) / (s.max() - s.min() + 1e-12)
     if upload_age_days is not None:
         s = s + freshness_boost * np.exp(-np.maximum(upload_age_days[idx], 0.0) / 3.0)
-    # Per-topic state instead of per-candidate loops: code c of each candidate's topic, whether
-    # that topic was chosen already and how often. Topic -1 is never "seen" and never capped.
-    uniq, code = np.unique(topics[idx], return_inverse=True)  # (T',), (n,)
+    relevance = mmr_lambda * s  # (n,)
+    if not np.isfinite(relevance).all():
+        return [
+            int(idx[j]) for j in _mmr_scan(relevance, topics[idx], k, mmr_lambda, max_per_topic)
+        ]
+    # Every candidate of a topic carries the same penalty and cap, so each step's argmax is the
+    # first eligible candidate, in order of relevance (ties by position, as np.argmax breaks
+    # them), among the unpenalised topics, or the first among the penalised ones: sort once and
+    # scan from the top, which stops within a few dozen candidates; a step costs that much plain
+    # Python instead of a dozen numpy passes over all n candidates.
+    order = np.lexsort((np.arange(idx.size), -relevance)).tolist()  # (n,) best first
+    rel = relevance.tolist()
+    topic = topics[idx].tolist()
+    penalty = 1.0 - mmr_lambda
+    count: dict[int, int] = {}  # known topic -> times chosen; topic -1 is never seen or capped
+    taken = [False] * idx.size
+    chosen: list[int] = []
+    while len(chosen) < k:
+        fresh = seen_one = first = None
+        for j in order:
+            if taken[j]:
+                continue
+            if first is None:
+                first = j
+            t = topic[j]
+            c = count.get(t, 0) if t >= 0 else 0
+            if c == 0 and (t < 0 or max_per_topic > 0):
+                if fresh is None:
+                    fresh = j
+            elif c < max_per_topic and seen_one is None:
+                seen_one = j
+            if fresh is not None and seen_one is not None:
+                break
+            if fresh is not None and rel[j] - penalty < rel[fresh] and seen_one is None:
+                # every later penalised candidate scores below `fresh`: stop looking
+                break
+        if first is None:
+            break
+        if fresh is None and seen_one is None:  # every remaining topic is capped: relax the cap
+            j = first
+        elif seen_one is None:
+            j = fresh
+        elif fresh is None:
+            j = seen_one
+        else:
+            vf, vs = rel[fresh], rel[seen_one] - penalty
+            j = fresh if vf > vs or (vf == vs and fresh < seen_one) else seen_one
+        chosen.append(j)
+        taken[j] = True
+        if topic[j] >= 0:
+            count[topic[j]] = count.get(topic[j], 0) + 1
+    return [int(idx[j]) for j in chosen]
+
+
+def _mmr_scan(
+    relevance: np.ndarray, topics: np.ndarray, k: int, mmr_lambda: float, max_per_topic: int
+) -> list[int]:
+    """`rerank`'s MMR loop over every candidate each step (for non-finite relevance, where the
+    sorted queues' order is undefined); positions into `relevance`."""
+    uniq, code = np.unique(topics, return_inverse=True)  # (T',), (n,)
     known = uniq >= 0  # (T',)
     chosen_topic = np.zeros(uniq.size, dtype=bool)
     per_topic = np.zeros(uniq.size, dtype=np.int64)
-    relevance = mmr_lambda * s
     chosen: list[int] = []
-    available = np.ones(idx.size, dtype=bool)
+    available = np.ones(relevance.size, dtype=bool)
     while len(chosen) < k and available.any():
         seen = chosen_topic[code]  # (n,)
         capped = (per_topic >= max_per_topic)[code] & known[code]  # (n,)
@@ -108,7 +164,7 @@ def rerank(
         available[j] = False
         chosen_topic[code[j]] = known[code[j]]
         per_topic[code[j]] += 1
-    return [int(idx[j]) for j in chosen]
+    return chosen
 
 
 def recency_weights(history: np.ndarray, tau: float | None, floor: float = 0.0) -> np.ndarray:
