@@ -1,7 +1,7 @@
 """Serving the cases' models: PyTorch eager vs onnxruntime fp32 vs int8, then Ray Serve end to end.
 
-    casebook bench serving             # both parts, about 2-3 minutes on 2 cores
-    casebook bench serving --quick     # tiny models and a short load (seconds, plus Ray start-up)
+    casebook bench serving             # both parts, about 8 minutes on 2 shared cores
+    casebook bench serving --quick     # tiny models and a short load (a few minutes with Ray start)
     casebook bench serving --no-ray    # only the in-process runtime comparison
 
 Part 1, in process: for each served model that exists in this checkout (the mobile keyboard's
@@ -9,12 +9,20 @@ LSTM step and the video ranker; a stand-in MLP, labelled as such, if neither imp
 and throughput of PyTorch eager, onnxruntime fp32 and onnxruntime dynamic int8 at batch 1..64,
 with the int8 error against fp32.
 
-Part 2, over the network: the keyboard step served by Ray Serve on 127.0.0.1 as a stateful
-deployment (the replica keeps each user's LSTM state, so a keystroke costs one step; PyTorch eager
-as the keyboard case serves it, or `--serve-runtime ort`), with and
-without `@serve.batch`, under closed-loop load with N requests in flight (1, 8, 32), over HTTP and
-through a deployment handle: p50/p99 latency, requests/s, mean batch size, and Serve's overhead
-against calling the same predict function in process. Load is bounded in count and time.
+Part 2, over the network: three applications on 127.0.0.1, each its own ingress built like a
+case's (`shared.serving.make_app`): the no-op floor (`shared.floor`: same ingress, same request
+bodies, an answer of the keyboard's size, no model), and the keyboard step as a stateful
+deployment (the replica keeps each user's LSTM state, so a keystroke costs one step; PyTorch
+eager as the keyboard case serves it, or `--serve-runtime ort`) without and with batching
+(`shared.batching.batch_when_free`, or Serve's own `@serve.batch` with `batcher="serve"`). Each
+is loaded by a closed loop with N requests in flight (1, 8, 32) over HTTP to the replica's own
+server (Serve's direct ingress, what `casebook serve` gives clients), over HTTP through Serve's
+proxy, and through a deployment handle; at each point the three variants run alternately,
+`--repeats` times. Rows: medians over the repeats of p50/p99, requests/s, mean batch and CPU per
+request (the whole process tree), and each as a multiple of the floor's run of the same repeat;
+the summary gives batched over unbatched requests/s with its interval
+(`shared.bench.paired_ratios`). Per-repeat rows go to `serving_repeats.json`. Compare within one
+run: on a shared machine absolute figures move 2-3x between runs.
 """
 
 from __future__ import annotations

@@ -193,13 +193,19 @@ def free_port_run(n: int, host: str = "127.0.0.1", start: int = 20000, stop: int
 
 
 def start_local_ray_direct(
-    host: str = "127.0.0.1", port: int | None = None, n_apps: int = 1, **kwargs: Any
+    host: str = "127.0.0.1",
+    port: int | None = None,
+    n_apps: int = 1,
+    spare: int = 2,
+    **kwargs: Any,
 ) -> tuple[LocalRay, list[int]]:
-    """`shared.serving.start_local_ray` with direct ingress on `n_apps` consecutive ports, so
-    that a case's app and the floor app (or several variants) each get their own HTTP server in
-    their ingress replica. Returns (LocalRay, the ports; [] when Ray was already running, where
-    only the proxy serves). Serve gives each new ingress replica the lowest free port of the
-    range: find which app got which with `direct_port_of`.
+    """`shared.serving.start_local_ray` with direct ingress on `n_apps + spare` consecutive
+    ports, so that a case's app and the floor app (or several variants) each get their own HTTP
+    server in their ingress replica. Returns (LocalRay, the ports; [] when Ray was already
+    running, where only the proxy serves). Serve gives each new ingress replica the lowest free
+    port of the range and holds a stopped replica's port back for a while, so a replica
+    restarted on a loaded machine needs a spare (without one its app fails to deploy with
+    NoAvailablePortError). Find which app got which port with `direct_port_of`.
 
     `shared.serving.direct_ingress_env` pins a one-port range; a variable already set in the
     environment wins there, so the range's end is set here for the start-up only.
@@ -208,10 +214,11 @@ def start_local_ray_direct(
 
     if ray.is_initialized():
         return start_local_ray(host, port, **kwargs), []
-    first = free_port_run(n_apps, host)
-    with _env_var(_MAX_PORT_ENV, str(first + n_apps)):
+    n = n_apps + spare
+    first = free_port_run(n, host)
+    with _env_var(_MAX_PORT_ENV, str(first + n)):
         local = start_local_ray(host, port, direct_ingress_port=first, **kwargs)
-    return local, list(range(first, first + n_apps)) if local.direct_port else []
+    return local, list(range(first, first + n)) if local.direct_port else []
 
 
 def direct_port_of(
