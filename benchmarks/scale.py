@@ -36,7 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--cpus-per-node", type=int, default=2, help="CPUs each local node offers")
     parser.add_argument(
-        "--rows", type=int, default=None, help="log rows to embed (default 400K, quick 4K)"
+        "--rows", type=int, default=None, help="log rows to embed (default 400K, quick 16K)"
     )
 
 
@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> Path:
     quick = bool(getattr(args, "quick", False))
     out = run_folder(f"bench/{NAME}", getattr(args, "out", None))
     workers = getattr(args, "workers", None) or ("2" if quick else "1,2")
-    rows_target = getattr(args, "rows", None) or (4_000 if quick else 400_000)
+    rows_target = getattr(args, "rows", None) or (16_000 if quick else 400_000)
     t0 = time.perf_counter()
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     rows, summary = run_scale(

@@ -263,7 +263,9 @@ def gated_batch_inference(
         fn_constructor_kwargs=model_kwargs,
         batch_size=batch_size,
         batch_format="numpy",
-        compute=ray.data.ActorPoolStrategy(size=concurrency),
+        # One batch in flight per actor: the pool then hands each new batch to an idle actor,
+        # on either node, instead of queueing a small dataset on the first (local) one.
+        compute=ray.data.ActorPoolStrategy(size=concurrency, max_tasks_in_flight_per_actor=1),
         num_cpus=cpus_per_actor,
     )
     cols: dict[str, list] = {}
