@@ -184,12 +184,14 @@ def drift_figures(reference: Any, window: Any) -> dict[str, float]:
 
 
 def monitor_psi(reference: Any, window: Any, bins: int = 10) -> float:
-    """PSI over the reference's quantile bins plus two edges at its minimum and maximum.
+    """PSI over the reference's quantile bins plus two edges: at its minimum and just above
+    its maximum.
 
     The extra edges give values outside the reference's range bins of their own. Without them
-    a feature with a point mass (a share of unknown words: 0 for most requests) has all its
-    quantiles at 0 and a single bin "0 and above", so a window of values all at 1.0 scored
-    PSI 0.00 (measured on the keyboard's oov_share under random-letter traffic; KS saw 1.00).
+    a feature with a point mass (a share of unknown words: 0 for most requests; a share of
+    non-ASCII letters: 0 for all) has all its quantiles at 0 and a single bin "0 and above",
+    so a window of values all above it scored PSI 0.00 (measured: the keyboard's oov_share
+    under random-letter traffic, content moderation's non_ascii under Cyrillic; KS saw 1.00).
     """
     return PreparedSample.of(reference, bins).psi(window)
 
@@ -209,7 +211,10 @@ class PreparedSample:
         ref = np.sort(ref[np.isfinite(ref)])
         if ref.size == 0:
             raise ValueError("a monitor reference needs finite values")
-        edges = np.unique(np.concatenate([quantile_edges(ref, bins), [ref[0], ref[-1]]]))
+        # Below the minimum, and above the maximum (nextafter: bins are [lo, hi), so the edge at
+        # the maximum itself would put the reference's largest values with those above it).
+        top = np.nextafter(ref[-1], np.inf)
+        edges = np.unique(np.concatenate([quantile_edges(ref, bins), [ref[0], top]]))
         return cls(ref, edges, bin_proportions(ref, edges))
 
     def psi(self, window: Any) -> float:

@@ -122,3 +122,11 @@ def test_psi_sees_a_point_mass_feature_move_out_of_range():
     assert drift_figures(ref, same)["psi"] < 0.25
     moved = drift_figures(ref, np.ones(200))  # every word unknown
     assert moved["psi"] > 5 and moved["ks"] == 1.0
+
+
+def test_psi_sees_a_constant_feature_move():
+    from shared.monitor import drift_figures
+
+    assert drift_figures(np.zeros(2000), np.zeros(200)) == {"psi": 0.0, "ks": 0.0}
+    moved = drift_figures(np.zeros(2000), np.full(200, 0.4))  # e.g. non-ASCII share
+    assert moved["psi"] > 5 and moved["ks"] == 1.0
