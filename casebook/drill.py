@@ -30,8 +30,9 @@ bound to 127.0.0.1, then the drills, in this order:
   drift          the golden requests as traffic (control: no drift alarm allowed), then the
                  same requests shifted (main text 5x longer, its words replaced by random
                  letters, its letters moved to the Cyrillic alphabet), each phase on fresh
-                 monitor windows: every replica must report a drift alarm naming the features
-                 that moved. PSI/KS per feature in metrics.json.
+                 monitor windows: every replica must report the shift, a drift alarm naming
+                 the input features that moved or a score_drift alarm on the scores. PSI/KS
+                 per feature in metrics.json.
   load           32 requests in flight for a bounded time (shared.loadgen): p50, p99, errors,
                  and the app's CPU per request (CPU seconds of the Ray processes / requests).
   replica_kill   one ingress replica's process is killed (SIGKILL, by its pid from /status)
@@ -838,6 +839,16 @@ def shifted_requests(
     return out
 
 
+def _moved(alarms: dict[str, str]) -> str:
+    """'n_words (PSI 12.3, KS 1.00), scores (PSI 0.9, KS 0.31)' from a replica's alarms."""
+    parts = []
+    if alarms.get("drift"):
+        parts.append(alarms["drift"].replace("inputs moved: ", ""))
+    if alarms.get("score_drift"):
+        parts.append("scores (" + alarms["score_drift"].replace("scores moved: ", "") + ")")
+    return ", ".join(parts)
+
+
 def drill_drift(
     url: str, route: str, schema: dict, registry_root: Path, replicas: int, per_replica: int = 160
 ) -> DrillResult:
@@ -870,7 +881,9 @@ def drill_drift(
                 "features": mon.get("features"),
                 "scores": mon.get("scores"),
             }
-        drift = [p for p in per.values() if (p["alarms"] or {}).get("drift")]
+        # The shift is reported by a drift alarm on the inputs or a score_drift alarm on the
+        # model's scores (the issue: "PSI or KS per input feature and on the scores").
+        drift = [p for p in per.values() if {"drift", "score_drift"} & set(p["alarms"] or {})]
         ready = [p for p in per.values() if p["ready"]]
         verdicts[name] = {"codes": dict(codes), "replicas": per}
         if name.startswith("control"):
@@ -884,7 +897,7 @@ def drill_drift(
             )
         else:
             ok = len(drift) == replicas
-            moved = drift[0]["alarms"]["drift"].replace("inputs moved: ", "") if drift else "none"
+            moved = _moved(drift[0]["alarms"]) if drift else "none"
             verdicts[name]["summary"] = f"{name}: {moved}"
         verdicts[name]["passed"] = ok
     details["phases"] = verdicts
