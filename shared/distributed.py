@@ -122,13 +122,21 @@ def ray_cluster(
     cluster = None
     try:
         with _loopback_env(), _no_address_file():
-            cluster = Cluster(
-                initialize_head=True,
-                connect=False,
-                head_node_args={**args, "include_dashboard": False},
-            )
-            for _ in range(nodes - 1):
-                cluster.add_node(**args)
+            try:
+                cluster = Cluster(
+                    initialize_head=True,
+                    connect=False,
+                    head_node_args={**args, "include_dashboard": False},
+                )
+                for _ in range(nodes - 1):
+                    cluster.add_node(**args)
+            except Exception as e:  # Ray waits 30 s (fixed) for a node to register
+                from shared.errors import CasebookError, first_line
+
+                raise CasebookError(
+                    f"a local Ray node did not start ({first_line(e)}); on an overloaded "
+                    "machine, try again when it is quieter"
+                ) from None
             cluster.wait_for_nodes(timeout=timeout_s)
             ray.init(address=cluster.address, log_to_driver=False)
         yield RayCluster(address=cluster.address, nodes=alive_nodes(), cluster=cluster)
