@@ -61,6 +61,9 @@ def run(args: argparse.Namespace) -> Path:
         epochs=1 if quick else None,
         batch=512 if quick else 2048,
         min_rows=rows_target,
+        # Quick: one batch in flight per actor, so its few batches reach both nodes; the full
+        # run keeps Ray Data's pipelining (shared.distributed.gated_batch_inference).
+        spread_batches=quick,
         scratch=out / "scratch",
     )
     summary["total_s"] = time.perf_counter() - t0

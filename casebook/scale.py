@@ -236,6 +236,7 @@ def run_scale(
     batch: int = 2048,
     concurrency: int = 2,
     min_rows: int = 0,
+    spread_batches: bool = False,
     scratch: Path | None = None,
     address: str | None = None,
     log=print,
@@ -343,6 +344,7 @@ def run_scale(
             blocks, gate, ItemTowerOnnx, {"path": str(onnx_path), "topics": topics},
             batch_size=batch, concurrency=concurrency,
             cpus_per_actor=max(0.5, cpus_per_node - 0.5),
+            tasks_per_actor=1 if spread_batches else None,
         )  # fmt: skip
         same = plain["rows_out"] == dist.rows_out
         for how, rin, rout, wall, n in (
