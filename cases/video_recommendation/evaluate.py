@@ -635,16 +635,17 @@ def load_test(root: Path, report, seed: int = 0) -> None:
     n_items = json.loads((root / "config.json").read_text())["n_items"]
     payloads = load_payloads(json.loads((root / "histories.json").read_text()), 512, seed)
     local, direct_ports = start_local_ray_direct(
-        "127.0.0.1", n_apps=2, num_cpus=2, logging_config=LOGGING
+        "127.0.0.1", n_apps=3, num_cpus=2, logging_config=LOGGING
     )
     rows, results = {}, {}
+    names = {"case": "http", "floor": "floor", "one": "http_one_replica"}
     try:
         # Three replicas at 0.5 CPU each fit a 2-CPU Ray with room for Serve's proxy.
         serve.run(
             build_app(str(root), num_cpus=0.5), name=CASE, route_prefix="/", logging_config=LOGGING
         )
         deploy_s = time.perf_counter() - t0
-        urls = {"proxy": (f"http://127.0.0.1:{local.port}", f"http://127.0.0.1:{local.port}")}
+        proxy = f"http://127.0.0.1:{local.port}"
         case_port = direct_port_of("127.0.0.1", direct_ports, "/") if direct_ports else None
         # The floor answers what the case answers to a known user: the same response size.
         answer = _example_answer(f"http://127.0.0.1:{case_port or local.port}", payloads[0])
@@ -654,34 +655,46 @@ def load_test(root: Path, report, seed: int = 0) -> None:
             route_prefix="/floor",
             logging_config=LOGGING,
         )
+        targets = {"proxy": {"case": f"{proxy}/recommend", "floor": f"{proxy}/floor/recommend"}}
         rest = [p for p in direct_ports if p != case_port]
         floor_port = direct_port_of("127.0.0.1", rest, "/floor") if rest else None
         if case_port and floor_port:
-            urls = {
-                "direct": (f"http://127.0.0.1:{case_port}", f"http://127.0.0.1:{floor_port}"),
-                **urls,
+            # Direct ingress also gets the funnel in one replica (serve.build_one_replica_app),
+            # so the floor multiples of both topologies come from the same run.
+            serve.run(
+                build_app(str(root), num_cpus=0.5, one_replica=True),
+                name=f"{CASE}-one-replica",
+                route_prefix="/one",
+                logging_config=LOGGING,
+            )
+            rest = [p for p in rest if p != floor_port]
+            one_port = direct_port_of("127.0.0.1", rest, "/one")
+            targets = {
+                "direct": {
+                    "case": f"http://127.0.0.1:{case_port}/recommend",
+                    "floor": f"http://127.0.0.1:{floor_port}/floor/recommend",
+                    **({"one": f"http://127.0.0.1:{one_port}/one/recommend"} if one_port else {}),
+                },
+                **targets,
             }
         elif direct_ports:
             print("  load test: direct ingress did not come up; measuring the proxy only")
-        for path, (case_base, floor_base) in urls.items():
-            case_url, floor_url = f"{case_base}/recommend", f"{floor_base}/floor/recommend"
-            measure_http(case_url, payloads, LOAD_IN_FLIGHT, LOAD_WARMUP, 60.0)
-            measure_http(floor_url, payloads, LOAD_IN_FLIGHT, LOAD_WARMUP // 4, 60.0)
+        for path, urls in targets.items():
+            for who, url in urls.items():
+                n = LOAD_WARMUP // 4 if who == "floor" else LOAD_WARMUP
+                measure_http(url, payloads, LOAD_IN_FLIGHT, n, 60.0)
             runs = alternate(
                 {
-                    "case": lambda u=case_url: measure_http(
+                    who: lambda u=url: measure_http(
                         u, payloads, LOAD_IN_FLIGHT, LOAD_REQUESTS, LOAD_SECONDS
-                    ),
-                    "floor": lambda u=floor_url: measure_http(
-                        u, payloads, LOAD_IN_FLIGHT, LOAD_REQUESTS, LOAD_SECONDS
-                    ),
+                    )
+                    for who, url in urls.items()
                 },
                 LOAD_REPEATS,
             )
             results[path] = runs
             suffix = "" if path == "direct" else "_proxy"
-            for who, name in (("case", "http"), ("floor", "floor")):
-                mine = runs[who]
+            for who, mine in runs.items():
                 row = {
                     k: float(np.median([r[k] for r in mine]))
                     for k in ("p50_ms", "p95_ms", "p99_ms", "rps", "cpu_ms_per_request")
@@ -691,7 +704,7 @@ def load_test(root: Path, report, seed: int = 0) -> None:
                     errors=int(sum(r["errors"] for r in mine)),
                     catalog_videos=n_items,
                 )
-                if who == "case":
+                if who != "floor":
                     for key, label in (
                         ("p50_ms", "p50"),
                         ("p99_ms", "p99"),
@@ -702,7 +715,7 @@ def load_test(root: Path, report, seed: int = 0) -> None:
                         )
                         row[f"{label}_x_floor"] = ratio["median"]
                         row[f"{label}_x_floor_range"] = f"{ratio['min']:.2f}-{ratio['max']:.2f}"
-                rows[f"{name}_{LOAD_IN_FLIGHT}_in_flight{suffix}"] = row
+                rows[f"{names[who]}_{LOAD_IN_FLIGHT}_in_flight{suffix}"] = row
     finally:
         stop_local_ray(local)
     report.table(
@@ -715,7 +728,9 @@ def load_test(root: Path, report, seed: int = 0) -> None:
         "no-op floor (`shared.floor`: the same ingress, request bodies and answer size, no "
         f"model) alternated. `http_{LOAD_IN_FLIGHT}_in_flight`: to the ingress replica's own "
         "HTTP server (Serve's direct ingress, what `casebook serve` gives clients); `_proxy`: "
-        "through Serve's proxy actor; `floor_*`: the floor the same way. `*_x_floor`: the "
+        "through Serve's proxy actor; `floor_*`: the floor the same way; `http_one_replica_*`: "
+        "the same API with the whole funnel in the ingress replica (`serve.build_one_replica_app`"
+        ", no handle hops), direct ingress only. `*_x_floor`: the "
         "case over the floor, median of the per-run ratios (range beside). "
         "`cpu_ms_per_request`: CPU time of the whole stack (load generator, Ray, proxy, "
         "replicas) per request, which other jobs on the machine inflate much less than latency.",
@@ -746,6 +761,16 @@ def load_test(root: Path, report, seed: int = 0) -> None:
             f"CPU <= {LOAD_TARGET_CPU_MS:.0f} ms."
         )
         print(f"  load test, {lines[-1]}", flush=True)
+    one = rows.get(f"http_one_replica_{LOAD_IN_FLIGHT}_in_flight")
+    if one:
+        lines.append(
+            f"The same API from one replica (the whole funnel in the ingress, no handle hops; "
+            f"`serve.build_one_replica_app`), direct ingress, same run: p50 {one['p50_ms']:.1f} "
+            f"ms, p99 {one['p99_ms']:.1f} ms, {one['rps']:.0f} requests/s, "
+            f"{one['cpu_ms_per_request']:.1f} ms of CPU per request: {one['p50_x_floor']:.1f}x / "
+            f"{one['p99_x_floor']:.1f}x / {one['cpu_x_floor']:.1f}x the floor."
+        )
+        print(f"  load test: {lines[-1]}", flush=True)
     report.section("Serving load test (HTTP, Ray Serve)", "\n\n".join(lines))
     report.extra["serving_latency_http"] = {
         **{path: runs for path, runs in results.items()},

@@ -20,6 +20,11 @@ Standard routes from `shared.serving.standard_routes`: GET /health, GET /version
 version and its artifact hash), POST /reload (the Retriever and the Ranker first, then the
 ingress; 409 and the old model keeps serving if any of them fails), GET /status (/version's
 fields plus ranker failures and batching counts).
+
+`build_app(..., one_replica=True)` (`build_one_replica_app`) serves the same API from one replica
+that runs every stage: no handle hops, less than half the CPU per request on 2 cores (issue 18;
+figures in `build_one_replica_app` and benchmarks/README.md), at the cost of scaling the stages
+separately. `evaluate.load_test` measures both beside the no-op floor.
 """
 
 # No `from __future__ import annotations` here: FastAPI must see the request model as a class
@@ -86,15 +91,20 @@ def one_thread() -> None:
     set_threads(1)
 
 
-def build_app(registry_root: str, fail_ranker: bool = False, num_cpus: float = 0.0):
+def build_app(
+    registry_root: str, fail_ranker: bool = False, num_cpus: float = 0.0, one_replica: bool = False
+):
     """The application: ingress + retrieval + ranking deployments, each loading the champion.
 
     `fail_ranker` injects a ranker fault (for the fallback test); `num_cpus` per replica (0 lets
     tests run on a small Ray instance; Ray only uses it for placement, threads are set to one
-    per replica either way).
+    per replica either way). `one_replica` serves the whole funnel from the ingress replica
+    (`build_one_replica_app`).
     """
     from ray import serve
 
+    if one_replica:
+        return build_one_replica_app(registry_root, fail_ranker, num_cpus)
     app = make_app("video-recommendation")
     opts = {"num_cpus": num_cpus}
     deployment = functools.partial(serve.deployment, ray_actor_options=opts, logging_config=LOGGING)
@@ -187,3 +197,71 @@ def build_app(registry_root: str, fail_ranker: bool = False, num_cpus: float = 0
     return VideoRecRecommender.bind(
         root, VideoRecRetriever.bind(root), VideoRecRankerDeployment.bind(root, fail_ranker)
     )
+
+
+def build_one_replica_app(registry_root: str, fail_ranker: bool = False, num_cpus: float = 0.0):
+    """The same HTTP API from one replica that holds every stage: no handle hops.
+
+    On 2 cores the three-deployment app spends most of its CPU on Serve's plumbing (two handle
+    round trips per batch, three processes' Ray threads). `--load-test` at 100K videos, 8 in
+    flight, direct ingress, alternated in one run (load average 17-26): 6.5 ms of CPU per
+    request for three deployments, 2.8 ms for this, 1.17 ms for the no-op floor; p99 5.2x and
+    2.3x the floor's. The cost: retrieval and ranking can no longer scale as separate replicas,
+    and one replica holds the faiss indexes and the ranker together. Same routes, batching,
+    fallback and /status fields.
+    """
+    from ray import serve
+
+    app = make_app("video-recommendation")
+
+    @serve.deployment(
+        max_ongoing_requests=2 * MAX_BATCH,
+        ray_actor_options={"num_cpus": num_cpus},
+        logging_config=LOGGING,
+    )
+    @serve.ingress(app)
+    @standard_routes(app)
+    class VideoRecFunnel:
+        def __init__(self, root: str, fail: bool):
+            one_thread()
+            self.model = ReloadableModel(
+                root, lambda p: VideoRecPredictor.load(p, fail_ranker=fail)
+            )
+            self.failures = 0
+            self.batches, self.batched = 0, 0  # funnel calls and the requests they carried
+
+        @app.post("/recommend")
+        async def recommend(self, req: VideoRecRequest) -> dict:
+            p = self.model.get()
+            hists, cold = p.prepare([req.user_id], [req.history])  # CasebookError -> 400
+            cand, scores, fallback = await self.funnel(hists[0])
+            scores = None if scores is None else [scores]
+            return p.finish(hists, cold, [cand], scores, fallback, req.k, [req.blocked])[0]
+
+        @serve.batch(max_batch_size=MAX_BATCH, batch_wait_timeout_s=BATCH_WAIT_S)
+        async def funnel(self, hists: list[list[int]]) -> list[tuple]:
+            """Retrieval and ranking for a batch, in this replica."""
+            self.batches, self.batched = self.batches + 1, self.batched + len(hists)
+            p = self.model.get()
+            cands = p.retrieve(hists)
+            try:
+                scores, fallback = p.rank(hists, cands), False
+            except Exception as e:  # noqa: BLE001 - any ranker failure degrades, never 500s
+                self.failures += 1
+                logger.warning(
+                    "ranker failed (%d so far), serving fallback: %s",
+                    self.failures,
+                    str(e).splitlines()[0] if str(e) else type(e).__name__,
+                )
+                scores, fallback = [None] * len(hists), True
+            return [(c, s, fallback) for c, s in zip(cands, scores, strict=True)]
+
+        def status_info(self) -> dict:
+            """Extra /status fields: ranker failures and how full the batches were."""
+            return {
+                "ranker_failures": self.failures,
+                "batches": self.batches,
+                "batched_requests": self.batched,
+            }
+
+    return VideoRecFunnel.bind(str(Path(registry_root)), fail_ranker)
