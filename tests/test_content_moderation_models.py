@@ -102,6 +102,10 @@ def test_tfidf_learns_and_round_trips():
     tensors, files = m.state()
     m2 = ModerationTfidf.from_state(tensors, files["tfidf_vocab.json"])
     assert np.allclose(m2.logits(te_t), z, atol=1e-5)
+    # the per-text path a served batch takes equals the sparse-matrix path
+    few = te_t[:20] + ["", "zzzz qqq", "£500 ÄÖ 🖕"]
+    dense = np.asarray(m2.features(few) @ m2.coef_.T) + m2.intercept_
+    assert np.allclose(m2.logits(few), dense, atol=1e-4)
 
 
 def test_identity_augmentation_adds_swapped_copies():

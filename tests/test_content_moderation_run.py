@@ -76,6 +76,15 @@ def test_registry_and_artifact(run_dir):
     out = pred.moderate_batch([{"text": "you are a worthless idiot", "kind": "post"},
                                {"text": "have a lovely day", "kind": "post"}])  # fmt: skip
     assert out[0]["scores"]["offensive"] > out[1]["scores"]["offensive"]
+    # the golden set and the monitor's reference ship in the artifact (shared.golden)
+    from shared.golden import check_golden
+
+    art = reg.resolve("champion")
+    ref = json.loads((art / "monitor_reference.json").read_text())
+    assert ref["decision"] == "auto_remove" and ref["decision_threshold"] == 1.0
+    assert set(ref["features"]) == {"n_chars", "n_words", "non_ascii", "upper", "has_image"}
+    assert len(json.loads((art / "golden.json").read_text())["requests"]) >= 50  # tiny: half
+    check_golden(pred, art)
 
 
 def test_one_request_through_training_and_serving_paths(tmp_path):

@@ -10,6 +10,7 @@ import pytest
 import requests
 from PIL import Image
 
+from cases.content_moderation.cli import monitor_requests
 from cases.content_moderation.config import get_config
 from cases.content_moderation.data import _SCAM, generate_posts
 from cases.content_moderation.predictor import ModerationPredictor
@@ -20,6 +21,7 @@ from cases.content_moderation.train import (
     save_moderation_artifact,
 )
 from shared.artifacts import Registry
+from shared.golden import finish_artifact
 
 pytestmark = pytest.mark.serve
 
@@ -35,6 +37,9 @@ def registry(tmp_path_factory):
     image = fit_image_side(CFG, 0, out, log=lambda s: None)
     fusion, _ = fit_ad_fusion(CFG, data, fit, image, 0)
     art = save_moderation_artifact(out / "artifact", CFG, data, fit, image, fusion, "test")
+    golden, reference = monitor_requests(data, 0)
+    finish_artifact(art, ModerationPredictor.load, golden, reference, decision_threshold=1.0,
+                    decision="auto_remove")  # fmt: skip
     reg = Registry(out / "registry")
     reg.promote(reg.register(art).name)
     return reg
@@ -70,6 +75,35 @@ def test_good_post_ad_and_hash_match(url):
     known = _SCAM[0].format(amount="500 dollars", url="http://bit.ly/x").upper()
     r = requests.post(f"{url}/moderate", json={"text": known}, timeout=60)
     assert r.json()["action"] == "remove" and r.json()["reason"].startswith("hash match")
+
+
+def test_status_shows_the_monitor_after_requests(url):
+    from concurrent.futures import ThreadPoolExecutor
+
+    texts = [f"post number {i}: see you at the game tonight" for i in range(60)]
+    texts += [f"you are a worthless idiot number {i}" for i in range(60)]
+
+    def post(t):
+        return requests.post(f"{url}/moderate", json={"text": t}, timeout=60).status_code
+
+    with ThreadPoolExecutor(8) as pool:
+        assert set(pool.map(post, texts)) == {200}
+    mon = requests.get(f"{url}/status", timeout=30).json()["monitor"]
+    assert mon["enabled"] and mon["observed"] >= 100 and mon["ready"]
+    assert set(mon["features"]) == {"n_chars", "n_words", "non_ascii", "upper", "has_image"}
+    assert mon["scores"]["reference_std"] > 0 and "decision_rate" in mon
+
+
+def test_observation_follows_the_scores(registry):
+    pred = ModerationPredictor.load(registry.resolve("champion"))
+    reqs = [{"text": "have a lovely day"}, {"text": "YOU IDIOT ÄÖ", "image_b64": "x"}]
+    feats, scores = pred.observation(reqs)
+    assert feats["n_words"] == [4.0, 3.0] and feats["has_image"] == [0.0, 1.0]
+    assert feats["upper"][1] == 1.0 and feats["non_ascii"][1] == pytest.approx(2 / 12)
+    answers = pred.moderate_batch([{"text": r["text"], "kind": "post"} for r in reqs])
+    assert pred.observation(reqs, answers)[1] == pytest.approx(scores, abs=1e-3)
+    removed = [a["action"] == "remove" and a["reason"].startswith("model") for a in answers]
+    assert [s >= 1.0 for s in scores] == removed  # the margin is the auto-removal decision
 
 
 @pytest.mark.parametrize(

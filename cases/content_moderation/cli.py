@@ -71,6 +71,7 @@ def _config(args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> Path:
     from shared.artifacts import fingerprint_arrays
+    from shared.golden import finish_artifact
     from shared.lifecycle import register_and_promote, registry_root, run_folder, torch_threads
     from shared.report import RunReport
 
@@ -136,6 +137,17 @@ def run(args: argparse.Namespace) -> Path:
     text_digest = hashlib.sha256("\n".join(data.texts[i] for i in tr).encode()).digest()
     fp = fingerprint_arrays(data.labels[tr], np.frombuffer(text_digest, np.uint8))
     artifact = save_moderation_artifact(out / "artifact", cfg, data, fit, image, fusion, fp)
+    # The golden set and the monitor's reference (shared.golden), before registration: 200
+    # validation requests whose scores a reload must reproduce, ~2000 others as "normal".
+    golden, reference = monitor_requests(data, seed)
+    finish_artifact(
+        artifact,
+        ModerationPredictor.load,
+        golden_requests=golden,
+        reference_requests=reference,
+        decision_threshold=1.0,  # observation's score: the auto-removal margin (>= 1 removes)
+        decision="auto_remove",
+    )
     pred = ModerationPredictor.load(artifact)  # what the server will load, verified
     report.timing("artifact_s", time.perf_counter() - t0)
 
@@ -176,6 +188,30 @@ def run(args: argparse.Namespace) -> Path:
         + ", ".join(f"{k} {v:.4f}" for k, v in head["headline"].items())
     )
     return report.write()
+
+
+def monitor_requests(data, seed: int, n_golden: int = 200, n_reference: int = 2000):
+    """(golden, reference) `POST /moderate` bodies from validation, then test texts: only
+    texts the route accepts (1-5,000 characters, not blank, no control characters)."""
+    from .serve import MAX_TEXT_CHARS
+
+    rng = np.random.default_rng(seed + 808)
+    rows = np.concatenate([rng.permutation(data.split["val"]), rng.permutation(data.split["test"])])
+    reqs = []
+    for i in rows:
+        t = data.texts[i]
+        if not t.strip() or len(t) > MAX_TEXT_CHARS:
+            continue
+        if any((ord(ch) < 32 and ch not in "\t\n\r") or ch == "\ufffd" for ch in t):
+            continue
+        kind = str(data.kinds[i]) if len(data.kinds) == len(data.texts) else "post"
+        reqs.append({"text": t, "kind": kind})
+        if len(reqs) >= n_golden + n_reference:
+            break
+    if len(reqs) < 2:
+        raise CasebookError(f"{data.name}: too few servable texts for the golden set")
+    k = min(n_golden, len(reqs) // 2)
+    return reqs[:k], reqs[k:]
 
 
 def serve(artifact: Path | None, host: str, port: int) -> None:

@@ -273,9 +273,10 @@ class HashBank:
 
     def match_text(self, text: str) -> Match | None:
         """The known-bad text whose normalized form equals this one's, or None."""
-        if not normalize_text(text):
+        norm = normalize_text(text)  # once: it is most of a served text's hash-bank cost
+        if not norm:
             return None
-        item = self._text.get(text_hash(text))
+        item = self._text.get(hashlib.sha256(norm.encode("utf-8")).digest())
         return None if item is None else Match(item, 0, "text")
 
     # --- storage ---

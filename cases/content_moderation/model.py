@@ -98,8 +98,35 @@ class ModerationTfidf:
         return sp.hstack([self.vec_w_.transform(texts), self.vec_c_.transform(texts)]).tocsr()
 
     def logits(self, texts: list[str]) -> np.ndarray:
-        """(N, P) log-odds."""
+        """(N, P) log-odds. Small batches (a served request) take the per-text path, which
+        skips scikit-learn's input validation and sparse-matrix assembly: about half the cost
+        of `features` for 8 texts (profile in the README); the same numbers to float32 rounding."""
+        if len(texts) <= 32:
+            return self._logits_small(texts)
         return np.asarray(self.features(texts) @ self.coef_.T) + self.intercept_
+
+    def _logits_small(self, texts: list[str]) -> np.ndarray:
+        """(N, P) log-odds text by text: sublinear tf x idf, l2 per block, dot the weights."""
+        if not hasattr(self, "_blocks_"):
+            n_word = len(self.vec_w_.vocabulary_)
+            self._blocks_ = [
+                (vec.build_analyzer(), vec.vocabulary_, vec.idf_, self.coef_[:, off:].T)
+                for vec, off in ((self.vec_w_, 0), (self.vec_c_, n_word))
+            ]  # (analyzer, vocabulary, idf (F_b,), weights (F_b, P))
+        out = np.tile(self.intercept_.astype(np.float64), (len(texts), 1))  # (N, P)
+        for i, text in enumerate(texts):
+            for analyze, vocab, idf, w in self._blocks_:
+                counts: dict[int, int] = {}
+                for gram in analyze(text):
+                    j = vocab.get(gram)
+                    if j is not None:
+                        counts[j] = counts.get(j, 0) + 1
+                if not counts:
+                    continue
+                idx = np.fromiter(counts, np.int64, len(counts))
+                x = (1.0 + np.log(np.fromiter(counts.values(), np.float64, len(counts)))) * idf[idx]
+                out[i] += (x / np.sqrt(x @ x)) @ w[idx]  # (P,)
+        return out.astype(np.float32)
 
     def state(self) -> tuple[dict, dict[str, bytes]]:
         """(tensors, files) for an artifact: idf and weights as tensors, vocabularies as JSON."""

@@ -70,6 +70,9 @@ def decode_request_image(b64: str | None) -> Any:
     return decode_image(raw, max_pixels=MAX_IMAGE_PIXELS, max_bytes=MAX_IMAGE_BYTES)
 
 
+LOADER = ModerationPredictor.load  # the drills' in-process promotion check (shared.golden)
+
+
 def build_app(artifact: str | Path, num_cpus: float = 1.0, max_batch_size: int = 16) -> Any:
     """A bound Ray Serve application around ModerationPredictor (artifact folder or registry)."""
     from ray import serve
@@ -87,7 +90,10 @@ def build_app(artifact: str | Path, num_cpus: float = 1.0, max_batch_size: int =
     @standard_routes(app)
     class ModerationServer:
         def __init__(self, root: str):
-            self.model = ReloadableModel(root, ModerationPredictor.load)
+            # golden check on every load; the live monitor of what it serves (shared.monitor)
+            self.model = ReloadableModel(
+                root, ModerationPredictor.load, monitor="content-moderation"
+            )
 
         @app.post("/moderate")
         async def moderate(self, req: ModerateRequest) -> dict:
@@ -104,9 +110,11 @@ def build_app(artifact: str | Path, num_cpus: float = 1.0, max_batch_size: int =
             import asyncio
 
             model = self.model.get()
-            return await asyncio.get_running_loop().run_in_executor(
+            answers = await asyncio.get_running_loop().run_in_executor(
                 None, model.moderate_batch, reqs
             )
+            self.model.observe(reqs, answers)  # never raises
+            return answers
 
         def status_info(self) -> dict:
             return self.model.get().info()
