@@ -33,19 +33,6 @@ from typing import Any
 import numpy as np
 
 
-def tower_pairs(seqs: list[np.ndarray], L: int) -> tuple[np.ndarray, np.ndarray]:
-    """(history -> next watch) pairs exactly as `TwoTowerRetriever.fit` builds them:
-    H (N, L) left-padded +1 item indices, P (N,) positive items +1."""
-    from cases.video_recommendation.model import pad_left
-
-    hist, pos = [], []
-    for s in seqs:
-        for t in range(1, len(s)):
-            hist.append(s[max(0, t - L) : t])
-            pos.append(s[t])
-    return pad_left(hist, L), np.asarray(pos, dtype=np.int64) + 1
-
-
 def two_tower_loop(config: dict[str, Any]) -> None:
     """Ray Train worker loop (see the module doc). config: H, P, log_q, topics (+1 map), n_items,
     n_topics, dim, lr, batch, epochs, seed."""
@@ -254,7 +241,7 @@ def run_scale(
         interaction_thresholds,
         make_builtin,
     )
-    from cases.video_recommendation.train import TwoTowerRetriever, make_split
+    from cases.video_recommendation.train import TwoTowerRetriever, make_split, tower_pairs
     from shared.distributed import (
         gate_step,
         gated_batch_inference,
@@ -309,7 +296,7 @@ def run_scale(
             r = TwoTowerRetriever(cfg, data.item_topic, seed)
             r.model = tower
             with torch_threads(1), torch.no_grad():
-                r._cache_items()  # the item vectors the retriever scores against
+                r.cache_items()  # the item vectors the retriever scores against
                 gain = val_gains(r, split)
             lo, hi = paired_ci(ref_gain, gain, seed=seed)
             m = run.metrics

@@ -16,7 +16,6 @@ from casebook.scale import (
     log_blocks,
     paired_ci,
     plain_loop,
-    tower_pairs,
 )
 from cases.video_recommendation.config import get_config
 from cases.video_recommendation.data import (
@@ -25,6 +24,7 @@ from cases.video_recommendation.data import (
     make_builtin,
 )
 from cases.video_recommendation.model import VideoRecTwoTower
+from cases.video_recommendation.train import tower_pairs
 from shared.distributed import gate_step
 from shared.gate import build_reference
 

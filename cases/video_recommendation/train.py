@@ -337,6 +337,17 @@ class SASRecRetriever:
         return np.concatenate(out) if out else np.zeros((0, H.shape[1]), np.float32)
 
 
+def tower_pairs(seqs: list[np.ndarray], L: int) -> tuple[np.ndarray, np.ndarray]:
+    """(history -> next watch) training pairs: every prefix of every sequence, its last L items
+    left-padded, (N, L), and the item that followed, +1 indexed (0 is the pad), (N,)."""
+    hist, pos = [], []
+    for s in seqs:
+        for t in range(1, len(s)):
+            hist.append(s[max(0, t - L) : t])
+            pos.append(s[t])
+    return pad_left(hist, L), np.asarray(pos, dtype=np.int64) + 1
+
+
 class TwoTowerRetriever:
     """Trains `VideoRecTwoTower` on (history -> next watch) pairs with logQ-corrected softmax."""
 
@@ -359,19 +370,12 @@ class TwoTowerRetriever:
         rng = np.random.default_rng(self.seed)
         n_topics = int(self.item_topic.max()) + 1 if self.item_topic.size else 0
         self.model = VideoRecTwoTower(split.n_items, n_topics, cfg.embed_dim)
-        seqs = seqs if seqs is not None else split.seqs_train
-        L = cfg.seq_len
-        hist, pos = [], []
-        for s in seqs:
-            for t in range(1, len(s)):
-                hist.append(s[max(0, t - L) : t])
-                pos.append(s[t])
-        if not pos:
+        Hn, Pn = tower_pairs(seqs if seqs is not None else split.seqs_train, cfg.seq_len)
+        if not len(Pn):
             self.model.eval()
             return self
-        H = torch.from_numpy(pad_left(hist, L))  # (N, L)
-        P = torch.from_numpy(np.asarray(pos) + 1)  # (N,)
-        counts = np.bincount(np.asarray(pos), minlength=split.n_items) + 1.0
+        H, P = torch.from_numpy(Hn), torch.from_numpy(Pn)  # (N, L), (N,)
+        counts = np.bincount(Pn - 1, minlength=split.n_items) + 1.0
         # In-batch negatives arrive in proportion to popularity: q_j = count_j / total.
         log_q = torch.from_numpy(np.log(np.r_[1.0, counts] / counts.sum()).astype(np.float32))
         opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
@@ -383,11 +387,12 @@ class TwoTowerRetriever:
         self.history_ = train_epochs(
             self.model, opt, loss_of, len(P), cfg.tower_batch, self.epochs, rng, "two-tower"
         )
-        self._cache_items()
+        self.cache_items()
         return self
 
     @torch.no_grad()
-    def _cache_items(self):
+    def cache_items(self):
+        """The item tower's vectors of every item, (I, D), kept for scoring."""
         items = torch.arange(1, self.model.item_emb.num_embeddings)
         self.item_vectors_ = self.model.item_vectors(items, self._topics(items)).numpy()  # (I, D)
 
