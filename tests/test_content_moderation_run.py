@@ -105,3 +105,17 @@ def test_run_with_encoder(tmp_path):
     doc = json.loads(cli.run(_args(tmp_path / "enc", no_encoder=False, no_images=True)).read_text())
     rows = doc["tables"]["offensive:builtin"]
     assert {"minilm", "minilm_int8", "ensemble"} <= set(rows)
+
+
+def test_shuffled_weights_fail_the_golden_check(run_dir, tmp_path):
+    """The silent failure a sha256 cannot see: weights permuted inside a valid manifest."""
+    import shutil
+
+    from shared.errors import ArtifactError
+    from shared.golden import check_golden, shuffle_weights
+
+    bad = tmp_path / "shuffled"
+    shutil.copytree(Registry(run_dir / "registry").resolve("champion"), bad)
+    assert shuffle_weights(bad)
+    with pytest.raises(ArtifactError):
+        check_golden(ModerationPredictor.load(bad), bad)
