@@ -96,3 +96,11 @@ def test_bad_time_cap(tmp_path, capsys):
         ["run", "email-smart-reply", "--preset", "tiny", "--out", str(tmp_path), "--time-cap", "0"]
     )
     assert code == 2 and "--time-cap" in capsys.readouterr().err
+
+
+def test_bad_context_turns(tmp_path, capsys):
+    code = main(
+        ["run", "email-smart-reply", "--preset", "tiny", "--out", str(tmp_path)]
+        + ["--context-turns", "9"]
+    )
+    assert code == 2 and "--context-turns" in capsys.readouterr().err
