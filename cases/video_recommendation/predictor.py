@@ -262,7 +262,7 @@ class VideoRecPredictor:
         cfg = art.config
         self.cfg = cfg
         self.stages = tuple(stages)
-        self.version = art.path.name
+        self.version, self.path = art.path.name, art.path
         t = art.tensors
         hp = cfg["hparams"]
         self.n_items = int(cfg["n_items"])
@@ -559,6 +559,38 @@ class VideoRecPredictor:
 
     def recommend(self, user_id=None, history=None, k: int = 10, blocked=None) -> dict:
         return self.recommend_batch([user_id], [history], k, [blocked or []])[0]
+
+    def observation(
+        self, requests: list[dict], answers: list[dict] | None = None
+    ) -> tuple[dict[str, list[float]], list[float]]:
+        """What the live monitor watches and the golden set records (shared.golden): per
+        request the history length, whether it is a cold start, and how many ids it blocks;
+        the score, the best served item's score (0 for an empty list), which moves when any
+        retriever's or the ranker's weights do. A stage-limited replica (the ingress) that must
+        compute answers loads the whole funnel from its artifact for it."""
+        hists = [
+            r.get("history")
+            if r.get("history") is not None
+            else self.user_histories.get(str(r.get("user_id")), [])
+            for r in requests
+        ]
+        if answers is None:
+            # The artifact is what is checked: an injected ranker fault is a runtime fault.
+            whole = set(self.stages) == set(STAGES) and not self.fail_ranker
+            full = self if whole else VideoRecPredictor.load(self.path)
+            answers = [
+                full.recommend(
+                    r.get("user_id"), r.get("history"), int(r.get("k", 10)), r.get("blocked")
+                )
+                for r in requests
+            ]
+        features = {
+            "history_len": [float(len(h)) for h in hists],
+            "cold_start": [float(a["cold_start"]) for a in answers],
+            "blocked": [float(len(r.get("blocked") or [])) for r in requests],
+        }
+        scores = [max((x["score"] for x in a["items"]), default=0.0) for a in answers]
+        return features, scores
 
     def _external(self, item: int):
         if self.item_ids is None:

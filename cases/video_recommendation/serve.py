@@ -36,9 +36,13 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from shared.retry import RetryPolicy, call_with_retry
 from shared.serving import ReloadableModel, make_app, standard_routes
 
 from .predictor import VideoRecPredictor
+
+LOADER = VideoRecPredictor.load  # what the drills' in-process promotion check loads with
+RETRY = RetryPolicy()  # the ingress's handle calls: bounded attempts with backoff (shared.retry)
 
 logger = logging.getLogger("casebook")
 MAX_HISTORY = 1000  # watch-history items per request
@@ -150,7 +154,9 @@ def build_app(
         def __init__(self, root: str, retriever, ranker):
             one_thread()
             self.model = ReloadableModel(
-                root, lambda p: VideoRecPredictor.load(p, stages=("prepare", "finish"))
+                root,
+                lambda p: VideoRecPredictor.load(p, stages=("prepare", "finish")),
+                monitor="video-recommendation",
             )
             self.retriever, self.ranker = retriever, ranker
             self.failures = 0
@@ -162,7 +168,9 @@ def build_app(
             hists, cold = p.prepare([req.user_id], [req.history])  # CasebookError -> 400
             cand, scores, fallback = await self.funnel(hists[0])
             scores = None if scores is None else [scores]
-            return p.finish(hists, cold, [cand], scores, fallback, req.k, [req.blocked])[0]
+            answer = p.finish(hists, cold, [cand], scores, fallback, req.k, [req.blocked])[0]
+            self.model.observe([req.model_dump()], [answer])  # the live monitor; never raises
+            return answer
 
         @serve.batch(
             max_batch_size=MAX_BATCH,
@@ -172,9 +180,11 @@ def build_app(
         async def funnel(self, hists: list[list[int]]) -> list[tuple]:
             """Retrieval and ranking for a batch: [(candidates, scores or None, fallback)]."""
             self.batches, self.batched = self.batches + 1, self.batched + len(hists)
-            cands = await self.retriever.remote(hists)
+            # Both calls are idempotent: a replica killed mid-call is retried on another.
+            cands = await call_with_retry(lambda: self.retriever.remote(hists), RETRY)
             try:
-                scores, fallback = await self.ranker.remote(hists, cands), False
+                scores = await call_with_retry(lambda: self.ranker.remote(hists, cands), RETRY)
+                fallback = False
             except Exception as e:  # noqa: BLE001 - any ranker failure degrades, never 500s
                 self.failures += 1
                 logger.warning(
@@ -225,7 +235,9 @@ def build_one_replica_app(registry_root: str, fail_ranker: bool = False, num_cpu
         def __init__(self, root: str, fail: bool):
             one_thread()
             self.model = ReloadableModel(
-                root, lambda p: VideoRecPredictor.load(p, fail_ranker=fail)
+                root,
+                lambda p: VideoRecPredictor.load(p, fail_ranker=fail),
+                monitor="video-recommendation",
             )
             self.failures = 0
             self.batches, self.batched = 0, 0  # funnel calls and the requests they carried
@@ -236,7 +248,9 @@ def build_one_replica_app(registry_root: str, fail_ranker: bool = False, num_cpu
             hists, cold = p.prepare([req.user_id], [req.history])  # CasebookError -> 400
             cand, scores, fallback = await self.funnel(hists[0])
             scores = None if scores is None else [scores]
-            return p.finish(hists, cold, [cand], scores, fallback, req.k, [req.blocked])[0]
+            answer = p.finish(hists, cold, [cand], scores, fallback, req.k, [req.blocked])[0]
+            self.model.observe([req.model_dump()], [answer])  # the live monitor; never raises
+            return answer
 
         @serve.batch(max_batch_size=MAX_BATCH, batch_wait_timeout_s=BATCH_WAIT_S)
         async def funnel(self, hists: list[list[int]]) -> list[tuple]:

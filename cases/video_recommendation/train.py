@@ -764,7 +764,48 @@ def build_artifact(
     path = save_artifact(
         path, tensors, config, metrics, data_fingerprint(data, trained.split), files
     )
-    return path, parity
+    return finish_video_artifact(path, trained.split, seed), parity
+
+
+GOLDEN_REQUESTS, REFERENCE_REQUESTS = 200, 1000  # the golden set; the monitor's reference
+
+
+def monitor_requests(seqs: list[np.ndarray], n: int, seed: int) -> list[dict]:
+    """n /recommend bodies as clients send them: 75% known users by id, 20% an explicit
+    history (the last 1-50 watches of a known user), 5% unknown visitors (cold start)."""
+    rng = np.random.default_rng(seed)
+    users = [u for u, s in enumerate(seqs) if len(s)]
+    out = []
+    for i in range(n):
+        r = rng.random()
+        if users and r < 0.75:
+            out.append({"user_id": int(users[rng.integers(len(users))]), "k": 10})
+        elif users and r < 0.95:
+            h = seqs[users[rng.integers(len(users))]]
+            out.append({"history": h[-int(rng.integers(1, min(len(h), 50) + 1)) :].tolist()})
+        else:
+            out.append({"user_id": f"visitor-{i}", "k": 10})
+    return out
+
+
+def finish_video_artifact(path: Path, split: RetrievalSplit, seed: int) -> Path:
+    """Add the golden set and the monitor's reference (shared.golden) from requests of the
+    training users. faiss builds its indexes on one thread here, as the replicas do, so the
+    golden scores are reproduced bit for bit at serving (an HNSW graph built on several
+    threads differs run to run)."""
+    from shared.ann import set_threads
+    from shared.golden import finish_artifact
+
+    from .predictor import VideoRecPredictor
+
+    set_threads(1)
+    reqs = monitor_requests(split.seqs_trainval, GOLDEN_REQUESTS + REFERENCE_REQUESTS, seed + 17)
+    return finish_artifact(
+        path,
+        VideoRecPredictor.load,
+        golden_requests=reqs[:GOLDEN_REQUESTS],
+        reference_requests=reqs[GOLDEN_REQUESTS:],
+    )
 
 
 def data_fingerprint(data: VideoRecData, split: RetrievalSplit) -> str:
