@@ -36,7 +36,7 @@ format: setup  ## ruff format and autofix
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-bench: setup  ## run the benchmarks (BENCH=rnn|serving|retrieval|all)
+bench: setup  ## run the benchmarks (BENCH=rnn|serving|retrieval|scale|all)
 	$(BIN)/casebook bench $(BENCH)
 
 serve: setup  ## serve a case on 127.0.0.1:8000 (CASE=<name from `casebook list`>)
