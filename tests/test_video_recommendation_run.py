@@ -102,7 +102,7 @@ def test_tampered_artifact_is_refused(run_dir, tmp_path):
 
 
 def test_load_test_payloads_mix_known_users_histories_and_visitors():
-    from cases.video_recommendation.evaluate import load_payloads as _load_payloads
+    from cases.video_recommendation.train import monitor_requests as _load_payloads
 
     hist = {"3": [1, 2, 3], "7": [4]}
     out = _load_payloads(hist, 400, seed=0)

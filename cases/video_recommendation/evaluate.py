@@ -23,7 +23,7 @@ from shared.ranking import catalog_coverage, ndcg_at_k, recall_at_k
 
 from .model import serving_score
 from .predictor import VideoRecPredictor
-from .train import RetrievalSplit, VideoRecTrained, rank_users, ranker_logits
+from .train import RetrievalSplit, VideoRecTrained, monitor_requests, rank_users, ranker_logits
 
 CASE = "video-recommendation"
 PROTOCOL_NAMES = {
@@ -633,7 +633,7 @@ def load_test(root: Path, report, seed: int = 0) -> None:
 
     t0 = time.perf_counter()
     n_items = json.loads((root / "config.json").read_text())["n_items"]
-    payloads = load_payloads(json.loads((root / "histories.json").read_text()), 512, seed)
+    payloads = monitor_requests(json.loads((root / "histories.json").read_text()), 512, seed)
     local, direct_ports = start_local_ray_direct(
         "127.0.0.1", n_apps=3, num_cpus=2, logging_config=LOGGING
     )
@@ -791,21 +791,3 @@ def _example_answer(base: str, payload: dict) -> dict:
     )
     with opener.open(req, timeout=30) as r:
         return json.loads(r.read())
-
-
-def load_payloads(histories: dict, n: int, seed: int) -> list[dict]:
-    """n requests: 70% known users, 25% explicit histories (the last 1-50 watches of a known
-    user), 5% unknown users (the cold-start list)."""
-    rng = np.random.default_rng(seed)
-    users = list(histories)
-    out = []
-    for i in range(n):
-        r = rng.random()
-        if users and r < 0.70:
-            out.append({"user_id": int(users[rng.integers(len(users))]), "k": 10})
-        elif users and r < 0.95:
-            h = histories[users[rng.integers(len(users))]]
-            out.append({"history": h[-int(rng.integers(1, min(len(h), 50) + 1)) :], "k": 10})
-        else:
-            out.append({"user_id": f"visitor-{i}", "k": 10})
-    return out

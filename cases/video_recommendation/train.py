@@ -770,19 +770,20 @@ def build_artifact(
 GOLDEN_REQUESTS, REFERENCE_REQUESTS = 200, 1000  # the golden set; the monitor's reference
 
 
-def monitor_requests(seqs: list[np.ndarray], n: int, seed: int) -> list[dict]:
-    """n /recommend bodies as clients send them: 75% known users by id, 20% an explicit
-    history (the last 1-50 watches of a known user), 5% unknown visitors (cold start)."""
+def monitor_requests(histories: dict, n: int, seed: int) -> list[dict]:
+    """n /recommend bodies as clients send them, from {user id: history}: 70% known users by
+    id, 25% explicit histories (the last 1-50 watches of a known user), 5% unknown visitors
+    (the cold-start list). The golden set, the monitor's reference and the load test use it."""
     rng = np.random.default_rng(seed)
-    users = [u for u, s in enumerate(seqs) if len(s)]
+    users = list(histories)
     out = []
     for i in range(n):
         r = rng.random()
-        if users and r < 0.75:
+        if users and r < 0.70:
             out.append({"user_id": int(users[rng.integers(len(users))]), "k": 10})
         elif users and r < 0.95:
-            h = seqs[users[rng.integers(len(users))]]
-            out.append({"history": h[-int(rng.integers(1, min(len(h), 50) + 1)) :].tolist()})
+            h = list(histories[users[rng.integers(len(users))]])
+            out.append({"history": h[-int(rng.integers(1, min(len(h), 50) + 1)) :], "k": 10})
         else:
             out.append({"user_id": f"visitor-{i}", "k": 10})
     return out
@@ -799,7 +800,8 @@ def finish_video_artifact(path: Path, split: RetrievalSplit, seed: int) -> Path:
     from .predictor import VideoRecPredictor
 
     set_threads(1)
-    reqs = monitor_requests(split.seqs_trainval, GOLDEN_REQUESTS + REFERENCE_REQUESTS, seed + 17)
+    histories = {str(u): s.tolist() for u, s in enumerate(split.seqs_trainval) if len(s)}
+    reqs = monitor_requests(histories, GOLDEN_REQUESTS + REFERENCE_REQUESTS, seed + 17)
     return finish_artifact(
         path,
         VideoRecPredictor.load,
