@@ -850,20 +850,37 @@ def _moved(alarms: dict[str, str]) -> str:
 
 
 def drill_drift(
-    url: str, route: str, schema: dict, registry_root: Path, replicas: int, per_replica: int = 160
+    url: str,
+    route: str,
+    schema: dict,
+    registry_root: Path,
+    replicas: int,
+    per_replica: int = 160,
+    hook: Callable[[list[dict]], dict[str, list[dict]]] | None = None,
 ) -> DrillResult:
+    """hook: the serve module's `drift_requests(golden) -> {shift name: requests}` when the
+    case defines one (requests without a text field: a new user cohort, unseen items);
+    otherwise the generic text shifts of `shifted_requests`."""
     golden = _golden_requests(registry_root)
     if not golden:
         return DrillResult(
             "drift", False, "the artifact ships no golden set (shared.golden contract)"
         )
     field_ = main_text_field(golden)
-    if field_ is None:
-        return DrillResult("drift", False, "the golden requests have no text field to shift")
-    max_length = _prop_limits(schema.get("properties", {}).get(field_, {})).get("maxLength")
+    if hook is not None:
+        shifts, field_ = hook(golden), "per-case hook (serve.drift_requests)"
+    elif field_ is None:
+        return DrillResult(
+            "drift",
+            False,
+            "the golden requests have no text field to shift; define drift_requests(golden) "
+            "in the case's serve.py",
+        )
+    else:
+        max_length = _prop_limits(schema.get("properties", {}).get(field_, {})).get("maxLength")
+        shifts = shifted_requests(golden, field_, max_length)
     n = replicas * per_replica
-    phases = {"control (golden requests)": golden}
-    phases.update(shifted_requests(golden, field_, max_length))
+    phases = {"control (golden requests)": golden, **shifts}
     details: dict[str, Any] = {"field": field_, "requests_per_phase": n}
     verdicts = {}
     for name, reqs in phases.items():
@@ -1102,7 +1119,8 @@ def drill_case(
                 r = drill_silent_failure(url, main_route, registry, loader, replicas_now, seed)
             elif name == "drift":
                 schema = routes[main_route][0]
-                r = drill_drift(url, main_route, schema, registry, replicas_now)
+                hook = getattr(serve_mod, "drift_requests", None)
+                r = drill_drift(url, main_route, schema, registry, replicas_now, hook=hook)
             elif name == "load":
                 r = drill_load(url, main_route, main_good, load_seconds, 32)
             elif name == "replica_kill":

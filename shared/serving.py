@@ -441,7 +441,12 @@ def standard_routes(
                 res = await getattr(self, name).reload.remote()
                 if not res.get("ok"):
                     err = f"{name}: {res.get('error')}"
-                    body = {**getattr(self, model).status(), "ok": False, "error": err}
+                    body = {
+                        **getattr(self, model).status(),
+                        "ok": False,
+                        "error": err,
+                        "pid": os.getpid(),
+                    }
                     return JSONResponse({**body, "status": 409}, status_code=409)
             res = await asyncio.get_running_loop().run_in_executor(
                 None, getattr(self, model).reload

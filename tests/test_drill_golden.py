@@ -158,3 +158,16 @@ def test_summary_table_has_a_row_per_drill_and_one_per_failed_case():
     assert "| mobile-keyboard | load | 32 in flight \\| p99 9 ms | yes |" in md
     assert "| mobile-keyboard | drift | none | **no** |" in md
     assert "| video-recommendation | (all) | error: no loadable model | **no** |" in md
+
+
+def test_drift_drill_takes_a_per_case_hook(served):
+    url, reg = served
+
+    def hook(golden):  # e.g. a new cohort: every text in capitals
+        return {"shouting cohort": [{"text": r["text"].upper()} for r in golden]}
+
+    schema = TextRequest.model_json_schema()
+    r = drill.drill_drift(url, "/score", schema, reg.root, replicas=1, per_replica=150, hook=hook)
+    assert r.passed, r.figure
+    assert set(r.details["phases"]) == {"control (golden requests)", "shouting cohort"}
+    assert "caps" in r.details["phases"]["shouting cohort"]["summary"]
