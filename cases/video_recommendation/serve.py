@@ -84,6 +84,26 @@ class VideoRecRequest(BaseModel):
     blocked: list[VideoId] = Field(default_factory=list, max_length=MAX_HISTORY)
 
 
+def ranker_failed(server, e: Exception, n: int) -> tuple[list, bool]:
+    """Count and log a ranker failure; the batch's n requests get the fallback list."""
+    server.failures += 1
+    logger.warning(
+        "ranker failed (%d so far), serving fallback: %s",
+        server.failures,
+        str(e).splitlines()[0] if str(e) else type(e).__name__,
+    )
+    return [None] * n, True
+
+
+def funnel_status(server) -> dict:
+    """Extra /status fields: ranker failures and how full the batches were."""
+    return {
+        "ranker_failures": server.failures,
+        "batches": server.batches,
+        "batched_requests": server.batched,
+    }
+
+
 def one_thread() -> None:
     """One compute thread per replica: on 2 cores the replicas, the proxy and the client share
     the machine, and a second torch or faiss thread only contends with them."""
@@ -186,22 +206,11 @@ def build_app(
                 scores = await call_with_retry(lambda: self.ranker.remote(hists, cands), RETRY)
                 fallback = False
             except Exception as e:  # noqa: BLE001 - any ranker failure degrades, never 500s
-                self.failures += 1
-                logger.warning(
-                    "ranker failed (%d so far), serving fallback: %s",
-                    self.failures,
-                    str(e).splitlines()[0] if str(e) else type(e).__name__,
-                )
-                scores, fallback = [None] * len(hists), True
+                scores, fallback = ranker_failed(self, e, len(hists))
             return [(c, s, fallback) for c, s in zip(cands, scores, strict=True)]
 
         def status_info(self) -> dict:
-            """Extra /status fields: ranker failures and how full the batches were."""
-            return {
-                "ranker_failures": self.failures,
-                "batches": self.batches,
-                "batched_requests": self.batched,
-            }
+            return funnel_status(self)
 
     root = str(Path(registry_root))
     return VideoRecRecommender.bind(
@@ -261,21 +270,10 @@ def build_one_replica_app(registry_root: str, fail_ranker: bool = False, num_cpu
             try:
                 scores, fallback = p.rank(hists, cands), False
             except Exception as e:  # noqa: BLE001 - any ranker failure degrades, never 500s
-                self.failures += 1
-                logger.warning(
-                    "ranker failed (%d so far), serving fallback: %s",
-                    self.failures,
-                    str(e).splitlines()[0] if str(e) else type(e).__name__,
-                )
-                scores, fallback = [None] * len(hists), True
+                scores, fallback = ranker_failed(self, e, len(hists))
             return [(c, s, fallback) for c, s in zip(cands, scores, strict=True)]
 
         def status_info(self) -> dict:
-            """Extra /status fields: ranker failures and how full the batches were."""
-            return {
-                "ranker_failures": self.failures,
-                "batches": self.batches,
-                "batched_requests": self.batched,
-            }
+            return funnel_status(self)
 
     return VideoRecFunnel.bind(str(Path(registry_root)), fail_ranker)
