@@ -156,6 +156,7 @@ def test_status_shows_the_golden_check_and_the_monitor(url):
         "message_chars",
         "message_words",
         "non_ascii_share",
+        "known_word_share",
         "top_score",
     }
     assert 0.0 <= mon["decision_rate"] <= 1.0

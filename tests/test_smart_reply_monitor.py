@@ -54,7 +54,13 @@ def test_golden_set_reproduced_and_reference_shipped(artifact):
     golden, ref = read_golden(art), read_reference(art)
     assert len(golden["requests"]) == len(golden["scores"]) > 0
     assert all(set(r) == {"message", "k"} for r in golden["requests"])
-    assert set(ref.features) == {"message_chars", "message_words", "non_ascii_share", "top_score"}
+    assert set(ref.features) == {
+        "message_chars",
+        "message_words",
+        "non_ascii_share",
+        "known_word_share",
+        "top_score",
+    }
     assert ref.decision == "suggest"
     assert ref.decision_threshold == pytest.approx(models.trigger.threshold)
     assert 0.0 < ref.decision_rate <= 1.0

@@ -224,7 +224,8 @@ class SmartReplyPredictor:
         """What the live monitor and the golden check watch (shared.golden's contract).
 
         features: per request, the message's length in characters and in words, its share of
-        non-ASCII characters, and the best reply's cosine (a broken message tower moves it);
+        non-ASCII characters, the share of its words the trigger's vocabulary knows, and the
+        best reply's cosine (a broken message tower moves it);
         scores: the trigger probability, one per request (the "suggest" decision is
         score >= the trigger threshold). With `answers` (serving) their rounded figures are
         reused; without (training, the golden check) they are computed, unrounded.
@@ -234,7 +235,14 @@ class SmartReplyPredictor:
         else:
             p = np.array([a["trigger_score"] for a in answers], dtype=np.float64)
             top = np.array([a["top_score"] for a in answers], dtype=np.float64)
-        features = message_features([r["message"] for r in requests])
+        messages = [r["message"] for r in requests]
+        features = message_features(messages)
+        # Share of the message's words the trigger's vocabulary knows (random letters or another
+        # language keep the length but not this).
+        words = [_WORD.findall(m.lower()) for m in messages]
+        features["known_word_share"] = [
+            sum(x in self.trigger_vocab for x in w) / max(len(w), 1) for w in words
+        ]
         features["top_score"] = [float(x) for x in top]
         return features, [float(x) for x in p]
 
