@@ -114,3 +114,34 @@ def test_load_test_payloads_mix_known_users_histories_and_visitors():
     assert all(str(p["user_id"]) in hist for p in known)
     assert all(p["history"] and set(p["history"]) <= {1, 2, 3, 4} for p in given)
     assert _load_payloads(hist, 50, seed=1) == _load_payloads(hist, 50, seed=1)
+
+
+def test_artifact_carries_a_golden_set_that_catches_shuffled_weights_and_drift_moves_it(
+    run_dir, tmp_path
+):
+    import shutil
+
+    from cases.video_recommendation.predictor import VideoRecPredictor
+    from cases.video_recommendation.serve import drift_requests
+    from shared.golden import check_golden, shuffle_weights
+
+    art = run_dir / "artifact"
+    golden = json.loads((art / "golden.json").read_text())
+    assert len(golden["requests"]) == 200 and (art / "monitor_reference.json").exists()
+    pred = VideoRecPredictor.load(art)
+    assert "reproduced" in check_golden(pred, art)
+
+    broken = tmp_path / "broken"
+    shutil.copytree(art, broken)
+    shuffle_weights(broken, seed=0)
+    with pytest.raises(Exception, match="golden"):
+        check_golden(VideoRecPredictor.load(broken), broken)
+
+    base, _ = pred.observation(golden["requests"])
+    shifts = drift_requests(golden["requests"])
+    cold, _ = pred.observation(shifts["new visitors (cold start)"])
+    long, _ = pred.observation(shifts["long histories (200 watches)"])
+    blocked, _ = pred.observation(shifts["heavy blocking (50 ids)"])
+    assert np.mean(cold["cold_start"]) == 1.0 > np.mean(base["cold_start"])
+    assert np.mean(long["history_len"]) == 200 > np.mean(base["history_len"])
+    assert np.mean(blocked["blocked"]) == 50 > np.mean(base["blocked"])

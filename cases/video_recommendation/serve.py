@@ -34,6 +34,7 @@ import logging
 from pathlib import Path
 from typing import Annotated
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from shared.retry import RetryPolicy, call_with_retry
@@ -82,6 +83,25 @@ class VideoRecRequest(BaseModel):
     history: list[VideoId] | None = Field(default=None, max_length=MAX_HISTORY)
     k: int = Field(default=10, ge=1, le=100)
     blocked: list[VideoId] = Field(default_factory=list, max_length=MAX_HISTORY)
+
+
+def drift_requests(golden: list[dict]) -> dict[str, list[dict]]:
+    """Shifted traffic for the drift drill (`casebook drill`): the requests carry no text to
+    mutate, so the shifts are cohorts the monitor's features see. From the golden requests:
+    every request a new visitor (cold start), long explicit histories (200 watches drawn from
+    the golden histories' items), and heavy blocking (50 ids blocked per request)."""
+    items = sorted({int(x) for r in golden for x in (r.get("history") or [])}) or [0]
+    rng = np.random.default_rng(0)
+    n = len(golden)
+    return {
+        "new visitors (cold start)": [{"user_id": f"new-{i}", "k": 10} for i in range(n)],
+        "long histories (200 watches)": [
+            {"history": rng.choice(items, 200).tolist(), "k": 10} for _ in range(n)
+        ],
+        "heavy blocking (50 ids)": [
+            {**r, "blocked": rng.choice(items, 50).tolist()} for r in golden
+        ],
+    }
 
 
 def ranker_failed(server, e: Exception, n: int) -> tuple[list, bool]:
