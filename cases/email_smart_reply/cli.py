@@ -133,7 +133,7 @@ def _run(args, cfg, out: Path) -> Path:
         tr, va, te = D.split_by_thread(data, cfg, seed)
         train_d, val_d, test = data.subset(tr), data.subset(va), data.subset(te)
         testset = "builtin" if spec == "builtin" else Path(spec.split(":", 1)[-1]).stem
-    _attach_no_reply(data, train_d, val_d, test, cfg, seed)
+    D.attach_no_reply(data, train_d, val_d, test, cfg, seed)
     if cfg.context_turns and not any(train_d.contexts):
         from dataclasses import replace
 
@@ -199,28 +199,6 @@ def _run(args, cfg, out: Path) -> Path:
     for line in (f"{n}: 1-of-100 {r['1_of_100']:.3f}" for n, r in res["table"].items()):
         print("  " + line, flush=True)
     return report.write()
-
-
-def _attach_no_reply(data, train_d, val_d, test, cfg, seed) -> None:
-    """Built-in no-reply messages (trigger negatives) follow their thread's split."""
-    if not data.no_reply:
-        return
-    parts = [set(d.threads.tolist()) for d in (train_d, val_d, test)]
-    rng = np.random.default_rng(seed)
-    for msg, t in zip(data.no_reply, data.no_reply_threads.tolist(), strict=True):
-        k = next((i for i, p in enumerate(parts) if t in p), None)
-        if k is None:  # a thread with no pair at all: place it like group_split would
-            k = int(
-                rng.choice(
-                    3,
-                    p=[
-                        1 - cfg.val_fraction - cfg.test_fraction,
-                        cfg.val_fraction,
-                        cfg.test_fraction,
-                    ],
-                )
-            )
-        (train_d, val_d, test)[k].no_reply.append(msg)
 
 
 def _batch_size_study(models, report) -> None:

@@ -627,3 +627,25 @@ def corrupt_pairs(data: SmartReplyData, seed: int) -> SmartReplyData:
     out = data.subset(np.arange(n))
     out.messages, out.replies = messages, replies
     return out
+
+
+def attach_no_reply(data, train_d, val_d, test, cfg, seed) -> None:
+    """Built-in no-reply messages (trigger negatives) follow their thread's split."""
+    if not data.no_reply:
+        return
+    parts = [set(d.threads.tolist()) for d in (train_d, val_d, test)]
+    rng = np.random.default_rng(seed)
+    for msg, t in zip(data.no_reply, data.no_reply_threads.tolist(), strict=True):
+        k = next((i for i, p in enumerate(parts) if t in p), None)
+        if k is None:  # a thread with no pair at all: place it like group_split would
+            k = int(
+                rng.choice(
+                    3,
+                    p=[
+                        1 - cfg.val_fraction - cfg.test_fraction,
+                        cfg.val_fraction,
+                        cfg.test_fraction,
+                    ],
+                )
+            )
+        (train_d, val_d, test)[k].no_reply.append(msg)
