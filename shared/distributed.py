@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-_CLUSTER_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+from shared.serving import loopback_node
 
 
 @dataclass
@@ -55,25 +55,6 @@ def _no_address_file() -> Iterator[None]:
         yield
     finally:
         utils.write_ray_address, common.reset_ray_address = saved
-
-
-@contextlib.contextmanager
-def _loopback_env() -> Iterator[None]:
-    """Node processes started in this block take 127.0.0.1 as their node address (they inherit
-    the environment; the flag Ray already read is patched for this process)."""
-    from ray._private import ray_constants
-
-    old_env, old_flag = os.environ.get(_CLUSTER_ENV), ray_constants.ENABLE_RAY_CLUSTER
-    os.environ[_CLUSTER_ENV] = "0"
-    ray_constants.ENABLE_RAY_CLUSTER = False
-    try:
-        yield
-    finally:
-        ray_constants.ENABLE_RAY_CLUSTER = old_flag
-        if old_env is None:
-            os.environ.pop(_CLUSTER_ENV, None)
-        else:
-            os.environ[_CLUSTER_ENV] = old_env
 
 
 def alive_nodes() -> list[str]:
@@ -121,7 +102,7 @@ def ray_cluster(
     }
     cluster = None
     try:
-        with _loopback_env(), _no_address_file():
+        with loopback_node(), _no_address_file():
             try:
                 cluster = Cluster(
                     initialize_head=True,

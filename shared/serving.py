@@ -700,7 +700,7 @@ _CLUSTER_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 
 
 @contextlib.contextmanager
-def _loopback_node() -> Iterator[None]:
+def loopback_node() -> Iterator[None]:
     """For the duration of `ray.init`: this process and the Ray processes it starts (they
     inherit the environment) take 127.0.0.1 as the node address."""
     from ray._private import ray_constants
@@ -784,7 +784,7 @@ def start_local_ray(
             runtime_env=serve_runtime_env(),
         )
     elif started:
-        with _loopback_node():
+        with loopback_node():
             ray.init(
                 num_cpus=num_cpus,
                 include_dashboard=False,

@@ -104,6 +104,18 @@ def drift_requests(golden: list[dict]) -> dict[str, list[dict]]:
     }
 
 
+async def recommend_one(server, req: VideoRecRequest) -> dict:
+    """One request through the server's batched `funnel`: validate and resolve the history,
+    retrieve and rank (batched), re-rank and answer; the answer also feeds the live monitor."""
+    p = server.model.get()
+    hists, cold = p.prepare([req.user_id], [req.history])  # CasebookError -> 400
+    cand, scores, fallback = await server.funnel(hists[0])
+    scores = None if scores is None else [scores]
+    answer = p.finish(hists, cold, [cand], scores, fallback, req.k, [req.blocked])[0]
+    server.model.observe([req.model_dump()], [answer])  # never raises
+    return answer
+
+
 def ranker_failed(server, e: Exception, n: int) -> tuple[list, bool]:
     """Count and log a ranker failure; the batch's n requests get the fallback list."""
     server.failures += 1
@@ -204,13 +216,7 @@ def build_app(
 
         @app.post("/recommend")
         async def recommend(self, req: VideoRecRequest) -> dict:
-            p = self.model.get()
-            hists, cold = p.prepare([req.user_id], [req.history])  # CasebookError -> 400
-            cand, scores, fallback = await self.funnel(hists[0])
-            scores = None if scores is None else [scores]
-            answer = p.finish(hists, cold, [cand], scores, fallback, req.k, [req.blocked])[0]
-            self.model.observe([req.model_dump()], [answer])  # the live monitor; never raises
-            return answer
+            return await recommend_one(self, req)
 
         @serve.batch(
             max_batch_size=MAX_BATCH,
@@ -273,13 +279,7 @@ def build_one_replica_app(registry_root: str, fail_ranker: bool = False, num_cpu
 
         @app.post("/recommend")
         async def recommend(self, req: VideoRecRequest) -> dict:
-            p = self.model.get()
-            hists, cold = p.prepare([req.user_id], [req.history])  # CasebookError -> 400
-            cand, scores, fallback = await self.funnel(hists[0])
-            scores = None if scores is None else [scores]
-            answer = p.finish(hists, cold, [cand], scores, fallback, req.k, [req.blocked])[0]
-            self.model.observe([req.model_dump()], [answer])  # the live monitor; never raises
-            return answer
+            return await recommend_one(self, req)
 
         @serve.batch(max_batch_size=MAX_BATCH, batch_wait_timeout_s=BATCH_WAIT_S)
         async def funnel(self, hists: list[list[int]]) -> list[tuple]:
