@@ -169,20 +169,24 @@ def serve_case(
     config: str | Path | None = None,
 ) -> None:
     """`casebook serve CASE --replicas N` or `--config FILE`: blocks until Ctrl-C."""
-    from shared.serving import run_app, start_local_ray, stop_local_ray, wait_for_http
+    from shared.serving import (
+        block_until_interrupt,
+        run_app,
+        start_local_ray,
+        stop_local_ray,
+        wait_for_http,
+    )
 
     if config is not None:
         local = start_local_ray(host, port)
         try:
             names = deploy_config(config)
             wait_for_http(f"http://{host}:{port}/-/healthz", timeout_s=30)
-            print(f"serving {', '.join(names)} from {config} on http://{host}:{port}/; Ctrl-C")
-            while True:
-                time.sleep(1.0)
-        except KeyboardInterrupt:
-            print("stopping")
-        finally:
+        except BaseException:
             stop_local_ray(local)
+            raise
+        msg = f"serving {', '.join(names)} from {config} on http://{host}:{port}/; Ctrl-C"
+        block_until_interrupt(local, msg)
         return
     # A path given on the command line is the user's, from the current directory.
     chosen = None if artifact is None else str(Path(artifact).resolve())

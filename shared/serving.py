@@ -872,7 +872,15 @@ def run_app(
         return handle
     via = f"; Ray's log line names the proxy, also up on port {local.port}" if direct else ""
     health = f"{prefix}/health{via}"
-    print(f"serving on http://{host}:{port}{prefix}/ (health: {health}); Ctrl-C to stop")
+    block_until_interrupt(
+        local, f"serving on http://{host}:{port}{prefix}/ (health: {health}); Ctrl-C to stop"
+    )
+    return handle
+
+
+def block_until_interrupt(local: LocalRay, message: str) -> None:
+    """Print `message`, serve until Ctrl-C, then stop the Ray this process started."""
+    print(message, flush=True)
     try:
         while True:
             time.sleep(1.0)
@@ -880,4 +888,3 @@ def run_app(
         print("stopping")
     finally:
         stop_local_ray(local)
-    return handle
