@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from shared.cohorts import bootstrap_ci
 from shared.io import atomic_write_json, atomic_write_text, to_jsonable
 
 
@@ -109,9 +110,7 @@ def paired_ratios(
         return {"median": nan, "min": nan, "max": nan, "lo": nan, "hi": nan, "n": 0, "values": []}
     lo, hi = float(r.min()), float(r.max())
     if r.size >= 3:
-        rng = np.random.default_rng(seed)
-        meds = np.median(r[rng.integers(0, r.size, (n_boot, r.size))], axis=1)  # (n_boot,)
-        lo, hi = (float(v) for v in np.quantile(meds, [(1 - level) / 2, (1 + level) / 2]))
+        _, lo, hi = bootstrap_ci(r, np.median, n_boot, alpha=1 - level, seed=seed)
     return {
         "median": float(np.median(r)),
         "min": float(r.min()),
