@@ -31,3 +31,31 @@ def serve_port(request, _ray_serve_session):
     yield _ray_serve_session
     for name in list(serve.status().applications):
         serve.delete(name)
+
+
+@pytest.fixture(scope="session")
+def smart_reply_tiny(tmp_path_factory):
+    """A smart-reply artifact from the training path on a small built-in sample (seconds), with
+    the models that made it: (artifact path, models). Read-only: tests copy it to change it."""
+    from cases.email_smart_reply import train as T
+    from cases.email_smart_reply.config import get_config
+    from cases.email_smart_reply.data import builtin_threads, split_by_thread
+
+    folder = tmp_path_factory.mktemp("esr")
+    cfg = get_config(
+        "tiny",
+        n_threads=250,
+        scratch_time_cap_s=3.0,
+        compose_time_cap_s=2.0,
+        seq2seq_time_cap_s=1.0,
+        k_anon=2,
+        n_clusters=8,
+    )
+    d = builtin_threads(cfg.n_threads, seed=0)
+    tr, va, _ = split_by_thread(d, cfg, 0)
+    train_d, val_d = d.subset(tr), d.subset(va)
+    train_d.no_reply = list(d.no_reply)
+    models = T.train(cfg, train_d, val_d, seed=0, log=lambda *a: None)
+    fp32, _ = T.export_towers(models, cfg, folder / "onnx")
+    art = T.save(models, cfg, folder / "artifact", fp32, "test", {}, {})
+    return T.finish_monitoring(art, val_d, models.trigger.threshold, seed=0), models

@@ -11,38 +11,13 @@ import requests
 pytestmark = pytest.mark.serve
 
 
-def build_tiny_artifact(folder):
-    """A real artifact from the training path on a small built-in sample (seconds)."""
-    from cases.email_smart_reply import train as T
-    from cases.email_smart_reply.config import get_config
-    from cases.email_smart_reply.data import builtin_threads, split_by_thread
-
-    cfg = get_config(
-        "tiny",
-        n_threads=250,
-        scratch_time_cap_s=3.0,
-        compose_time_cap_s=2.0,
-        seq2seq_time_cap_s=1.0,
-        k_anon=2,
-        n_clusters=8,
-    )
-    d = builtin_threads(cfg.n_threads, seed=0)
-    tr, va, _ = split_by_thread(d, cfg, 0)
-    train_d, val_d = d.subset(tr), d.subset(va)
-    train_d.no_reply = list(d.no_reply)
-    models = T.train(cfg, train_d, val_d, seed=0, log=lambda *a: None)
-    fp32, _ = T.export_towers(models, cfg, folder / "onnx")
-    art = T.save(models, cfg, folder / "artifact", fp32, "test", {}, {})
-    return T.finish_monitoring(art, val_d, models.trigger.threshold, seed=0)
-
-
 @pytest.fixture(scope="module")
-def registry(tmp_path_factory):
+def registry(tmp_path_factory, smart_reply_tiny):
     from shared.artifacts import Registry
 
     root = tmp_path_factory.mktemp("esr")
     reg = Registry(root / "registry")
-    version = reg.register(build_tiny_artifact(root)).name
+    version = reg.register(smart_reply_tiny[0]).name
     reg.promote(version)
     return reg
 

@@ -11,29 +11,8 @@ from shared.errors import ArtifactError
 
 
 @pytest.fixture(scope="module")
-def artifact(tmp_path_factory):
-    from cases.email_smart_reply import train as T
-    from cases.email_smart_reply.config import get_config
-    from cases.email_smart_reply.data import builtin_threads, split_by_thread
-
-    cfg = get_config(
-        "tiny",
-        n_threads=250,
-        scratch_time_cap_s=3.0,
-        compose_time_cap_s=1.0,
-        seq2seq_time_cap_s=1.0,
-        k_anon=2,
-        n_clusters=8,
-    )
-    d = builtin_threads(cfg.n_threads, seed=0)
-    tr, va, _ = split_by_thread(d, cfg, 0)
-    train_d, val_d = d.subset(tr), d.subset(va)
-    train_d.no_reply = list(d.no_reply)
-    models = T.train(cfg, train_d, val_d, seed=0, log=lambda *a: None)
-    root = tmp_path_factory.mktemp("esr_mon")
-    fp32, _ = T.export_towers(models, cfg, root / "onnx")
-    art = T.save(models, cfg, root / "artifact", fp32, "test", {}, {})
-    return T.finish_monitoring(art, val_d, models.trigger.threshold, seed=0), models
+def artifact(smart_reply_tiny):
+    return smart_reply_tiny
 
 
 def test_observation_features_and_scores():
