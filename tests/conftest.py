@@ -59,3 +59,26 @@ def smart_reply_tiny(tmp_path_factory):
     fp32, _ = T.export_towers(models, cfg, folder / "onnx")
     art = T.save(models, cfg, folder / "artifact", fp32, "test", {}, {})
     return T.finish_monitoring(art, val_d, models.trigger.threshold, seed=0), models
+
+
+@pytest.fixture(scope="session")
+def keyboard_trigram(tmp_path_factory):
+    """A keyboard artifact whose shipped model is a trained trigram (the model ships when it
+    wins), with its golden set and monitor reference: (artifact path, corpus). No error model:
+    a replica then skips the 82K-word spelling dictionary (seconds); corrections are covered by
+    the predictor tests. Read-only: tests copy it to change it."""
+    from cases.mobile_keyboard.baseline import KeyboardKneserNey
+    from cases.mobile_keyboard.data import builtin_corpus
+    from cases.mobile_keyboard.model import KeyboardVocab
+    from cases.mobile_keyboard.predictor import TRIGRAM
+    from cases.mobile_keyboard.train import finish_keyboard_artifact
+    from shared.artifacts import save_artifact
+
+    corpus = builtin_corpus(1500, seed=2)
+    vocab = KeyboardVocab.build(corpus.train, 400)
+    kn = KeyboardKneserNey(vocab).fit(corpus.train)
+    cfg = {"embed_dim": 8, "hidden_dim": 16, "num_layers": 1, "shipped": "kn_full"}
+    files = {"vocab.json": vocab.to_json().encode(), TRIGRAM: kn.full_.to_bytes()}
+    root = tmp_path_factory.mktemp("mk")
+    art = save_artifact(root / "artifact", {}, cfg, {}, "test", files)
+    return finish_keyboard_artifact(art, corpus.val, seed=0), corpus

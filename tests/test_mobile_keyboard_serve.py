@@ -4,27 +4,17 @@
 import pytest
 import requests
 
-from cases.mobile_keyboard.baseline import KeyboardKneserNey
-from cases.mobile_keyboard.data import builtin_corpus
-from cases.mobile_keyboard.model import KeyboardVocab
-from cases.mobile_keyboard.predictor import TRIGRAM, KeyboardPredictor
-from shared.artifacts import Registry, save_artifact
+from cases.mobile_keyboard.predictor import KeyboardPredictor
+from shared.artifacts import Registry
 
 pytestmark = pytest.mark.serve
 
 
 @pytest.fixture(scope="module")
-def registry(tmp_path_factory):
-    """A registry whose champion is a trained trigram (the model ships when it wins)."""
-    corpus = builtin_corpus(1500, seed=2)
-    vocab = KeyboardVocab.build(corpus.train, 400)
-    kn = KeyboardKneserNey(vocab).fit(corpus.train)
-    cfg = {"embed_dim": 8, "hidden_dim": 16, "num_layers": 1, "shipped": "kn_full"}
-    # No error model: the replica then skips loading the 82K-word spelling dictionary (seconds);
-    # corrections are covered by the predictor tests.
-    files = {"vocab.json": vocab.to_json().encode(), TRIGRAM: kn.full_.to_bytes()}
+def registry(tmp_path_factory, keyboard_trigram):
+    """A registry whose champion is a trained trigram (conftest.keyboard_trigram)."""
     root = tmp_path_factory.mktemp("mk")
-    art = save_artifact(root / "artifact", {}, cfg, {}, "test", files)
+    art = keyboard_trigram[0]
     reg = Registry(root / "registry")
     reg.promote(reg.register(art).name)
     return reg

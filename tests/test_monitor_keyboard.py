@@ -4,28 +4,17 @@ refused, and the monitor sees the keystrokes' features."""
 
 import pytest
 
-from cases.mobile_keyboard.baseline import KeyboardKneserNey
-from cases.mobile_keyboard.data import builtin_corpus
-from cases.mobile_keyboard.model import KeyboardVocab
-from cases.mobile_keyboard.predictor import TRIGRAM, KeyboardPredictor
+from cases.mobile_keyboard.predictor import KeyboardPredictor
 from cases.mobile_keyboard.serve import LOADER, SuggestRequest
-from cases.mobile_keyboard.train import finish_keyboard_artifact, keystroke_requests
-from shared.artifacts import save_artifact
+from cases.mobile_keyboard.train import keystroke_requests
 from shared.errors import ArtifactError
 from shared.golden import check_golden, read_golden, shuffle_weights
 from shared.serving import ReloadableModel
 
 
 @pytest.fixture(scope="module")
-def artifact(tmp_path_factory):
-    corpus = builtin_corpus(1500, seed=2)
-    vocab = KeyboardVocab.build(corpus.train, 400)
-    kn = KeyboardKneserNey(vocab).fit(corpus.train)
-    cfg = {"embed_dim": 8, "hidden_dim": 16, "num_layers": 1, "shipped": "kn_full"}
-    files = {"vocab.json": vocab.to_json().encode(), TRIGRAM: kn.full_.to_bytes()}
-    root = tmp_path_factory.mktemp("mk")
-    art = save_artifact(root / "artifact", {}, cfg, {}, "test", files)
-    return finish_keyboard_artifact(art, corpus.val, seed=0), corpus
+def artifact(keyboard_trigram):
+    return keyboard_trigram
 
 
 def test_keystroke_requests_are_valid_requests(artifact):
