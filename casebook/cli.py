@@ -108,6 +108,17 @@ def _add_common_run_flags(p: argparse.ArgumentParser, presets: tuple[str, ...]) 
     p.add_argument("--seed", type=int, default=0, help="random seed for data, splits and training")
 
 
+def _positive_int(text: str) -> int:
+    """argparse type: a whole number >= 1 (a replica count)."""
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return n
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="casebook",
@@ -161,7 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve_p.add_argument("--port", type=int, default=8000, help="HTTP port (default 8000)")
     serve_p.add_argument(
         "--replicas",
-        type=int,
+        type=_positive_int,
         default=None,
         help="replicas of every deployment of the app (default: the case's own, one)",
     )

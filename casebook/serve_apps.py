@@ -178,6 +178,7 @@ def serve_case(
     )
 
     if config is not None:
+        load_config(config)  # a missing or invalid file is an error before Ray starts (seconds)
         local = start_local_ray(host, port)
         try:
             names = deploy_config(config)
