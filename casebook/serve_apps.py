@@ -6,9 +6,11 @@
     serve deploy deploy/mobile-keyboard.yaml            # onto a running cluster
 
 Each `deploy/<case>.yaml` names `casebook.serve_apps:build` as its application builder with the
-arguments {case, artifact}; `build` calls the case's own `build_app` (cases/<pkg>/serve.py), and
-the file's `deployments:` list sets `num_replicas` / `autoscaling_config` per deployment by the
-deployment's class name (`deployment_names` lists them; tests check the files against it).
+arguments {case, artifact, topology?}; `build` calls the case's own `build_app`
+(cases/<pkg>/serve.py; deploy/video-recommendation-stages.yaml passes topology "stages": the
+video funnel as three deployments instead of one replica), and the file's `deployments:` list
+sets `num_replicas` / `autoscaling_config` per deployment by the deployment's class name
+(`deployment_names` lists them; tests check the files against it).
 A relative artifact path is read from the repository root (where `casebook run` writes
 runs/<case>/registry), so the file works whatever the directory Serve builds the app in; on a
 cluster, give an absolute path on storage every node sees.
@@ -19,6 +21,7 @@ Ray is imported inside the functions.
 from __future__ import annotations
 
 import importlib
+import inspect
 import time
 from pathlib import Path
 from typing import Any
@@ -41,6 +44,11 @@ class CaseAppArgs(BaseModel):
         default=None,
         description="artifact folder or registry; default runs/<case>/registry; a relative "
         "path is read from the repository root",
+    )
+    topology: str | None = Field(
+        default=None,
+        description="the app's shape, for a case whose build_app offers more than one "
+        "(video-recommendation: one, the default, or stages); default the case's own",
     )
 
 
@@ -71,8 +79,14 @@ def build(args: CaseAppArgs) -> Any:
     if isinstance(args, dict):  # called directly rather than by Serve
         args = CaseAppArgs.model_validate(args)
     pkg = _package(args.case)
+    build_app = importlib.import_module(f"cases.{pkg}.serve").build_app
+    kwargs = {}
+    if args.topology is not None:
+        if "topology" not in inspect.signature(build_app).parameters:
+            raise CasebookError(f"{args.case} has one topology; drop `topology` from the args")
+        kwargs["topology"] = args.topology
     root = artifact_root(args.case, args.artifact)
-    return importlib.import_module(f"cases.{pkg}.serve").build_app(str(root))
+    return build_app(str(root), **kwargs)
 
 
 def _children(app: Any) -> list[Any]:

@@ -12,6 +12,7 @@ import yaml
 
 from casebook.cli import available_cases, build_parser
 from casebook.serve_apps import (
+    DEPLOY_DIR,
     CaseAppArgs,
     artifact_root,
     build,
@@ -23,12 +24,15 @@ from casebook.serve_apps import (
 from shared.errors import CasebookError
 
 CASES = list(available_cases())
+CONFIGS = sorted(p.name for p in DEPLOY_DIR.glob("*.yaml"))  # one per case, plus alternatives
 
 
-def _case_app(case: str):
+def _case_app(case: str, topology: str | None = None):
     """The case's own bound app (binding loads nothing: the path is only read by replicas)."""
     serve_mod = importlib.import_module(f"cases.{available_cases()[case]}.serve")
-    return serve_mod.build_app("/nonexistent")
+    if topology is None:
+        return serve_mod.build_app("/nonexistent")
+    return serve_mod.build_app("/nonexistent", topology=topology)
 
 
 def test_one_config_per_case():
@@ -37,21 +41,24 @@ def test_one_config_per_case():
         assert config_path(case).is_file(), f"deploy/{case}.yaml missing"
 
 
-@pytest.mark.parametrize("case", CASES)
-def test_config_is_a_valid_serve_config(case):
+@pytest.mark.parametrize("filename", CONFIGS)
+def test_config_is_a_valid_serve_config(filename):
     from ray._common.utils import import_attr  # what Serve resolves import_path with
     from ray.serve.schema import ServeApplicationSchema
 
-    doc = yaml.safe_load(config_path(case).read_text())
-    config = load_config(config_path(case))  # ServeDeploySchema.model_validate
+    path = DEPLOY_DIR / filename
+    doc = yaml.safe_load(path.read_text())
+    config = load_config(path)  # ServeDeploySchema.model_validate
     assert config.http_options.host == "127.0.0.1"
     (app,) = config.applications
     assert isinstance(app, ServeApplicationSchema)
     ServeApplicationSchema.model_validate(doc["applications"][0])
     assert import_attr(app.import_path) is build
     args = CaseAppArgs.model_validate(app.args)
-    assert args.case == case and app.name == case
-    bound = _case_app(case)
+    # deploy/<case>.yaml or deploy/<case>-<topology>.yaml, the application named after the case
+    assert args.case == app.name and args.case in CASES
+    assert filename == f"{args.case}.yaml" or filename == f"{args.case}-{args.topology}.yaml"
+    bound = _case_app(args.case, args.topology)
     by_name = {d.name: d for d in app.deployments}
     assert list(by_name) == deployment_names(bound), "config deployments differ from the app's"
     deps = {bound._bound_deployment.name: bound._bound_deployment}
@@ -74,10 +81,32 @@ def _children_of(app):
     return out
 
 
-def test_with_replicas_reaches_every_deployment():
-    app = _case_app("video-recommendation") if "video-recommendation" in CASES else None
-    if app is None:
+def test_video_topologies_one_replica_by_default_and_stages_on_request(tmp_path):
+    if "video-recommendation" not in CASES:
         pytest.skip("video case absent")
+    assert deployment_names(_case_app("video-recommendation")) == ["VideoRecFunnel"]
+    stages = _case_app("video-recommendation", "stages")
+    assert set(deployment_names(stages)) == {
+        "VideoRecRecommender",
+        "VideoRecRetriever",
+        "VideoRecRankerDeployment",
+    }
+    # the builder passes the file's topology on; a wrong one, or one for a case without
+    # topologies, is a clear error
+    args = {"case": "video-recommendation", "artifact": str(tmp_path)}
+    assert deployment_names(build({**args, "topology": "stages"})) == deployment_names(stages)
+    assert deployment_names(build(args)) == ["VideoRecFunnel"]
+    with pytest.raises(CasebookError, match="unknown topology"):
+        build({**args, "topology": "three"})
+    if "mobile-keyboard" in CASES:
+        with pytest.raises(CasebookError, match="one topology"):
+            build({"case": "mobile-keyboard", "artifact": str(tmp_path), "topology": "stages"})
+
+
+def test_with_replicas_reaches_every_deployment():
+    if "video-recommendation" not in CASES:
+        pytest.skip("video case absent")
+    app = _case_app("video-recommendation", "stages")
     scaled = with_replicas(app, 3)
     assert deployment_names(scaled) == deployment_names(app)
     assert scaled._bound_deployment.num_replicas == 3

@@ -24,6 +24,7 @@ def artifact(tmp_path_factory):
 @pytest.fixture(scope="module")
 def served(artifact, serve_port):
     # The session's Ray + Serve (tests/conftest.py); both apps are deleted after this module.
+    # build_app's default topology: the whole funnel in one replica.
     from ray import serve
 
     from cases.video_recommendation.serve import build_app
@@ -200,30 +201,36 @@ def test_casebook_serve_answers_on_its_port_through_direct_ingress(artifact):
             proc.wait()
 
 
-def test_one_replica_app_answers_as_the_three_deployments_do(served, artifact):
+def test_stages_topology_answers_as_the_one_replica_default_does(served, artifact):
     from ray import serve
 
     from cases.video_recommendation.serve import build_app
 
-    serve.run(build_app(str(artifact), one_replica=True), name="one", route_prefix="/one")
+    serve.run(build_app(str(artifact), topology="stages"), name="stages", route_prefix="/stages")
     serve.run(
-        build_app(str(artifact), fail_ranker=True, one_replica=True),
-        name="one-broken",
-        route_prefix="/one-broken",
+        build_app(str(artifact), fail_ranker=True, topology="stages"),
+        name="stages-broken",
+        route_prefix="/stages-broken",
     )
+    assert set(serve.status().applications["stages"].deployments) == {
+        "VideoRecRecommender",
+        "VideoRecRetriever",
+        "VideoRecRankerDeployment",
+    }
+    assert set(serve.status().applications["ok"].deployments) == {"VideoRecFunnel"}
     for body in ({"user_id": 1, "k": 5}, {"history": [3, 7, 11], "k": 4, "blocked": [5]}):
-        three = requests.post(f"{served}/ok/recommend", json=body, timeout=30)
-        one = requests.post(f"{served}/one/recommend", json=body, timeout=30)
-        assert one.status_code == 200, one.text
+        one = requests.post(f"{served}/ok/recommend", json=body, timeout=30)
+        three = requests.post(f"{served}/stages/recommend", json=body, timeout=30)
+        assert three.status_code == 200, three.text
         # Scores may differ in the last bits with the batch's make-up; the picks may not.
         a, b = one.json(), three.json()
         assert [(x["item"], x["source"]) for x in a["items"]] == [
             (x["item"], x["source"]) for x in b["items"]
         ]
         assert (a["cold_start"], a["fallback"]) == (b["cold_start"], b["fallback"])
-    bad = requests.post(f"{served}/one/recommend", json={"user_id": 1, "k": 0}, timeout=30)
+    bad = requests.post(f"{served}/stages/recommend", json={"user_id": 1, "k": 0}, timeout=30)
     assert bad.status_code == 422 and "error" in bad.json()
-    r = requests.post(f"{served}/one-broken/recommend", json={"user_id": 1, "k": 5}, timeout=30)
+    r = requests.post(f"{served}/stages-broken/recommend", json={"user_id": 1, "k": 5}, timeout=30)
     assert r.status_code == 200 and r.json()["fallback"] and len(r.json()["items"]) == 5
-    s = requests.get(f"{served}/one-broken/status", timeout=30).json()
+    s = requests.get(f"{served}/stages-broken/status", timeout=30).json()
     assert s["ranker_failures"] >= 1 and s["batched_requests"] >= 1

@@ -605,12 +605,14 @@ def load_test(root: Path, report, seed: int = 0) -> None:
     beside the no-op floor (`shared.floor`) measured alternately in the same run.
 
     Starts Ray (2 CPUs, unless Ray is already running) and Serve on 127.0.0.1
-    (`shared.floor.start_local_ray_direct`: direct ingress for this app and the floor app),
-    deploys `serve.build_app` on `root` (this run's registered version) and the floor app (same
-    ingress, same request bodies, an answer of the same size), and measures each way in: the
-    ingress replica's own HTTP server (direct ingress, what `casebook serve` gives clients) and
-    Serve's proxy. Each gets LOAD_WARMUP requests, then LOAD_REPEATS closed-loop runs of the
-    case and of the floor, alternated (`shared.floor.alternate`), over a mix of known users,
+    (`shared.floor.start_local_ray_direct`: direct ingress for each app), deploys the shipped
+    app (`serve.build_app` on `root`, this run's registered version: the funnel in one replica),
+    the floor app (same ingress, same request bodies, an answer of the same size) and the same
+    API as three deployments (`build_app(topology="stages")`), and measures each way in: the
+    ingress replica's own HTTP server (direct ingress, what `casebook serve` gives clients; all
+    three) and Serve's proxy (the shipped app and the floor). Each gets LOAD_WARMUP requests,
+    then LOAD_REPEATS closed-loop runs of each, alternated (`shared.floor.alternate`, the
+    shipped app first), over a mix of known users,
     explicit histories and unknown users. The tables give the medians over the repeats and the
     case's p50, p99 and CPU per request as multiples of the floor (median of the per-repeat
     ratios, with their range). Into a Ray that is already running, only the proxy is measured.
@@ -638,9 +640,10 @@ def load_test(root: Path, report, seed: int = 0) -> None:
         "127.0.0.1", n_apps=3, num_cpus=2, logging_config=LOGGING
     )
     rows, results = {}, {}
-    names = {"case": "http", "floor": "floor", "one": "http_one_replica"}
+    names = {"case": "http", "floor": "floor", "stages": "http_stages"}
     try:
-        # Three replicas at 0.5 CPU each fit a 2-CPU Ray with room for Serve's proxy.
+        # The shipped topology (one replica) and the three of "stages", 0.5 CPU each, fit a
+        # 2-CPU Ray.
         serve.run(
             build_app(str(root), num_cpus=0.5), name=CASE, route_prefix="/", logging_config=LOGGING
         )
@@ -659,21 +662,22 @@ def load_test(root: Path, report, seed: int = 0) -> None:
         rest = [p for p in direct_ports if p != case_port]
         floor_port = direct_port_of("127.0.0.1", rest, "/floor") if rest else None
         if case_port and floor_port:
-            # Direct ingress also gets the funnel in one replica (serve.build_one_replica_app),
+            # Direct ingress also gets the three-deployment topology (serve.build_stages_app),
             # so the floor multiples of both topologies come from the same run.
             serve.run(
-                build_app(str(root), num_cpus=0.5, one_replica=True),
-                name=f"{CASE}-one-replica",
-                route_prefix="/one",
+                build_app(str(root), num_cpus=0.5, topology="stages"),
+                name=f"{CASE}-stages",
+                route_prefix="/stages",
                 logging_config=LOGGING,
             )
             rest = [p for p in rest if p != floor_port]
-            one_port = direct_port_of("127.0.0.1", rest, "/one")
+            stages_port = direct_port_of("127.0.0.1", rest, "/stages")
+            stages = f"http://127.0.0.1:{stages_port}/stages/recommend" if stages_port else None
             targets = {
                 "direct": {
                     "case": f"http://127.0.0.1:{case_port}/recommend",
                     "floor": f"http://127.0.0.1:{floor_port}/floor/recommend",
-                    **({"one": f"http://127.0.0.1:{one_port}/one/recommend"} if one_port else {}),
+                    **({"stages": stages} if stages else {}),
                 },
                 **targets,
             }
@@ -721,16 +725,17 @@ def load_test(root: Path, report, seed: int = 0) -> None:
     report.table(
         "serving_latency_http",
         rows,
-        note=f"POST /recommend through the three deployments on a local Ray (2 CPUs), "
+        note=f"POST /recommend to the shipped app (the funnel in one replica) on a local Ray "
+        f"(2 CPUs), "
         f"{LOAD_IN_FLIGHT} requests in flight (closed loop), after {LOAD_WARMUP} warm-up "
         "requests; 70% known users, 25% explicit histories, 5% unknown users, k = 10. "
         f"Medians over {LOAD_REPEATS} runs of up to {LOAD_REQUESTS} requests, the case and the "
         "no-op floor (`shared.floor`: the same ingress, request bodies and answer size, no "
         f"model) alternated. `http_{LOAD_IN_FLIGHT}_in_flight`: to the ingress replica's own "
         "HTTP server (Serve's direct ingress, what `casebook serve` gives clients); `_proxy`: "
-        "through Serve's proxy actor; `floor_*`: the floor the same way; `http_one_replica_*`: "
-        "the same API with the whole funnel in the ingress replica (`serve.build_one_replica_app`"
-        ", no handle hops), direct ingress only. `*_x_floor`: the "
+        "through Serve's proxy actor; `floor_*`: the floor the same way; `http_stages_*`: "
+        "the same API as three deployments (ingress, retriever, ranker: topology `stages`), "
+        "direct ingress only. `*_x_floor`: the "
         "case over the floor, median of the per-run ratios (range beside). "
         "`cpu_ms_per_request`: CPU time of the whole stack (load generator, Ray, proxy, "
         "replicas) per request, which other jobs on the machine inflate much less than latency.",
@@ -761,14 +766,15 @@ def load_test(root: Path, report, seed: int = 0) -> None:
             f"CPU <= {LOAD_TARGET_CPU_MS:.0f} ms."
         )
         print(f"  load test, {lines[-1]}", flush=True)
-    one = rows.get(f"http_one_replica_{LOAD_IN_FLIGHT}_in_flight")
-    if one:
+    three = rows.get(f"http_stages_{LOAD_IN_FLIGHT}_in_flight")
+    if three:
         lines.append(
-            f"The same API from one replica (the whole funnel in the ingress, no handle hops; "
-            f"`serve.build_one_replica_app`), direct ingress, same run: p50 {one['p50_ms']:.1f} "
-            f"ms, p99 {one['p99_ms']:.1f} ms, {one['rps']:.0f} requests/s, "
-            f"{one['cpu_ms_per_request']:.1f} ms of CPU per request: {one['p50_x_floor']:.1f}x / "
-            f"{one['p99_x_floor']:.1f}x / {one['cpu_x_floor']:.1f}x the floor."
+            f'The same API as three deployments (topology "stages": ingress, retriever and '
+            f"ranker, two handle calls per batch), direct ingress, same run: p50 "
+            f"{three['p50_ms']:.1f} ms, p99 {three['p99_ms']:.1f} ms, {three['rps']:.0f} "
+            f"requests/s, {three['cpu_ms_per_request']:.1f} ms of CPU per request: "
+            f"{three['p50_x_floor']:.1f}x / {three['p99_x_floor']:.1f}x / "
+            f"{three['cpu_x_floor']:.1f}x the floor."
         )
         print(f"  load test: {lines[-1]}", flush=True)
     report.section("Serving load test (HTTP, Ray Serve)", "\n\n".join(lines))

@@ -1,30 +1,38 @@
-"""Ray Serve: the funnel as three deployments behind one HTTP ingress.
+"""Ray Serve: the funnel (retrieval, ranking, re-ranking) behind one HTTP ingress, in one of two
+topologies (`build_app(..., topology=...)`):
 
-    Recommender (ingress, re-ranking)  --handle-->  Retriever (faiss, user tower, i2i)
-                                       --handle-->  Ranker (ONNX)
+  "one" (the default, what `casebook serve`, deploy/video-recommendation.yaml and the drills run):
+      VideoRecFunnel, one replica that runs every stage; no handle hops.
+  "stages" (deploy/video-recommendation-stages.yaml): three deployments, so that retrieval and
+      ranking scale as separate replicas:
+      VideoRecRecommender (ingress, re-ranking)  --handle-->  VideoRecRetriever (faiss, towers, i2i)
+                                                 --handle-->  VideoRecRankerDeployment (ONNX)
 
     POST /recommend {"user_id": 12, "history": [3, 17]?, "k": 10, "blocked": [5]?}
     -> {"items": [{"item": 431, "score": 2.1, "source": "sasrec"}, ...], "cold_start": false,
         "fallback": false, "model_version": "v0001"}
 
+Why one replica is the default (issue 18): on 2 cores the three-deployment app spends most of its
+CPU on Serve's plumbing (two handle round trips per batch, three processes' Ray threads). The
+load test (`evaluate.load_test`, 100K videos, 8 in flight, direct ingress, alternated with the
+no-op floor in one run, load average 17-26) measured 6.5 ms of CPU per request and p99 5.2x the
+floor's for three deployments, 2.8 ms and 2.3x for one replica; issue 18 asks for <= 3 ms and
+<= 3x. The cost: one replica holds the faiss indexes and the ranker together, and a stage cannot
+get more replicas than the others (`--replicas N` scales the whole funnel).
+
 The ingress validates each request on its own (a bad one gets its 4xx and never joins a batch),
-then `@serve.batch` gathers the requests in flight and sends them to the Retriever and then the
-Ranker as one batch each: two handle calls per batch instead of two per request, one user-tower
-pass, one faiss search and one ONNX call for the whole batch. Re-ranking runs per request in the
-ingress. An unknown user without a history gets the cold-start list (trending and fresh videos);
-if the Ranker fails, the ingress serves the retrieval order (`"fallback": true`) and logs the
-failure. Every deployment loads the registry's champion (or `previous` if the champion is
-refused), and only the stages it runs (`VideoRecPredictor(stages=...)`).
+then `@serve.batch` gathers the requests in flight into one retrieval and one ranking call (in
+"stages", two handle calls per batch instead of two per request): one user-tower pass, one
+faiss search and one ONNX call for the whole batch. Re-ranking runs per request. An unknown user
+without a history gets the cold-start list (trending and fresh videos); if the ranker fails, the
+request gets the retrieval order (`"fallback": true`) and the failure is logged. Every replica
+loads the registry's champion (or `previous` if the champion is refused), and only the stages it
+runs (`VideoRecPredictor(stages=...)`).
 
 Standard routes from `shared.serving.standard_routes`: GET /health, GET /version (the served
-version and its artifact hash), POST /reload (the Retriever and the Ranker first, then the
-ingress; 409 and the old model keeps serving if any of them fails), GET /status (/version's
+version and its artifact hash), POST /reload ("stages": the Retriever and the Ranker first, then
+the ingress; 409 and the old model keeps serving if any of them fails), GET /status (/version's
 fields plus ranker failures and batching counts).
-
-`build_app(..., one_replica=True)` (`build_one_replica_app`) serves the same API from one replica
-that runs every stage: no handle hops, less than half the CPU per request on 2 cores (issue 18;
-figures in `build_one_replica_app` and benchmarks/README.md), at the cost of scaling the stages
-separately. `evaluate.load_test` measures both beside the no-op floor.
 """
 
 # No `from __future__ import annotations` here: FastAPI must see the request model as a class
@@ -37,6 +45,7 @@ from typing import Annotated
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from shared.errors import CasebookError
 from shared.retry import RetryPolicy, call_with_retry
 from shared.serving import ReloadableModel, make_app, standard_routes
 
@@ -147,20 +156,32 @@ def one_thread() -> None:
     set_threads(1)
 
 
+TOPOLOGIES = ("one", "stages")  # build_app's topology; the first is the default
+
+
 def build_app(
-    registry_root: str, fail_ranker: bool = False, num_cpus: float = 0.0, one_replica: bool = False
+    registry_root: str, fail_ranker: bool = False, num_cpus: float = 0.0, topology: str = "one"
 ):
-    """The application: ingress + retrieval + ranking deployments, each loading the champion.
+    """The application, each replica loading the champion: `topology` "one" (default: the whole
+    funnel in one replica, `build_one_replica_app`) or "stages" (ingress + retrieval + ranking
+    deployments, `build_stages_app`).
 
     `fail_ranker` injects a ranker fault (for the fallback test); `num_cpus` per replica (0 lets
     tests run on a small Ray instance; Ray only uses it for placement, threads are set to one
-    per replica either way). `one_replica` serves the whole funnel from the ingress replica
-    (`build_one_replica_app`).
+    per replica either way).
     """
+    if topology == "one":
+        return build_one_replica_app(registry_root, fail_ranker, num_cpus)
+    if topology == "stages":
+        return build_stages_app(registry_root, fail_ranker, num_cpus)
+    raise CasebookError(f"unknown topology {topology!r}; one of {', '.join(TOPOLOGIES)}")
+
+
+def build_stages_app(registry_root: str, fail_ranker: bool = False, num_cpus: float = 0.0):
+    """Ingress + retrieval + ranking as three deployments (topology "stages"), so that each
+    stage scales on its own (deploy/video-recommendation-stages.yaml)."""
     from ray import serve
 
-    if one_replica:
-        return build_one_replica_app(registry_root, fail_ranker, num_cpus)
     app = make_app("video-recommendation")
     opts = {"num_cpus": num_cpus}
     deployment = functools.partial(serve.deployment, ray_actor_options=opts, logging_config=LOGGING)
@@ -245,15 +266,12 @@ def build_app(
 
 
 def build_one_replica_app(registry_root: str, fail_ranker: bool = False, num_cpus: float = 0.0):
-    """The same HTTP API from one replica that holds every stage: no handle hops.
+    """The whole funnel in one replica (topology "one", the default): the same HTTP API, routes,
+    batching, fallback and /status fields as `build_stages_app`, without the handle hops.
 
-    On 2 cores the three-deployment app spends most of its CPU on Serve's plumbing (two handle
-    round trips per batch, three processes' Ray threads). `--load-test` at 100K videos, 8 in
-    flight, direct ingress, alternated in one run (load average 17-26): 6.5 ms of CPU per
-    request for three deployments, 2.8 ms for this, 1.17 ms for the no-op floor; p99 5.2x and
-    2.3x the floor's. The cost: retrieval and ranking can no longer scale as separate replicas,
-    and one replica holds the faiss indexes and the ranker together. Same routes, batching,
-    fallback and /status fields.
+    `--load-test` at 100K videos, 8 in flight, direct ingress, alternated in one run (load
+    average 17-26): 2.8 ms of CPU per request against 6.5 ms for three deployments and 1.17 ms
+    for the no-op floor; p99 2.3x the floor's against 5.2x.
     """
     from ray import serve
 
