@@ -42,6 +42,7 @@ def build_floor_app(
     route: str = "/predict",
     answer: dict | None = None,
     *,
+    answers: dict[str, dict] | None = None,
     max_body_bytes: int = MAX_BODY_BYTES,
     max_ongoing_requests: int = 64,
     num_cpus: float = 0.0,
@@ -53,20 +54,40 @@ def build_floor_app(
     4xx handlers sit in front), one replica on the replica's event loop, and GET /health
     answering {"status": "ok", "app": "floor"} (how a caller tells it from the case's app on a
     direct-ingress port). Pass the case's `logging_config` (access log on or off) and an
-    `answer` of the size the case returns, so that only the model's work differs.
+    `answer` of the size the case returns, so that only the model's work differs. For an app
+    with several POST routes, `answers` maps each route to its answer (one path-parameter
+    route serves them all; `route` and `answer` are then unused).
     """
+    from fastapi import HTTPException
     from ray import serve
 
     app = make_app("serving-floor", max_body_bytes=max_body_bytes, health=False)
     add_health_route(app, lambda: {"app": "floor"})
-    body_out = dict(answer or {"ok": True})
     opts: dict[str, Any] = {"ray_actor_options": {"num_cpus": num_cpus}}
     if logging_config:
         opts["logging_config"] = logging_config
+    deployment = serve.deployment(max_ongoing_requests=max_ongoing_requests, **opts)
 
-    @serve.deployment(max_ongoing_requests=max_ongoing_requests, **opts)
+    if answers:
+        bodies = {"/" + r.strip("/"): dict(a) for r, a in answers.items()}
+
+        @deployment
+        @serve.ingress(app)
+        class ServingFloor:
+            @app.post("/{name:path}")
+            async def noop(self, name: str, body: dict) -> dict:
+                out = bodies.get("/" + name.strip("/"))
+                if out is None:
+                    raise HTTPException(404, f"no route /{name}")
+                return out
+
+        return ServingFloor.bind()
+
+    body_out = dict(answer or {"ok": True})
+
+    @deployment
     @serve.ingress(app)
-    class ServingFloor:
+    class ServingFloor:  # noqa: F811 - one of the two shapes is bound
         @app.post(route)
         async def noop(self, body: dict) -> dict:  # FastAPI parses and checks the JSON object
             return body_out
@@ -245,3 +266,153 @@ def direct_port_of(
             break
         time.sleep(0.2)
     return None
+
+
+# --- One case's load test against the floor
+
+
+def example_answer(url: str, payload: dict, timeout_s: float = 30.0) -> dict:
+    """The JSON answer of POST `url` with `payload` (loopback: what the floor should answer)."""
+    import json
+    import urllib.request
+
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback, no proxy
+    req = urllib.request.Request(
+        url, data=json.dumps(payload).encode(), headers={"Content-Type": "application/json"}
+    )
+    with opener.open(req, timeout=timeout_s) as r:
+        return json.loads(r.read())
+
+
+ROW_KEYS = ("p50_ms", "p95_ms", "p99_ms", "rps", "cpu_ms_per_request")
+
+
+def summarize_runs(runs: list[dict], floor_runs: list[dict] | None = None) -> dict[str, Any]:
+    """One table row from a variant's repeats: the median of each of ROW_KEYS, the requests and
+    errors summed, and with `floor_runs` (the floor's repeats, paired by index) p50_x_floor,
+    p99_x_floor and cpu_x_floor (`shared.bench.paired_ratios`: the median of the per-repeat
+    ratios) with their `*_range` (min-max of those ratios)."""
+    import numpy as np
+
+    from shared.bench import paired_ratios
+
+    row: dict[str, Any] = {k: float(np.median([r[k] for r in runs])) for k in ROW_KEYS}
+    row.update(requests=int(sum(r["n"] for r in runs)), errors=int(sum(r["errors"] for r in runs)))
+    if floor_runs is not None:
+        for key, label in (("p50_ms", "p50"), ("p99_ms", "p99"), ("cpu_ms_per_request", "cpu")):
+            ratio = paired_ratios([r[key] for r in runs], [r[key] for r in floor_runs])
+            row[f"{label}_x_floor"] = ratio["median"]
+            row[f"{label}_x_floor_range"] = f"{ratio['min']:.2f}-{ratio['max']:.2f}"
+    return row
+
+
+def load_test_with_floor(
+    app: Any,
+    routes: dict[str, list[dict]],
+    *,
+    name: str,
+    in_flight: int = 8,
+    requests: int = 600,
+    seconds: float = 20.0,
+    repeats: int = 3,
+    warmup: int = 100,
+    num_cpus: int = 2,
+    logging_config: dict | None = None,
+    route_prefix: str = "/",
+    proxy_port: int | None = None,
+) -> dict[str, Any]:
+    """A case's HTTP load test beside the no-op floor, alternated in one run (issue 18).
+
+    Starts a local Ray on 127.0.0.1 (`num_cpus`) with direct ingress for two apps
+    (`start_local_ray_direct`), deploys `app` (the case's bound app) under `name` at
+    `route_prefix` and a floor app (`build_floor_app`) whose routes answer what the case
+    answers to each route's first payload (the same answer size), then per route of `routes`
+    ({"/suggest": [request bodies]}): `warmup` requests to the case (a quarter to the floor),
+    then `repeats` closed-loop runs of each at `in_flight` requests in flight (`measure_http`:
+    up to `requests` requests or `seconds`), the case and the floor alternated (`alternate`).
+    Both are measured through direct ingress (the replica's own HTTP server, what `casebook
+    serve` gives clients), or both through Serve's proxy when direct ingress did not come up.
+
+    Into a Ray that is already running (tests), pass the running Serve's `proxy_port`: only
+    the proxy is measured and only the two apps are deleted afterwards; otherwise the Ray
+    started here is shut down. Returns {"path": "direct" | "proxy", "rows": {route: the case's
+    row (`summarize_runs`, with the multiples of the floor), route + " floor": the floor's},
+    "runs": {route: {"app": [...], "floor": [...]}}, "deploy_s", "in_flight", "repeats"}.
+    """
+    import ray
+    from ray import serve
+
+    from shared.serving import LocalRay, stop_local_ray
+
+    if not routes or any(not p for p in routes.values()):
+        raise ValueError("load_test_with_floor needs at least one route with payloads")
+    host = "127.0.0.1"
+    if ray.is_initialized():
+        if proxy_port is None:
+            raise ValueError("Ray is already running: pass the running Serve's proxy_port")
+        local, ports = LocalRay(host, proxy_port, None, False), []
+    else:
+        local, ports = start_local_ray_direct(
+            host, n_apps=2, num_cpus=num_cpus, logging_config=logging_config
+        )
+    prefix = route_prefix.rstrip("/")
+    floor_prefix = f"{prefix}-floor" if prefix else "/floor"
+    log = {"logging_config": logging_config} if logging_config else {}
+    t0 = time.perf_counter()
+    out: dict[str, Any] = {"rows": {}, "runs": {}, "in_flight": in_flight, "repeats": repeats}
+    try:
+        serve.run(app, name=name, route_prefix=prefix or "/", **log)
+        out["deploy_s"] = time.perf_counter() - t0
+        case_port = direct_port_of(host, ports, prefix or "/") if ports else None
+        base = f"http://{host}:{case_port or local.port}{prefix}"
+        answers = {r: example_answer(f"{base}{r}", p[0]) for r, p in routes.items()}
+        floor = build_floor_app(answers=answers, logging_config=logging_config)
+        serve.run(floor, name=FLOOR_APP, route_prefix=floor_prefix, **log)
+        rest = [p for p in ports if p != case_port]
+        floor_port = direct_port_of(host, rest, floor_prefix) if case_port and rest else None
+        if case_port and floor_port:
+            out["path"] = "direct"
+            floor_base = f"http://{host}:{floor_port}{floor_prefix}"
+        else:
+            out["path"] = "proxy"
+            base = f"http://{host}:{local.port}{prefix}"
+            floor_base = f"http://{host}:{local.port}{floor_prefix}"
+        for route, payloads in routes.items():
+            urls = {"app": f"{base}{route}", "floor": f"{floor_base}{route}"}
+            for who, url in urls.items():
+                n = max(warmup // 4, 1) if who == "floor" else warmup
+                if n:
+                    measure_http(url, payloads, in_flight, n, 60.0)
+            runs = alternate(
+                {
+                    who: lambda u=url, p=payloads: measure_http(u, p, in_flight, requests, seconds)
+                    for who, url in urls.items()
+                },
+                repeats,
+            )
+            out["runs"][route] = runs
+            out["rows"][route] = summarize_runs(runs["app"], runs["floor"])
+            out["rows"][f"{route} floor"] = summarize_runs(runs["floor"])
+    finally:
+        if local.started_ray:
+            stop_local_ray(local)
+        else:
+            for app_name in (name, FLOOR_APP):
+                with contextlib.suppress(Exception):
+                    serve.delete(app_name)
+    return out
+
+
+def describe_against_floor(route: str, result: dict[str, Any]) -> str:
+    """One sentence: the case's p50, p99 and CPU per request on `route` and their multiples
+    of the floor, from `load_test_with_floor`'s result."""
+    row, floor = result["rows"][route], result["rows"][f"{route} floor"]
+    return (
+        f"{route}: {row['requests']:,} requests at {result['in_flight']} in flight in "
+        f"{result['repeats']} runs ({result['path']}): p50 {row['p50_ms']:.1f} ms, p99 "
+        f"{row['p99_ms']:.1f} ms, {row['rps']:.0f} requests/s, {row['errors']} errors, "
+        f"{row['cpu_ms_per_request']:.2f} ms of CPU per request; the no-op floor in the same "
+        f"run: p50 {floor['p50_ms']:.1f} ms, p99 {floor['p99_ms']:.1f} ms, "
+        f"{floor['cpu_ms_per_request']:.2f} ms of CPU; the case is {row['p50_x_floor']:.1f}x / "
+        f"{row['p99_x_floor']:.1f}x / {row['cpu_x_floor']:.1f}x the floor (p50 / p99 / CPU)."
+    )
