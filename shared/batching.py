@@ -28,8 +28,11 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 from collections.abc import Callable
 from typing import Any
+
+logger = logging.getLogger("casebook")
 
 
 class _Queue:
@@ -43,7 +46,10 @@ class _Queue:
 
 
 def batch_when_free(
-    max_batch_size: int = 32, wait_s: float = 0.0, in_thread: bool = True
+    max_batch_size: int = 32,
+    wait_s: float = 0.0,
+    in_thread: bool = True,
+    after: Callable[[Any, list, list], Any] | None = None,
 ) -> Callable[[Callable], Callable]:
     """Decorate `def fn(self, items: list) -> list` (one answer per item, in order) into
     `async def fn(self, item) -> answer`.
@@ -53,8 +59,12 @@ def batch_when_free(
     `wait_s` seconds for company. With `in_thread` (default) `fn` runs in the event loop's
     default thread pool, one batch at a time per instance; set it False for a model call too
     short to be worth a thread hop. An exception in `fn` is raised to every request of that
-    batch. `stats(self, fn_name)` gives {"batches", "requests", "mean_batch"} since the last
-    call (and resets them).
+    batch. `after(self, items, answers)`, if given, runs on the event loop once a batch's
+    answers are handed out (`loop.call_soon`, so the requests resume first): the place for
+    work that must stay on the loop but must not delay the answers, such as feeding a live
+    monitor that is not thread-safe (`shared.monitor`); an exception there is logged, never
+    raised to a request. `stats(self, fn_name)` gives {"batches", "requests", "mean_batch"}
+    since the last call (and resets them).
     """
     if max_batch_size < 1 or wait_s < 0:
         raise ValueError("max_batch_size must be >= 1 and wait_s >= 0")
@@ -97,6 +107,8 @@ def batch_when_free(
                     for (_, fut), answer in zip(batch, answers, strict=True):
                         if not fut.done():  # a cancelled request (client gone) is skipped
                             fut.set_result(answer)
+                    if after is not None:
+                        loop.call_soon(_run_after, after, self, inputs, answers)
             finally:
                 q.running = False
 
@@ -115,6 +127,13 @@ def batch_when_free(
         return submit
 
     return decorate
+
+
+def _run_after(after: Callable, instance: Any, items: list, answers: list) -> None:
+    try:
+        after(instance, items, answers)
+    except Exception:  # noqa: BLE001 - the answers are out; this must not break the loop
+        logger.exception("batch_when_free: the after-batch hook failed")
 
 
 def stats(instance: Any, fn_name: str) -> dict[str, float]:

@@ -97,3 +97,53 @@ def test_bad_settings_are_refused():
         batch_when_free(max_batch_size=0)
     with pytest.raises(ValueError):
         batch_when_free(wait_s=-1)
+
+
+def test_after_hook_runs_on_the_event_loop_after_the_answers():
+    seen: list[tuple] = []
+
+    class Observed:
+        @batch_when_free(
+            max_batch_size=8,
+            after=lambda self, xs, ys: seen.append(
+                (threading.current_thread().name, list(xs), list(ys), self.answered)
+            ),
+        )
+        def add_one(self, xs: list[int]) -> list[int]:
+            return [x + 1 for x in xs]
+
+    m = Observed()
+    m.answered = 0
+
+    async def ask(x):
+        y = await m.add_one(x)
+        m.answered += 1
+        return y
+
+    async def go():
+        out = await asyncio.gather(*(ask(i) for i in range(3)))
+        await asyncio.sleep(0)  # let the hook scheduled after the answers run
+        return out
+
+    assert asyncio.run(go()) == [1, 2, 3]
+    # One batch; the hook saw its items and answers on the loop's thread, after all 3 resumed.
+    assert seen == [("MainThread", [0, 1, 2], [1, 2, 3], 3)]
+
+
+def test_a_failing_after_hook_never_reaches_a_request():
+    def boom(self, xs, ys):
+        raise RuntimeError("hook failed")
+
+    class Hooked:
+        @batch_when_free(max_batch_size=4, after=boom)
+        def same(self, xs: list[int]) -> list[int]:
+            return xs
+
+    m = Hooked()
+
+    async def go():
+        first = await asyncio.gather(*(m.same(i) for i in range(3)))
+        await asyncio.sleep(0.01)
+        return first, await m.same(7)
+
+    assert asyncio.run(go()) == ([0, 1, 2], 7)
