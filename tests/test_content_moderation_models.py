@@ -27,6 +27,7 @@ from cases.content_moderation.train import (
     identity_augment,
     policy_thresholds,
     train_encoder,
+    train_steps,
 )
 from shared.onnx_utils import make_session
 
@@ -136,6 +137,7 @@ def test_encoder_tiny_overfits_and_exports(tmp_path):
         patience=20,
         batch_size=8,
         freeze_layers=1,
+        max_train_steps=0,  # no step budget: all 12 epochs
         min_train_minutes=3.0,
         max_train_minutes=3.0,
     )
@@ -149,6 +151,22 @@ def test_encoder_tiny_overfits_and_exports(tmp_path):
     assert diff < 1e-3
     got = onnx_logits(make_session(path), tok, texts)
     assert np.allclose(got, logits, atol=1e-3)
+
+
+def test_step_budget_not_wall_clock():
+    """The fine-tuning budget is in steps: epochs x steps per epoch, cut to the budget, and the
+    run takes exactly that many steps (the learning rate has decayed to 0 at the last one)."""
+    cfg = get_config("tiny", epochs=3, batch_size=4, max_train_steps=5, freeze_layers=1)
+    assert train_steps(cfg, 16, builtin=False) == (4, 5)
+    assert train_steps(cfg, 16, builtin=True) == (4, 3)  # tiny: builtin_train_steps = 3
+    no_budget = get_config("tiny", epochs=3, batch_size=4, max_train_steps=0)
+    assert train_steps(no_budget, 16, builtin=False) == (4, 12)  # every planned epoch
+    texts = ["you are an idiot", "lovely day at the park", "shut up moron", "nice game"] * 4
+    y = np.array([[1], [0], [1], [0]] * 4, np.int8)
+    _, _, info = train_encoder(cfg, texts, y, texts, y, seed=0, log=lambda s: None,
+                               pretrained=False, bert_config=TINY_BERT)  # fmt: skip
+    assert info["steps"] == info["planned_steps"] == 5
+    assert info["stopped"] == "step budget done" and info["step_cpu_seconds"] > 0
 
 
 def test_encoder_shapes_and_split_forward():

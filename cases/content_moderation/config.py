@@ -40,14 +40,19 @@ class ModerationConfig:
     lr: float = 4e-5  # AdamW, linear warm-up 6% then linear decay
     head_lr: float = 1e-3  # the new classification head learns faster than the encoder
     weight_decay: float = 0.01
-    epochs: int = 3
+    epochs: int = 3  # planned epochs; the step budget below may end the run sooner
     patience: int = 1  # evaluations without a validation macro-F1 gain before stopping
     evals_per_epoch: int = 2  # validation checks per epoch (early stopping granularity)
     pos_weight_cap: float = 4.0  # class-weighted BCE: pos_weight = min(neg/pos, cap) per policy
-    train_minutes_per_1k: float = 1.0  # time cap grows with the data: minutes per 1K train texts
-    max_train_minutes: float = 30.0  # hard cap on fine-tuning wall time
-    min_train_minutes: float = 0.5
-    builtin_train_minutes: float = 1.0  # cap on built-in data (easy text; keeps the run short)
+    # The budget is in optimisation steps, not wall time, so a run's quality does not depend on
+    # the machine's load; the learning rate decays to 0 over min(epochs x steps/epoch, budget).
+    max_train_steps: int = 300  # real data (OLID: 290 steps an epoch at batch 32)
+    builtin_train_steps: int = 40  # built-in data (easy text; keeps `make run` short)
+    # Safety caps in wall-clock minutes (--train-minutes sets all three): a run cut by one says
+    # so in its log and in info["stopped"]; on an ordinary machine the step budget ends first.
+    max_train_minutes: float = 120.0
+    min_train_minutes: float = 0.5  # the real-data cap is never below this
+    builtin_train_minutes: float = 10.0
     max_train_texts: int = 0  # 0: all; else fine-tune on at most this many (tiny preset)
     train_threads: int = 2  # torch threads for fine-tuning
     int8_tolerance: float = 0.01  # ship int8 only if macro-F1 within this of fp32 (1 point)
@@ -103,8 +108,9 @@ PRESETS: dict[str, ModerationConfig] = {
     "full": ModerationConfig(
         epochs=4,
         patience=2,
-        train_minutes_per_1k=3.0,
-        max_train_minutes=60.0,
+        max_train_steps=0,  # no step budget: every planned epoch (OLID: 1,160 steps)
+        builtin_train_steps=0,
+        max_train_minutes=240.0,
         n_posts=12_000,
         n_ads=2_000,
         n_images=2_000,
@@ -122,6 +128,8 @@ PRESETS: dict[str, ModerationConfig] = {
         evals_per_epoch=1,
         max_len=32,
         max_train_texts=96,
+        max_train_steps=3,
+        builtin_train_steps=3,
         max_train_minutes=0.3,
         min_train_minutes=0.1,
         builtin_train_minutes=0.2,
