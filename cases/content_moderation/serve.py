@@ -6,8 +6,9 @@
 
 An optional `image_b64` (a base64 JPEG/PNG/GIF/WEBP/BMP) is hash-matched against the known-bad
 bank and scored by the image CNN; for `"kind": "ad"` the text and image scores are fused.
-Requests are batched with `@serve.batch`; the model runs in a worker thread so the replica's
-event loop keeps accepting requests (they form the next batch). Bad input gets a 4xx with a
+Requests are batched with `shared.batching.batch_when_free`: the model runs in a worker thread so
+the replica's event loop keeps accepting requests, and they form the next batch when the model
+is free. Bad input gets a 4xx with a
 one-line message: empty, blank or oversized text, control characters, wrong types, unknown
 fields (422); bad base64, bytes that are not an image, a truncated image, a decompression bomb
 (400); a body over 1 MiB (413). Plus the standard /health, /version, /reload and /status.
@@ -73,10 +74,15 @@ def decode_request_image(b64: str | None) -> Any:
 LOADER = ModerationPredictor.load  # the drills' in-process promotion check (shared.golden)
 
 
+def _observe(server: Any, reqs: list[dict], answers: list[dict]) -> None:
+    server.model.observe(reqs, answers)  # never raises
+
+
 def build_app(artifact: str | Path, num_cpus: float = 1.0, max_batch_size: int = 16) -> Any:
     """A bound Ray Serve application around ModerationPredictor (artifact folder or registry)."""
     from ray import serve
 
+    from shared.batching import batch_when_free
     from shared.serving import ReloadableModel, make_app, standard_routes
 
     app = make_app("content-moderation")
@@ -105,16 +111,10 @@ def build_app(artifact: str | Path, num_cpus: float = 1.0, max_batch_size: int =
                 image = await loop.run_in_executor(None, decode_request_image, req.image_b64)
             return await self.batched({"text": req.text, "kind": req.kind, "image": image})
 
-        @serve.batch(max_batch_size=max_batch_size, batch_wait_timeout_s=0.002)
-        async def batched(self, reqs: list[dict]) -> list[dict]:
-            import asyncio
-
-            model = self.model.get()
-            answers = await asyncio.get_running_loop().run_in_executor(
-                None, model.moderate_batch, reqs
-            )
-            self.model.observe(reqs, answers)  # never raises
-            return answers
+        # The monitor is fed on the event loop after the answers are out (not thread-safe).
+        @batch_when_free(max_batch_size=max_batch_size, after=_observe)
+        def batched(self, reqs: list[dict]) -> list[dict]:
+            return self.model.get().moderate_batch(reqs)
 
         def status_info(self) -> dict:
             return self.model.get().info()
