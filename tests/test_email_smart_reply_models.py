@@ -128,3 +128,64 @@ def test_trigger_beats_suggest_always_on_precision():
     rows = ev.trigger_metrics(y, trig.proba(texts), trig.threshold)
     assert rows["trigger"]["precision"] > rows["suggest_always"]["precision"]
     assert rows["trigger"]["roc_auc"] > 0.7
+
+
+def _tiny_minilm(tok, dim: int = 32):
+    """A SmartReplyMiniLM over a one-layer BERT of width `dim` (random weights: shapes and
+    training logic, not MiniLM's quality)."""
+    from transformers import BertConfig, BertModel
+
+    from cases.email_smart_reply.model import SmartReplyMiniLM
+
+    torch.manual_seed(0)
+    cfg = BertConfig(
+        vocab_size=tok.get_vocab_size(),
+        hidden_size=dim,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=2 * dim,
+        max_position_embeddings=128,
+        attn_implementation="eager",
+    )
+    return SmartReplyMiniLM(BertModel(cfg), dim).eval()
+
+
+def test_adapter_learns_a_mapping_zero_shot_cannot_and_folds_into_the_onnx_tower(tmp_path):
+    """Frozen embeddings where a message and its reply point in unrelated directions (zero-shot
+    cosine is at chance): the trained heads find the map; the exported message tower, heads
+    inside, embeds a request as the training path does."""
+    from cases.email_smart_reply.predictor import encode_texts
+    from shared.onnx_utils import make_session
+
+    tok = load_tokenizer()
+    dim = 32
+    g = torch.Generator().manual_seed(0)
+    rotation = torch.linalg.qr(torch.randn(dim, dim, generator=g))[0]  # a random orthogonal map
+    norm = torch.nn.functional.normalize
+
+    def pairs(n):  # reply = the message rotated, plus noise
+        m = norm(torch.randn(n, dim, generator=g), dim=-1)
+        return m, norm(m @ rotation.T + 0.2 * torch.randn(n, dim, generator=g) / dim**0.5, dim=-1)
+
+    tm, tr_ = pairs(1024)
+    vm, vr = pairs(300)
+    rows, cands = ev.candidate_table(300, 100, 300, seed=1)
+    val = T.ValSet(vm, vr, rows, cands)
+    inputs = T.PooledInputs(_tiny_minilm(tok, dim), tok, 64)
+    cfg = get_config(
+        "tiny", adapter_lr=1e-2, adapter_batch_size=128, adapter_epochs=40, adapter_patience=10
+    )
+    with torch_threads(1):
+        rec = T.fit_adapter(inputs, tm, tr_, val, cfg, seed=0)
+    zero_shot = rec["history"][0][1]
+    assert zero_shot < 0.1  # chance is 0.01
+    assert rec["best"] > 0.6
+    assert rec["best"] == pytest.approx(val.score(inputs))  # the best weights were kept
+    # Serving: the heads are part of the exported message tower (nothing else to ship).
+    request = ["Are you free tomorrow at 2pm for the review?", "ok"]
+    trained = T.embed(inputs, inputs.prepare(request), "message")  # (2, dim)
+    path = export_message_tower(inputs.model, tok, tmp_path / "m.onnx", 64)
+    ids, mask = encode_texts(tok, request, 64)
+    served = make_session(path).run(None, {"input_ids": ids, "attention_mask": mask})[0]
+    assert np.abs(trained - served).max() < 1e-4
+    assert inputs.prepare(request).shape == (2, dim) and len(inputs.cache) == 2  # cached

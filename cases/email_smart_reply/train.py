@@ -3,7 +3,11 @@
     models = train(cfg, train_data, val_data, seed)     # every scorer, chosen on validation
     art = save(models, cfg, out / "artifact", fingerprint, metrics, val_data)
 
-Fine-tuning MiniLM on two shared CPU cores is the expensive part, so:
+MiniLM on two shared CPU cores is the expensive part, so by default (`fast`) it is frozen:
+  - its pooled embedding of every text is computed once (`PooledInputs`), and only the two
+    residual tower heads train on them (`fit_adapter`: large batches, whole epochs, seconds);
+  - those heads are part of the exported message tower, so serving is unchanged.
+With `finetune` (`full`) the top layers are then fine-tuned, starting from the adapters:
   - the lower `6 - train_layers` transformer layers are frozen and their outputs are computed
     once per text (fp16 cache); each step runs only the top layers and the two tower heads
     (about a third of a full forward + backward);
@@ -87,7 +91,43 @@ class MiniLMInputs:
             mask[i, : len(f)] = 1
         for layer in self.model.body.encoder.layer[self.n_frozen :]:
             h = layer(h, attention_mask=self._mask(mask))
-        x = mean_pool(h, mask)  # (B, 384)
+        x = torch.nn.functional.normalize(mean_pool(h, mask), dim=-1)  # (B, 384)
+        x = self.model.message_head(x) if tower == "message" else self.model.reply_head(x)
+        return torch.nn.functional.normalize(x, dim=-1)
+
+
+class PooledInputs:
+    """The whole MiniLM frozen: one pooled (384,) vector per text, computed once by `prepare`;
+    `encode` runs only the tower heads (the adapters), so a training step costs microseconds.
+
+    `cache` (text -> row, shared by inputs over the same body) keeps evaluation from running
+    MiniLM again over texts that training already embedded."""
+
+    def __init__(self, model: SmartReplyMiniLM, tokenizer, max_len: int, cache=None):
+        self.model, self.tokenizer, self.max_len = model, tokenizer, max_len
+        self.cache: dict[str, torch.Tensor] = {} if cache is None else cache
+        for p in model.body.parameters():
+            p.requires_grad_(False)
+
+    @torch.no_grad()
+    def prepare(self, texts: list[str], desc: str = "") -> torch.Tensor:
+        """(N, 384) unit zero-shot embeddings (`SmartReplyMiniLM.encode` before the head)."""
+        # Texts not embedded yet, similar lengths together (less padding), in a fixed order.
+        new = sorted({t for t in texts if t not in self.cache}, key=lambda t: (len(t), t))
+        body = self.model.body.eval()
+        for s in tqdm(range(0, len(new), 64), desc=desc, leave=False, disable=not desc):
+            chunk = new[s : s + 64]
+            ids, mask = tokenize(self.tokenizer, chunk, self.max_len)
+            h = body(input_ids=ids, attention_mask=mask).last_hidden_state  # (B, T, 384)
+            x = torch.nn.functional.normalize(mean_pool(h, mask), dim=-1)  # (B, 384)
+            self.cache.update(zip(chunk, x, strict=True))  # rows are views of x: no copy
+        if not texts:
+            return torch.zeros(0, self.model.dim)
+        return torch.stack([self.cache[t] for t in texts])
+
+    def encode(self, feats, tower: str) -> torch.Tensor:
+        """(B, 384) prepared rows (a tensor or a list of rows) -> (B, 384) unit embeddings."""
+        x = feats if isinstance(feats, torch.Tensor) else torch.stack(list(feats))
         x = self.model.message_head(x) if tower == "message" else self.model.reply_head(x)
         return torch.nn.functional.normalize(x, dim=-1)
 
@@ -249,6 +289,66 @@ def fit_encoder(
     }
 
 
+def fit_adapter(inputs: PooledInputs, train_m, train_r, val: ValSet, cfg, seed: int) -> dict:
+    """Train the two residual heads on frozen, prepared (N, 384) embeddings.
+
+    The in-batch softmax of `model.in_batch_loss` (symmetric) with a learned temperature
+    (logits = exp(t) * cosine, t starting at log(cfg.scale)); `cfg.adapter_batch_size` pairs a
+    step, whole epochs, early stopping on validation 1-of-100 after each epoch (best weights
+    kept). Returns fit_encoder's record, plus the learned "scale".
+    """
+    model = inputs.model
+    heads = [*model.message_head.parameters(), *model.reply_head.parameters()]
+    log_scale = torch.nn.Parameter(torch.tensor(float(np.log(cfg.scale))))
+    opt = torch.optim.AdamW(
+        [*heads, log_scale], lr=cfg.adapter_lr, weight_decay=cfg.adapter_weight_decay
+    )
+    rng = np.random.default_rng(seed)
+    torch.manual_seed(seed)
+    best = val.score(inputs)
+    history = [(0.0, best)]
+    keys = [k for k in model.state_dict() if "head" in k]  # the body never changes
+    snap = lambda: {k: v.detach().clone() for k, v in model.state_dict().items() if k in keys}  # noqa: E731
+    best_state, best_scale = snap(), cfg.scale
+    n = len(train_m)
+    bs = min(cfg.adapter_batch_size, n)
+    t0, step, bad, stopped = time.perf_counter(), 0, 0, "epochs"
+    for _epoch in range(cfg.adapter_epochs):
+        model.train()
+        perm = torch.from_numpy(rng.permutation(n))
+        for b in range(max(1, n // bs)):  # whole batches only: every step has bs - 1 negatives
+            idx = perm[b * bs : (b + 1) * bs]
+            m = inputs.encode(train_m[idx], "message")  # (B, 384)
+            r = inputs.encode(train_r[idx], "reply")  # (B, 384)
+            loss = in_batch_loss(m, r, log_scale.exp().clamp(max=100.0), symmetric=True)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            step += 1
+        v = val.score(inputs)
+        history.append((time.perf_counter() - t0, v))
+        if v > best:
+            best, bad, best_state, best_scale = v, 0, snap(), float(log_scale.detach().exp())
+        else:
+            bad += 1
+        if bad >= cfg.adapter_patience:
+            stopped = "patience"
+            break
+        if time.perf_counter() - t0 > cfg.adapter_time_cap_s:
+            stopped = "time cap"
+            break
+    model.load_state_dict(best_state, strict=False)
+    model.eval()
+    return {
+        "history": history,
+        "best": best,
+        "steps": step,
+        "seconds": time.perf_counter() - t0,
+        "stopped": stopped,
+        "scale": best_scale,
+    }
+
+
 # ----------------------------------------------------------------------------- trigger
 
 
@@ -357,55 +457,31 @@ def _train(cfg, train_data, val_data, seed: int, log) -> SmartReplyModels:
     for name, scorer in (("most_frequent", MostFrequentScorer()), ("bm25", BM25Scorer())):
         out.scorers[name] = scorer.fit(tm, tr_, train_data.threads)
     out.tokenizer = load_tokenizer(minilm_dir() if cfg.use_minilm else None)
-    cap = time_cap(cfg, len(tm))
 
-    # --- MiniLM: zero-shot, then fine-tuned (top layers + heads) ---
+    # --- MiniLM: zero-shot; frozen with trained adapters; (full) top layers fine-tuned ---
     if cfg.use_minilm:
         t0 = time.perf_counter()
         torch.manual_seed(seed)
-        model = SmartReplyMiniLM()
-        inputs = MiniLMInputs(model, out.tokenizer, cfg.max_len, cfg.train_layers)
-        feats_m = inputs.prepare(tm, "MiniLM frozen layers (messages)")
-        feats_r = inputs.prepare(tr_, "MiniLM frozen layers (replies)")
-        val = _val_set(inputs, val_data, cfg, seed)
-        out.timings["minilm_cache_s"] = time.perf_counter() - t0
-        zero = copy.deepcopy(model)
-        out.inputs["minilm_zero_shot"] = MiniLMInputs(zero, out.tokenizer, cfg.max_len, 0)
-        out.inputs["minilm_zero_shot"].n_frozen = inputs.n_frozen  # same cache, no training
-        runs = [("minilm_dual_encoder", cfg.batch_size, model, inputs)]
-        if cfg.alt_batch_size:
-            alt = copy.deepcopy(zero)
-            alt_inputs = MiniLMInputs(alt, out.tokenizer, cfg.max_len, cfg.train_layers)
-            runs.append(
-                (f"minilm_dual_encoder_b{cfg.alt_batch_size}", cfg.alt_batch_size, alt, alt_inputs)
-            )
-        for name, bs, _m, inp in runs:
-            log(f"  fine-tuning {name}: batch {bs}, up to {cap:.0f} s")
-            rec = fit_encoder(
-                inp,
-                feats_m,
-                feats_r,
-                val,
-                lr=cfg.lr,
-                batch_size=bs,
-                epochs=cfg.max_epochs,
-                cap_s=cap,
-                eval_every=min(cfg.eval_every, max(10, len(tm) // (2 * bs))),
-                patience=cfg.patience,
-                scale=cfg.scale,
-                symmetric=cfg.symmetric,
-                seed=seed,
-                desc=name,
-                warmup=cfg.warmup,
-            )
-            rec["batch_size"] = bs
-            out.fits[name], out.inputs[name] = rec, inp
-            out.timings[f"fit_{name}_s"] = rec["seconds"]
-            log(
-                f"  {name}: val 1-of-100 {rec['history'][0][1]:.3f} -> {rec['best']:.3f} "
-                f"({rec['steps']} steps, {rec['seconds']:.0f} s, stopped: {rec['stopped']})"
-            )
-        out.val_1of100["minilm_zero_shot"] = out.fits["minilm_dual_encoder"]["history"][0][1]
+        zero = SmartReplyMiniLM()
+        pooled = PooledInputs(zero, out.tokenizer, cfg.max_len)
+        pm = pooled.prepare(tm, "MiniLM embeddings (messages)")  # (N, 384)
+        pr = pooled.prepare(tr_, "MiniLM embeddings (replies)")  # (N, 384)
+        val = _val_set(pooled, val_data, cfg, seed)
+        out.timings["minilm_embed_s"] = time.perf_counter() - t0
+        out.inputs["minilm_zero_shot"] = pooled
+        out.val_1of100["minilm_zero_shot"] = val.score(pooled)
+        adapted = PooledInputs(copy.deepcopy(zero), out.tokenizer, cfg.max_len, pooled.cache)
+        log(f"  training minilm_adapter: batch {cfg.adapter_batch_size}")
+        rec = fit_adapter(adapted, pm, pr, val, cfg, seed)
+        rec["batch_size"] = min(cfg.adapter_batch_size, len(tm))
+        out.fits["minilm_adapter"], out.inputs["minilm_adapter"] = rec, adapted
+        out.timings["fit_minilm_adapter_s"] = rec["seconds"]
+        log(
+            f"  minilm_adapter: val 1-of-100 {rec['history'][0][1]:.3f} -> {rec['best']:.3f} "
+            f"({rec['steps']} steps, {rec['seconds']:.0f} s, stopped: {rec['stopped']})"
+        )
+    if cfg.use_minilm and cfg.finetune:
+        _finetune_minilm(out, adapted.model, tm, tr_, val_data, cfg, seed, log)
 
     # --- the small encoder from scratch, at each batch size of the study ---
     for k, bs in enumerate(cfg.scratch_batch_sizes):
@@ -475,6 +551,54 @@ def _train(cfg, train_data, val_data, seed: int, log) -> SmartReplyModels:
     out.timings["fit_compose_s"] = time.perf_counter() - t0
     out.seq2seq = _train_seq2seq(pairs, cfg, seed, out.timings)
     return out
+
+
+def _finetune_minilm(out, start, tm, tr_, val_data, cfg, seed, log) -> None:
+    """Fine-tune the top `train_layers` layers and the heads, from the adapters' weights (so
+    step 0 is the adapter model), at `batch_size` and (if set) `alt_batch_size`."""
+    t0 = time.perf_counter()
+    model = copy.deepcopy(start)
+    for p in model.body.parameters():
+        p.requires_grad_(True)  # PooledInputs froze them all; MiniLMInputs refreezes the lower
+    inputs = MiniLMInputs(model, out.tokenizer, cfg.max_len, cfg.train_layers)
+    feats_m = inputs.prepare(tm, "MiniLM frozen layers (messages)")
+    feats_r = inputs.prepare(tr_, "MiniLM frozen layers (replies)")
+    val = _val_set(inputs, val_data, cfg, seed)
+    out.timings["minilm_cache_s"] = time.perf_counter() - t0
+    cap = time_cap(cfg, len(tm))
+    runs = [("minilm_dual_encoder", cfg.batch_size, inputs)]
+    if cfg.alt_batch_size:
+        alt = copy.deepcopy(start)
+        for p in alt.body.parameters():
+            p.requires_grad_(True)
+        alt_inputs = MiniLMInputs(alt, out.tokenizer, cfg.max_len, cfg.train_layers)
+        runs.append((f"minilm_dual_encoder_b{cfg.alt_batch_size}", cfg.alt_batch_size, alt_inputs))
+    for name, bs, inp in runs:
+        log(f"  fine-tuning {name}: batch {bs}, up to {cap:.0f} s")
+        rec = fit_encoder(
+            inp,
+            feats_m,
+            feats_r,
+            val,
+            lr=cfg.lr,
+            batch_size=bs,
+            epochs=cfg.max_epochs,
+            cap_s=cap,
+            eval_every=min(cfg.eval_every, max(10, len(tm) // (2 * bs))),
+            patience=cfg.patience,
+            scale=cfg.scale,
+            symmetric=cfg.symmetric,
+            seed=seed,
+            desc=name,
+            warmup=cfg.warmup,
+        )
+        rec["batch_size"] = bs
+        out.fits[name], out.inputs[name] = rec, inp
+        out.timings[f"fit_{name}_s"] = rec["seconds"]
+        log(
+            f"  {name}: val 1-of-100 {rec['history'][0][1]:.3f} -> {rec['best']:.3f} "
+            f"({rec['steps']} steps, {rec['seconds']:.0f} s, stopped: {rec['stopped']})"
+        )
 
 
 def _train_seq2seq(pairs, cfg, seed, timings):
