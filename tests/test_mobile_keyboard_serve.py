@@ -86,3 +86,23 @@ def test_not_json_and_too_large(url):
     r = requests.post(f"{url}/suggest", data=b"{" + b" " * (2 << 20) + b"}", timeout=30,
                       headers={"content-type": "application/json"})  # fmt: skip
     assert r.status_code == 413
+
+
+def test_load_payloads_are_the_golden_keystrokes_from_an_artifact_or_a_registry(
+    registry, keyboard_trigram, tmp_path
+):
+    from cases.mobile_keyboard.serve import SuggestRequest, load_payloads
+    from shared.artifacts import save_artifact
+    from shared.errors import CasebookError
+    from shared.golden import read_golden
+
+    golden = read_golden(keyboard_trigram[0])["requests"]
+    from_registry = load_payloads(registry.root, n=50, seed=1)
+    assert len(from_registry) == 50 and all(r in golden for r in from_registry)
+    assert from_registry == load_payloads(keyboard_trigram[0], n=50, seed=1)  # the champion
+    assert from_registry != load_payloads(registry.root, n=50, seed=2)  # shuffled by the seed
+    for body in from_registry:
+        SuggestRequest.model_validate(body)  # each a valid request, not a 4xx
+    bare = save_artifact(tmp_path / "bare", {}, {"shipped": "kn_full"}, {}, "test", {})
+    with pytest.raises(CasebookError, match="no golden requests"):
+        load_payloads(bare)  # an artifact from before the golden set
