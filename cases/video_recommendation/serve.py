@@ -64,7 +64,7 @@ MAX_HISTORY = 1000  # watch-history items per request
 # fewer than MAX_BATCH are in flight. Two batches may run at once: one is ranked while the next
 # is retrieved. The one-replica funnel keeps `@serve.batch` rather than the other cases'
 # `shared.batching.batch_when_free`: with the funnel in a worker thread, alternated in one run
-# (100K videos, 8 in flight, direct ingress, load average 8-9, /tmp/p18/exp_free.py), p50 was
+# (100K videos, 8 in flight, direct ingress, load average 8-9; a variant since removed), p50 was
 # 1.07x [1.03-1.34], p99 1.42x [0.74-3.62] and CPU per request 1.04x [1.00-1.30] those of
 # `@serve.batch`: a batch of 8 takes ~2 ms, so the thread hop buys no parsing overlap worth it.
 MAX_BATCH = 8
