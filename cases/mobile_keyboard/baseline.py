@@ -89,17 +89,21 @@ class KeyboardKneserNey:
         p = np.maximum(cnt[keep] - self.D, 0) / tot[inv[keep]]  # (kept,)
         ctx_of = inv[keep]
         used = np.unique(ctx_of)  # contexts with at least one kept entry
-        kept_mass = np.bincount(ctx_of, weights=p, minlength=len(uniq))[used]
         ptr = np.zeros(len(used) + 1, np.int64)
         ptr[1:] = np.cumsum(np.bincount(np.searchsorted(used, ctx_of), minlength=len(used)))
-        id_type = np.uint16 if len(self.vocab) < 65_536 else np.int32
+        # gamma (1 - the kept mass) is not stored: model.KeyboardTrigram computes it at load.
         return {
-            f"ctx{n}": uniq[used].astype(np.int64),
-            f"ptr{n}": ptr,
-            f"ids{n}": ids[keep].astype(id_type),
-            f"p{n}": p.astype(np.float32),
-            f"gamma{n}": (1.0 - kept_mass).astype(np.float32),
+            f"ctx{n}": uniq[used].astype(self._key_type()),
+            f"ptr{n}": ptr.astype(np.int32),
+            f"ids{n}": ids[keep].astype(self._id_type()),
+            f"p{n}": p.astype(np.float16),
         }
+
+    def _id_type(self):
+        return np.uint16 if len(self.vocab) < 65_536 else np.int32
+
+    def _key_type(self):
+        return np.int32 if len(self.vocab) ** 2 < 2**31 else np.int64  # u * V + v
 
     def tables(self, min3: int = 1, min2: int = 1) -> KeyboardTrigram:
         """The shippable trigram with trigrams seen < min3 times and bigrams with < min2
@@ -111,12 +115,13 @@ class KeyboardKneserNey:
 
     def _size_estimate(self, min3: int, min2: int) -> int:
         """Bytes of `tables(min3, min2)` without building it (safetensors header excluded)."""
-        id_bytes = 2 if len(self.vocab) < 65_536 else 4
+        entry = np.dtype(self._id_type()).itemsize + 2  # word id + float16 p
+        context = np.dtype(self._key_type()).itemsize + 4  # key + int32 offset
         n = 4 * len(self.p1_)
         for flat, k in ((self.bi_, min2), (self.tri_, min3)):
             keys, _, cnt = flat
             kept = cnt >= k
-            n += int(kept.sum()) * (id_bytes + 4) + len(np.unique(keys[kept])) * (8 + 8 + 4) + 8
+            n += int(kept.sum()) * entry + len(np.unique(keys[kept])) * context + 4
         return n
 
     def prune_to(self, max_bytes: int, max_cutoff: int = 1000) -> tuple[KeyboardTrigram, tuple]:

@@ -61,6 +61,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="wall-clock cap on LSTM training (default: grows with the corpus, 4 min per "
         "million training tokens at the fast preset, 14 at full)",
     )
+    parser.add_argument(
+        "--load-test",
+        action="store_true",
+        help="after training, serve the artifact on 127.0.0.1 and load-test /suggest beside the "
+        "no-op floor (serve.load_test)",
+    )
 
 
 def run(args: argparse.Namespace) -> Path:
@@ -110,6 +116,10 @@ def run(args: argparse.Namespace) -> Path:
     )
     report.extra["registry"] = promotion.to_dict()
     report.section("Artifact and promotion", promotion.markdown())
+    if getattr(args, "load_test", False):
+        from .serve import load_test
+
+        load_test(trained.artifact, report, seed)
     print(f"total {time.perf_counter() - t_start:.0f} s")
     return report.write()
 
