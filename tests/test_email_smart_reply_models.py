@@ -130,9 +130,9 @@ def test_trigger_beats_suggest_always_on_precision():
     assert rows["trigger"]["roc_auc"] > 0.7
 
 
-def _tiny_minilm(tok, dim: int = 32):
+def _tiny_minilm(tok, dim: int = 32, pool_layers=(0, 1)):
     """A SmartReplyMiniLM over a one-layer BERT of width `dim` (random weights: shapes and
-    training logic, not MiniLM's quality)."""
+    training logic, not MiniLM's quality); the heads read the embeddings' and the layer's pools."""
     from transformers import BertConfig, BertModel
 
     from cases.email_smart_reply.model import SmartReplyMiniLM
@@ -147,7 +147,7 @@ def _tiny_minilm(tok, dim: int = 32):
         max_position_embeddings=128,
         attn_implementation="eager",
     )
-    return SmartReplyMiniLM(BertModel(cfg), dim).eval()
+    return SmartReplyMiniLM(BertModel(cfg), dim, pool_layers).eval()
 
 
 def test_adapter_learns_a_mapping_zero_shot_cannot_and_folds_into_the_onnx_tower(tmp_path):
@@ -163,9 +163,11 @@ def test_adapter_learns_a_mapping_zero_shot_cannot_and_folds_into_the_onnx_tower
     rotation = torch.linalg.qr(torch.randn(dim, dim, generator=g))[0]  # a random orthogonal map
     norm = torch.nn.functional.normalize
 
-    def pairs(n):  # reply = the message rotated, plus noise
+    def pairs(n):  # reply = the message rotated, plus noise; a noise block before each
         m = norm(torch.randn(n, dim, generator=g), dim=-1)
-        return m, norm(m @ rotation.T + 0.2 * torch.randn(n, dim, generator=g) / dim**0.5, dim=-1)
+        r = norm(m @ rotation.T + 0.2 * torch.randn(n, dim, generator=g) / dim**0.5, dim=-1)
+        lower = lambda: norm(torch.randn(n, dim, generator=g), dim=-1)  # noqa: E731
+        return torch.cat([lower(), m], 1), torch.cat([lower(), r], 1)  # (n, 2 * dim) like features
 
     tm, tr_ = pairs(1024)
     vm, vr = pairs(300)
@@ -183,9 +185,10 @@ def test_adapter_learns_a_mapping_zero_shot_cannot_and_folds_into_the_onnx_tower
     assert rec["best"] == pytest.approx(val.score(inputs))  # the best weights were kept
     # Serving: the heads are part of the exported message tower (nothing else to ship).
     request = ["Are you free tomorrow at 2pm for the review?", "ok"]
-    trained = T.embed(inputs, inputs.prepare(request), "message")  # (2, dim)
+    feats = inputs.prepare(request)  # (2, 2 * dim) fp16 pools of the embeddings and the layer
+    assert feats.shape == (2, 2 * dim) and len(inputs.cache) == 2
+    trained = T.embed(inputs, feats, "message")  # (2, dim)
     path = export_message_tower(inputs.model, tok, tmp_path / "m.onnx", 64)
     ids, mask = encode_texts(tok, request, 64)
     served = make_session(path).run(None, {"input_ids": ids, "attention_mask": mask})[0]
-    assert np.abs(trained - served).max() < 1e-4
-    assert inputs.prepare(request).shape == (2, dim) and len(inputs.cache) == 2  # cached
+    assert np.abs(trained - served).max() < 5e-3  # the training path's cache is fp16

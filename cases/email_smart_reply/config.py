@@ -37,6 +37,9 @@ class SmartReplyConfig:
     # --- dual encoder, MiniLM frozen + trained adapters (the cheap default; README 4) ---
     # The whole MiniLM runs once per text (pooled vectors cached); only the two residual heads
     # train, so steps are cheap: a large batch (more in-batch negatives) and many epochs.
+    # hidden states whose mean pools the adapters read (0 = embeddings .. 6 = last layer, last);
+    # layers 1-6 beat the last layer alone on DailyDialog validation, 0.353 vs 0.334 (README 6)
+    pool_layers: tuple[int, ...] = (1, 2, 3, 4, 5, 6)
     adapter_lr: float = 1e-4  # AdamW; weight decay pulls the heads back to the identity
     adapter_weight_decay: float = 0.01
     adapter_batch_size: int = 512  # pairs per step: 511 in-batch negatives per message
