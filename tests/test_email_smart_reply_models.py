@@ -192,3 +192,18 @@ def test_adapter_learns_a_mapping_zero_shot_cannot_and_folds_into_the_onnx_tower
     ids, mask = encode_texts(tok, request, 64)
     served = make_session(path).run(None, {"input_ids": ids, "attention_mask": mask})[0]
     assert np.abs(trained - served).max() < 5e-3  # the training path's cache is fp16
+
+
+def test_production_is_the_cheap_encoder_unless_the_gain_is_beyond_noise():
+    from cases.email_smart_reply.train import choose_production
+
+    val = {"minilm_adapter": 0.078, "scratch_dual_encoder": 0.055, "bm25": 0.03}
+    # 161 pairs: 2 SE at 0.078 is 0.042, so a 0.023 gain is a tie and the cheap encoder ships.
+    assert choose_production(val, 161, cheapest="scratch_dual_encoder") == "scratch_dual_encoder"
+    # 5,000 pairs: 2 SE is 0.0076, the same gain is real.
+    assert choose_production(val, 5000, cheapest="scratch_dual_encoder") == "minilm_adapter"
+    # The cheapest wins outright, or is not a candidate: the best ships.
+    assert choose_production(
+        {"scratch_dual_encoder": 0.3, "x": 0.2}, 100, "scratch_dual_encoder"
+    ) == ("scratch_dual_encoder")
+    assert choose_production({"x": 0.2, "y": 0.25}, 100, "scratch_dual_encoder") == "y"
