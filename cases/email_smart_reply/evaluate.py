@@ -263,7 +263,8 @@ def evaluate_run(models, test, val, cfg, seed: int, report, testset: str, onnx: 
         baseline="bm25",
         note=f"1-of-{cands.shape[1]} over {len(rows):,} test pairs (Henderson et al. 2019; "
         f"distractors: random replies of other test pairs, seed {seed}). `val_1_of_100` is on "
-        f"validation; the production model (`{models.production}`) is the best encoder there. "
+        f"validation; the production model (`{models.production}`) is the best encoder there, "
+        "or the scratch encoder when the best is within noise of it (`train.choose_production`). "
         f"The `_onnx_` rows are the served message tower; `{served}` is shipped (int8 only "
         f"when its validation 1-of-100 is within {cfg.int8_max_drop:g} of fp32).",
     )
