@@ -96,7 +96,7 @@ def test_onnx_parity_and_one_request_through_both_paths(tmp_path):
     """The message tower as trained (torch) and as served (ONNX fp32) embed the same request
     alike; int8 stays close."""
     from cases.email_smart_reply.predictor import encode_texts
-    from shared.onnx_utils import check_parity, make_session
+    from shared.onnx_utils import check_parity, make_session, quantize_dynamic_onnx
 
     tok = load_tokenizer()
     torch.manual_seed(0)
@@ -110,7 +110,7 @@ def test_onnx_parity_and_one_request_through_both_paths(tmp_path):
     ids, mask = encode_texts(tok, request, 64)
     served = make_session(path).run(None, {"input_ids": ids, "attention_mask": mask})[0]
     assert np.abs(trained - served).max() < 1e-4
-    q = T.quantize_per_channel(path, tmp_path / "m8.onnx")  # as served
+    q = quantize_dynamic_onnx(path, tmp_path / "m8.onnx", per_channel=True)  # as served
     served8 = make_session(q).run(None, {"input_ids": ids, "attention_mask": mask})[0]
     assert float((served8 * served).sum()) > 0.95  # cosine of unit vectors
 

@@ -648,36 +648,9 @@ def suggestions_for(models: SmartReplyModels, messages: list[str], k: int = 3) -
     return [choose_suggestions(s, models.clusters, models.polarities, k, 20) for s in scores]
 
 
-def quantize_per_channel(src: Path, dst: Path) -> Path:
-    """Dynamic int8 quantization with one weight scale per output channel, written atomically.
-
-    Per-tensor scales (`shared.onnx_utils.quantize_dynamic_onnx`) cost the adapter tower 2
-    points: on the DailyDialog dev split (context 1, /tmp/p15/q8.py) validation 1-of-100 was
-    0.334 fp32, 0.314 int8 per tensor, 0.330 int8 per channel; per message, one thread, load
-    average ~5: fp32 10.6 ms, per tensor 3.2 ms, per channel 3.6 ms (p50, /tmp/p15/q8time.py).
-    """
-    import os
-
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    from shared.io import staged
-
-    dst = Path(dst)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    with staged(dst, suffix=".onnx") as tmp:  # the quantizer wants an .onnx name
-        quantize_dynamic(
-            model_input=str(src),
-            model_output=str(tmp),
-            weight_type=QuantType.QInt8,
-            per_channel=True,
-        )
-        os.replace(tmp, dst)
-    return dst
-
-
 def export_towers(models: SmartReplyModels, cfg, folder: Path) -> tuple[Path, Path]:
     """The production message tower as ONNX fp32 and int8 (dynamic, per-channel scales)."""
-    from shared.onnx_utils import check_parity
+    from shared.onnx_utils import check_parity, quantize_dynamic_onnx
 
     model = models.inputs[models.production].model.eval()
     fp32 = export_message_tower(
@@ -689,7 +662,11 @@ def export_towers(models: SmartReplyModels, cfg, folder: Path) -> tuple[Path, Pa
     from .model import MessageTower
 
     check_parity(MessageTower(model), fp32, ex, atol=1e-4)
-    int8 = quantize_per_channel(fp32, folder / "message_tower_int8.onnx")
+    # One weight scale per output channel: per tensor cost the adapter tower 2 points (DailyDialog
+    # dev, context 1, /tmp/p15/q8.py: validation 1-of-100 0.334 fp32, 0.314 int8 per tensor,
+    # 0.330 per channel; per message on one thread, load ~5: fp32 10.6 ms, per tensor 3.2 ms,
+    # per channel 3.6 ms).
+    int8 = quantize_dynamic_onnx(fp32, folder / "message_tower_int8.onnx", per_channel=True)
     return fp32, int8
 
 
