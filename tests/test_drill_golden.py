@@ -6,45 +6,19 @@ import os
 import threading
 import time
 
-import numpy as np
 import pytest
 import torch
 from pydantic import BaseModel, ConfigDict, Field, StrictStr
+from toy_scorer import ToyScorer, toy_requests
 
 from casebook import drill
-from shared.artifacts import Registry, load_artifact, save_artifact
+from shared.artifacts import Registry, save_artifact
 from shared.golden import finish_artifact
 from shared.serving import ReloadableModel, free_port, make_app
 
 
-class ToyScorer:
-    """A logistic scorer over the words and the share of capitals of a text."""
-
-    def __init__(self, w, b):
-        self.w, self.b = np.asarray(w, dtype=np.float64), float(b)
-
-    @classmethod
-    def load(cls, path):
-        art = load_artifact(path)
-        return cls(art.tensors["w"].numpy(), float(art.tensors["b"][0]))
-
-    def observation(self, requests, answers=None):
-        words = np.asarray([len(r["text"].split()) for r in requests], float)
-        caps = np.asarray(
-            [sum(c.isupper() for c in r["text"]) / max(len(r["text"]), 1) for r in requests]
-        )
-        x = np.stack([words / 10, caps, (words / 10) ** 2, caps**2], 1)
-        scores = 1 / (1 + np.exp(-(x @ self.w + self.b)))
-        return {"words": list(words), "caps": list(caps)}, list(scores)
-
-
-def _requests(n, seed):
-    rng = np.random.default_rng(seed)
-    out = []
-    for _ in range(n):
-        words = ["w" * int(rng.integers(1, 8)) for _ in range(int(rng.integers(1, 30)))]
-        out.append({"text": " ".join(w.upper() if rng.random() < 0.3 else w for w in words)})
-    return out
+def _toy(n, seed):
+    return toy_requests(n, seed, caps=0.3)
 
 
 class TextRequest(BaseModel):
@@ -92,7 +66,7 @@ def served(tmp_path):
     save_artifact(
         art, {"w": torch.tensor([1.5, 3.0, 0.5, -0.2]), "b": torch.tensor([-1.0])}, {}, {}, "f"
     )
-    finish_artifact(art, ToyScorer.load, _requests(200, 1), _requests(2000, 2))
+    finish_artifact(art, ToyScorer.load, _toy(200, 1), _toy(2000, 2))
     reg = Registry(tmp_path / "registry")
     reg.promote(reg.register(art).name)
     port = free_port()

@@ -4,11 +4,11 @@ monitor's collapse alarm on a model forced past the check. No Ray: ReloadableMod
 
 import json
 
-import numpy as np
 import pytest
 import torch
+from toy_scorer import ToyScorer, toy_requests
 
-from shared.artifacts import Registry, load_artifact, save_artifact, verify_artifact
+from shared.artifacts import Registry, save_artifact, verify_artifact
 from shared.errors import ArtifactError
 from shared.golden import (
     GOLDEN,
@@ -24,44 +24,10 @@ from shared.serving import ReloadableModel
 FP = "f" * 64
 
 
-class ToyScorer:
-    """A logistic scorer over two text features (word count, share of capitals)."""
-
-    def __init__(self, w, b):
-        self.w, self.b = np.asarray(w, dtype=np.float64), float(b)
-
-    @classmethod
-    def load(cls, path):
-        art = load_artifact(path)
-        return cls(art.tensors["w"].numpy(), float(art.tensors["b"][0]))
-
-    @staticmethod
-    def features(requests):
-        words = [len(r["text"].split()) for r in requests]
-        caps = [sum(c.isupper() for c in r["text"]) / max(len(r["text"]), 1) for r in requests]
-        return {"words": words, "caps": caps}
-
-    def observation(self, requests, answers=None):
-        f = self.features(requests)
-        words, caps = np.asarray(f["words"], float) / 10, np.asarray(f["caps"], float)
-        x = np.stack([words, caps, words**2, caps**2], 1)
-        return f, list(1 / (1 + np.exp(-(x @ self.w + self.b))))
-
-
-def _requests(n, seed=0, caps=0.1):
-    rng = np.random.default_rng(seed)
-    out = []
-    for _ in range(n):
-        words = ["w" * int(rng.integers(1, 8)) for _ in range(int(rng.integers(1, 30)))]
-        text = " ".join(w.upper() if rng.random() < caps else w for w in words)
-        out.append({"text": text})
-    return out
-
-
 def _artifact(path, w=(1.5, 3.0, 0.5, -0.2), b=-1.0, finish=True):
     save_artifact(path, {"w": torch.tensor(w), "b": torch.tensor([b])}, {}, {}, FP)
     if finish:
-        finish_artifact(path, ToyScorer.load, _requests(100, 1), _requests(1000, 2))
+        finish_artifact(path, ToyScorer.load, toy_requests(100, 1), toy_requests(1000, 2))
     return path
 
 
@@ -109,7 +75,7 @@ def test_no_golden_set_is_served_unchecked(tmp_path):
         "enabled": False,
         "why": "no monitor_reference.json in the artifact",
     }
-    m.observe(_requests(3), None)  # no monitor: a no-op
+    m.observe(toy_requests(3), None)  # no monitor: a no-op
 
 
 def test_promotion_refuses_a_version_that_fails_its_golden_set(tmp_path):
@@ -132,7 +98,7 @@ def test_reload_refuses_a_broken_champion_then_forced_it_serves_and_the_monitor_
     assert m.version == "v0001" and m.golden.startswith("golden set: 100")
     assert m.monitor is not None
     for i in range(0, 300, 10):  # traffic like the reference: no alarm
-        batch = _requests(10, 100 + i)
+        batch = toy_requests(10, 100 + i)
         m.observe(batch, None)
     assert m.monitor.last["ready"] and m.monitor.last["alarms"] == {}
 
@@ -156,7 +122,7 @@ def test_reload_refuses_a_broken_champion_then_forced_it_serves_and_the_monitor_
     assert res["ok"] and res["serving"] == version and res["golden"].startswith("skipped")
     n = 0
     while "collapse" not in m.monitor.last["alarms"] and n < 1000:
-        m.observe(_requests(10, 1000 + n), None)
+        m.observe(toy_requests(10, 1000 + n), None)
         n += 10
     assert "collapse" in m.monitor.last["alarms"] and n <= 100  # min_count: the first verdict
     assert any("ALARM collapse" in line for line in m.monitor_status()["alarm_log"])
