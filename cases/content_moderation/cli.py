@@ -49,7 +49,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--train-minutes",
         type=float,
         default=None,
-        help="cap on MiniLM fine-tuning in minutes (default: grows with the data, see config)",
+        help="wall-clock safety cap on MiniLM fine-tuning in minutes; the budget is in steps "
+        "(config max_train_steps: 600 on real data, 40 built-in)",
     )
 
 
