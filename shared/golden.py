@@ -99,7 +99,7 @@ def finish_artifact(
     if not golden_requests or not reference_requests:
         raise ArtifactError("finish_artifact needs golden and reference requests")
     model = loader(artifact_dir)
-    _, golden_scores = observe_requests(model, golden_requests)
+    golden_features, golden_scores = observe_requests(model, golden_requests)
     features, scores = observe_requests(model, reference_requests)
     ref = build_reference(
         features, scores, decision_threshold=decision_threshold, decision=decision
@@ -108,6 +108,9 @@ def finish_artifact(
         "format": 1,
         "requests": list(golden_requests),
         "scores": golden_scores,
+        # The features too: a part of the model that the scores do not read (smart reply's
+        # message tower moves only its `top_score` feature) is checked as well.
+        "features": golden_features,
         "atol": float(atol),
         "rtol": float(rtol),
         "batch": BATCH,
@@ -149,7 +152,7 @@ def read_reference(artifact_dir: str | os.PathLike) -> Any | None:
 
 
 def check_golden(model: Any, artifact_dir: str | os.PathLike) -> str:
-    """Refuse a loaded model that does not reproduce its artifact's golden scores.
+    """Refuse a loaded model that does not reproduce its artifact's golden scores and features.
 
     Returns a one-line verdict ("golden set: 200 scores reproduced (max abs diff 2e-08)", "none in
     the artifact", "skipped (no observation method)"). Raises ArtifactError with one line naming
@@ -163,7 +166,7 @@ def check_golden(model: Any, artifact_dir: str | os.PathLike) -> str:
     if not hasattr(model, "observation"):
         return f"skipped ({type(model).__name__} has no observation method)"
     try:
-        _, got = observe_requests(model, golden["requests"], int(golden.get("batch", BATCH)))
+        feats, got = observe_requests(model, golden["requests"], int(golden.get("batch", BATCH)))
     except Exception as e:
         raise ArtifactError(f"golden set: the model fails on it ({first_line(e)})") from None
     want = np.asarray(golden["scores"], dtype=np.float64)
@@ -185,6 +188,13 @@ def check_golden(model: Any, artifact_dir: str | os.PathLike) -> str:
             f"training (max abs diff {diff.max():.3g}, tolerance {atol:g} + {rtol:g} x score): "
             "the weights are not the ones that were evaluated"
         )
+    off_features = _features_off(golden.get("features") or {}, feats, atol, rtol)
+    if off_features:
+        raise ArtifactError(
+            f"golden set: feature {off_features} differs from what was recorded at training "
+            "(the scores reproduce): a part of the model the scores do not read is not the one "
+            "that was evaluated"
+        )
     ref = read_reference(artifact_dir)
     if ref is not None and have.size > 1:
         ref_std, std = float(np.std(ref.scores)), float(np.std(have))
@@ -195,6 +205,24 @@ def check_golden(model: Any, artifact_dir: str | os.PathLike) -> str:
                 f"reference, below {ratio:g}x): a constant or broken model"
             )
     return f"golden set: {have.size} scores reproduced (max abs diff {diff.max():.2g})"
+
+
+def _features_off(want: dict, have: dict, atol: float, rtol: float) -> str:
+    """The first recorded feature that does not reproduce, with its figure ("" when all do).
+
+    Only features recorded at training and still computed are compared (an artifact from before
+    features were recorded has none): |have - want| <= atol + rtol |want| per request, NaN equal
+    to NaN."""
+    for name in sorted(set(want) & set(have)):
+        w = np.asarray(want[name], dtype=np.float64)
+        h = np.asarray(have[name], dtype=np.float64)
+        if w.shape != h.shape:
+            return f"{name!r} ({h.size} values for {w.size} recorded)"
+        ok = np.isclose(h, w, atol=atol, rtol=rtol, equal_nan=True)
+        if not ok.all():
+            diff = np.nanmax(np.abs(h - w)) if np.isfinite(h - w).any() else float("nan")
+            return f"{name!r} ({int((~ok).sum())} of {w.size} requests, max abs diff {diff:.3g})"
+    return ""
 
 
 def load_checked(loader: Callable[[Path], Any], path: Path) -> tuple[Any, str]:

@@ -66,6 +66,29 @@ def test_a_constant_model_recorded_as_golden_is_refused_as_collapsed(tmp_path):
         check_golden(const, art)
 
 
+def test_a_model_whose_features_moved_but_not_its_scores_is_refused(tmp_path):
+    """A part of the model the scores do not read (smart reply's message tower feeds only the
+    `top_score` feature) is covered by the golden features."""
+    art = _artifact(tmp_path / "a")
+    good = ToyScorer.load(art)
+    assert check_golden(good, art).startswith("golden set: 100 scores reproduced")
+
+    class BrokenTower(ToyScorer):
+        def observation(self, requests, answers=None):
+            f, scores = super().observation(requests, answers)
+            return {**f, "caps": [c + 0.5 for c in f["caps"]]}, scores
+
+    with pytest.raises(ArtifactError, match="feature 'caps' .100 of 100 requests"):
+        check_golden(BrokenTower(good.w, good.b), art)
+    # An artifact recorded before features were: only the scores are compared.
+    golden = json.loads((art / GOLDEN).read_text())
+    del golden["features"]
+    from shared.artifacts import rewrite_artifact
+
+    rewrite_artifact(art, {GOLDEN: json.dumps(golden).encode()})
+    assert check_golden(BrokenTower(good.w, good.b), art).startswith("golden set: 100 scores")
+
+
 def test_no_golden_set_is_served_unchecked(tmp_path):
     art = _artifact(tmp_path / "a", finish=False)
     assert check_golden(ToyScorer.load(art), art) == "none in the artifact"
