@@ -568,12 +568,7 @@ class VideoRecPredictor:
         the score, the best served item's score (0 for an empty list), which moves when any
         retriever's or the ranker's weights do. A stage-limited replica (the ingress) that must
         compute answers loads the whole funnel from its artifact for it."""
-        hists = [
-            r.get("history")
-            if r.get("history") is not None
-            else self.user_histories.get(str(r.get("user_id")), [])
-            for r in requests
-        ]
+        full = self
         if answers is None:
             # The artifact is what is checked: an injected ranker fault is a runtime fault.
             whole = set(self.stages) == set(STAGES) and not self.fail_ranker
@@ -584,6 +579,14 @@ class VideoRecPredictor:
                 )
                 for r in requests
             ]
+        # Known users' histories from the funnel that answered (a stage-limited replica does
+        # not hold them, and the golden check compares these features too).
+        hists = [
+            r.get("history")
+            if r.get("history") is not None
+            else full.user_histories.get(str(r.get("user_id")), [])
+            for r in requests
+        ]
         features = {
             "history_len": [float(len(h)) for h in hists],
             "cold_start": [float(a["cold_start"]) for a in answers],
