@@ -802,12 +802,29 @@ def start_local_ray(
     return LocalRay(host, port, direct_ingress_port, started)
 
 
-def stop_local_ray(local: LocalRay) -> None:
-    """Shut Serve down, and Ray too if `start_local_ray` started it."""
+def stop_local_ray(local: LocalRay, timeout_s: float = 30.0) -> None:
+    """Shut Serve down, and Ray too if `start_local_ray` started it.
+
+    `serve.shutdown()` waits on the controller, which can hang on a busy machine; it gets
+    `timeout_s` seconds in a helper thread, after which a Ray this process started is shut down
+    anyway (that stops Serve with it), so Ctrl-C always ends `casebook serve`.
+    """
     import ray
     from ray import serve
 
-    serve.shutdown()
+    done = threading.Event()
+
+    def serve_down() -> None:
+        try:
+            serve.shutdown()
+        except Exception as e:  # noqa: BLE001 - shutting down: report, then stop Ray anyway
+            logger.warning("Serve shutdown failed: %s", first_line(e))
+        finally:
+            done.set()
+
+    threading.Thread(target=serve_down, name="serve-shutdown", daemon=True).start()
+    if not done.wait(timeout_s):
+        logger.warning("Serve did not shut down in %.0f s; stopping Ray", timeout_s)
     if local.started_ray:
         ray.shutdown()
 
