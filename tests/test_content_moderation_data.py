@@ -81,6 +81,16 @@ def test_olid_with_test_a(tmp_path):
     assert len(d.split["train"]) + len(d.split["val"]) == 40
 
 
+def test_olid_test_a_labels_with_a_header_row(tmp_path):
+    _write_olid(tmp_path)
+    (tmp_path / "labels-levela.csv").write_text("id,label\n900,OFF\n901,NOT\n")
+    d = load_source(f"olid:{tmp_path}", CFG, seed=0)
+    assert d.labels[d.split["test"], 0].tolist() == [1, 0]
+    (tmp_path / "labels-levela.csv").write_text("900,OFF\n901,MAYBE\n")
+    with pytest.raises(DataError, match=r"expected 'id,OFF\|NOT'"):
+        load_source(f"olid:{tmp_path}", CFG, seed=0)
+
+
 def test_olid_without_test_holds_out(tmp_path):
     _write_olid(tmp_path, with_test=False)
     d = load_source(f"olid:{tmp_path}", CFG, seed=0)

@@ -446,10 +446,12 @@ def load_olid(spec: str, cfg, seed: int) -> ModerationData:
         trows = _rows(test_path, what, delimiter="\t")
         _need(trows[0], ("id", "tweet"), test_path, what)
         gold = {}
-        for line in _read_text(labels_path, what).splitlines():
+        for k, line in enumerate(_read_text(labels_path, what).splitlines()):
             if not line.strip():
                 continue
-            parts = line.strip().split(",")
+            parts = [p.strip() for p in line.strip().split(",")]
+            if k == 0 and len(parts) == 2 and parts[1] not in ("OFF", "NOT"):
+                continue  # a header row ("id,label"): the official file has none, copies may
             if len(parts) != 2 or parts[1] not in ("OFF", "NOT"):
                 raise DataError(f"olid: {labels_path}: expected 'id,OFF|NOT', got {line[:60]!r}")
             gold[parts[0].strip()] = int(parts[1] == "OFF")
