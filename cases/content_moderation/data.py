@@ -454,7 +454,7 @@ def load_olid(spec: str, cfg, seed: int) -> ModerationData:
                 continue  # a header row ("id,label"): the official file has none, copies may
             if len(parts) != 2 or parts[1] not in ("OFF", "NOT"):
                 raise DataError(f"olid: {labels_path}: expected 'id,OFF|NOT', got {line[:60]!r}")
-            gold[parts[0].strip()] = int(parts[1] == "OFF")
+            gold[parts[0]] = int(parts[1] == "OFF")
         start = len(texts)
         for r in trows:
             key = (r.get("id") or "").strip()

@@ -297,12 +297,18 @@ def fit_encoder(
             best, best_state = v, copy.deepcopy(model.state_dict())
     model.load_state_dict(best_state)
     model.eval()
+    return _fit_record(history, best, step, t0, stopped)
+
+
+def _fit_record(history, best: float, steps: int, t0: float, stopped: str, **extra) -> dict:
+    """What fit_encoder and fit_adapter return (seconds since t0, a perf_counter reading)."""
     return {
         "history": history,
         "best": best,
-        "steps": step,
+        "steps": steps,
         "seconds": time.perf_counter() - t0,
         "stopped": stopped,
+        **extra,
     }
 
 
@@ -356,14 +362,7 @@ def fit_adapter(inputs: PooledInputs, train_m, train_r, val: ValSet, cfg, seed: 
             break
     model.load_state_dict(best_state, strict=False)
     model.eval()
-    return {
-        "history": history,
-        "best": best,
-        "steps": step,
-        "seconds": time.perf_counter() - t0,
-        "stopped": stopped,
-        "scale": best_scale,
-    }
+    return _fit_record(history, best, step, t0, stopped, scale=best_scale)
 
 
 # ----------------------------------------------------------------------------- trigger
