@@ -120,17 +120,6 @@ class SmartReplyMiniLM(nn.Module):
         self.message_head = ResidualHead(dim, in_dim)
         self.reply_head = ResidualHead(dim, in_dim)
 
-    @classmethod
-    def from_state(cls, tensors: dict[str, torch.Tensor]) -> SmartReplyMiniLM:
-        """Rebuild from `state_dict()` tensors with the architecture of the local MiniLM."""
-        from transformers import AutoConfig, AutoModel
-
-        cfg = AutoConfig.from_pretrained(minilm_dir())
-        cfg._attn_implementation = "eager"
-        model = cls(AutoModel.from_config(cfg), cfg.hidden_size)
-        model.load_state_dict(tensors)
-        return model
-
     def features(self, input_ids, mask) -> torch.Tensor:
         """(B, T) -> (B, L * 384): normalised mean pools of the `pool_layers` hidden states
         (L = len(pool_layers), or 1: the last layer); the last 384 are the zero-shot embedding."""
