@@ -48,7 +48,7 @@ class SmartReplyConfig:
     adapter_time_cap_s: float = 300.0
     # --- dual encoder, MiniLM top layers fine-tuned (off in `fast`: on DailyDialog dev it
     # spent its 610 s cap for a lower validation 1-of-100 than the adapters, README 6) ---
-    finetune: bool = False  # True: fine-tune the top layers, starting from the adapters
+    finetune: bool = False  # True: also fine-tune the top layers (train._finetune_minilm)
     train_layers: int = 2  # top MiniLM layers fine-tuned (of 6); the rest frozen and cached
     lr: float = 1e-4  # AdamW; 2e-5..1e-4 is the usual range for MiniLM fine-tuning
     warmup: float = 0.1  # linear lr warm-up over this share of the first epoch

@@ -7,7 +7,8 @@ MiniLM on two shared CPU cores is the expensive part, so by default (`fast`) it 
   - its pooled embedding of every text is computed once (`PooledInputs`), and only the two
     residual tower heads train on them (`fit_adapter`: large batches, whole epochs, seconds);
   - those heads are part of the exported message tower, so serving is unchanged.
-With `finetune` (`full`) the top layers are then fine-tuned, starting from the adapters:
+With `finetune` (`full`) the top layers are then fine-tuned (from the adapters when they read the
+last layer only, else from zero-shot MiniLM):
   - the lower `6 - train_layers` transformer layers are frozen and their outputs are computed
     once per text (fp16 cache); each step runs only the top layers and the two tower heads
     (about a third of a full forward + backward);
@@ -575,8 +576,8 @@ def _train(cfg, train_data, val_data, seed: int, log) -> SmartReplyModels:
 
 
 def _finetune_minilm(out, start, tm, tr_, val_data, cfg, seed, log) -> None:
-    """Fine-tune the top `train_layers` layers and the heads, from the adapters' weights (so
-    step 0 is the adapter model), at `batch_size` and (if set) `alt_batch_size`."""
+    """Fine-tune the top `train_layers` layers and the heads from `start` (the adapters, so step 0
+    is the adapter model, or zero-shot MiniLM), at `batch_size` and (if set) `alt_batch_size`."""
     t0 = time.perf_counter()
     model = copy.deepcopy(start)
     for p in model.body.parameters():
