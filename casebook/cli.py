@@ -8,6 +8,7 @@
     casebook serve mobile-keyboard --replicas 2          (casebook/serve_apps.py)
     casebook serve mobile-keyboard --config deploy/mobile-keyboard.yaml
     casebook drill mobile-keyboard            (failure drills on the live app: casebook/drill.py)
+    casebook check content-moderation --data sms-spam:SMSSpamCollection   (data only, no training)
 
 A case plugs in by existing: every `cases/<package>/cli.py` is found by scanning, and its
 command-line name is the package name with `_` -> `-`. The module defines
@@ -15,6 +16,9 @@ command-line name is the package name with `_` -> `-`. The module defines
     PRESETS: tuple[str, ...]                   preset names for `--preset`; the first is the default
     add_arguments(parser) -> None              case-specific `run` flags
     run(args) -> Path                          runs end to end, returns the path of metrics.json
+    check(args) -> str                         loads, cleans, splits and gates `--data` without
+                                               training; returns the data report (Markdown) and
+                                               raises DataError when a run could not go ahead
     serve(artifact, host, port) -> None        blocks, serving the case over HTTP
 A benchmark plugs in the same way, as `benchmarks/<module>.py` defining
     NAME: str, SUMMARY: str, add_arguments(parser) -> None, run(args) -> Path (its JSON file).
@@ -136,6 +140,17 @@ def build_parser() -> argparse.ArgumentParser:
     for name in available_cases():
         module = load_case(name)
         p = run_sub.add_parser(name, help=module.SUMMARY, description=module.SUMMARY)
+        _add_common_run_flags(p, tuple(getattr(module, "PRESETS", ())))
+        module.add_arguments(p)
+
+    check_p = sub.add_parser(
+        "check",
+        help="load, clean, split and gate a case's data without training; write data_report.md",
+    )
+    check_sub = check_p.add_subparsers(dest="case", required=True, metavar="CASE")
+    for name in available_cases():
+        module = load_case(name)
+        p = check_sub.add_parser(name, help=f"check data for {name}")
         _add_common_run_flags(p, tuple(getattr(module, "PRESETS", ())))
         module.add_arguments(p)
 
@@ -265,6 +280,22 @@ def run_all(args: argparse.Namespace) -> int:
     return 0
 
 
+def check_case(args: argparse.Namespace) -> int:
+    """`casebook check CASE --data SPEC`: print the case's data report and write it as
+    data_report.md (in --out, else runs/check/<case>/<time>/). 0 when a run could go ahead; a
+    DataError (one line, exit 2) when not."""
+    from shared.io import atomic_write_text
+
+    module = load_case(args.case)
+    out = run_folder(f"check/{args.case}", args.out)
+    args.out = out
+    markdown = module.check(args)
+    path = atomic_write_text(out / "data_report.md", f"# Data check: {args.case}\n\n{markdown}\n")
+    print(markdown)
+    print(f"\nwrote {path}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         parser = build_parser()
@@ -284,6 +315,8 @@ def main(argv: list[str] | None = None) -> int:
             metrics_path = Path(module.run(args))
             print(f"wrote {metrics_path} and {metrics_path.parent / 'report.md'}")
             return 0
+        if args.command == "check":
+            return check_case(args)
         if args.command == "bench":
             names = list(available_benchmarks()) if args.bench == "all" else [args.bench]
             for name in names:

@@ -28,7 +28,9 @@ Checks, in order (a schema failure on a column skips the later checks on that co
     psi              numeric shift, PSI on the reference's quantile bins
     category_js      shift of a low-cardinality (<= 50 values) category column, JS in bits
     target_js        shift of the target distribution, JS in bits
-    duplicate_rate   1 - distinct key tuples / rows (only when the schema has a key)
+    duplicate_rate   1 - distinct key tuples / rows (only when the schema has a key); limit
+                     reference rate + max_duplicate_rate, so a dataset whose every part repeats
+                     itself (spam campaigns) passes and a retried batch does not
     volume           rows / reference rows, inside volume_ratio
 Key columns (ids, timestamps) are exempt from the shift checks (psi, category_js): their
 distribution is expected to move. `drift=False` exempts a column from psi, category_js and
@@ -181,6 +183,8 @@ class Reference:
     categories: dict[str, dict[str, float]]  # column -> {value: share}
     top_share: dict[str, float]  # column -> share of its most frequent value
     target: dict[str, Any] | None  # {"mode": "categorical"|"binned", "distribution", "edges"}
+    # 1 - distinct key tuples / rows of the reference batch (None: no key, or an older profile)
+    duplicate_rate: float | None = None
 
     def to_dict(self) -> dict:
         return _jsonable(asdict(self))
@@ -380,7 +384,10 @@ def build_reference(batch: dict[str, np.ndarray], schema: Schema) -> Reference:
     if schema.target is not None and not cols[schema.target][1].all():
         a, miss = cols[schema.target]
         target = _target_profile(a[~miss], schema.columns[schema.target])
-    return Reference(n, missing, numeric, categories, top, target)
+    dup = None
+    if schema.key and all(c in batch for c in schema.key):
+        dup = _duplicate_rate([np.asarray(batch[c]) for c in schema.key])
+    return Reference(n, missing, numeric, categories, top, target, dup)
 
 
 class _Checks(list):
@@ -425,7 +432,7 @@ def check_batch(
             _check_psi(name, _numeric_values(a, miss), reference, th, checks)
     if schema.target is not None and schema.target in cols and reference.target is not None:
         _check_target(schema.target, *cols[schema.target], reference, th, checks)
-    _check_duplicates(batch, schema, n, th, checks)
+    _check_duplicates(batch, schema, n, reference, th, checks)
     return GateResult(checks, n)
 
 
@@ -585,17 +592,19 @@ def _check_target(name, a, miss, reference, th, checks: _Checks) -> None:
     )
 
 
-def _check_duplicates(batch, schema, n, th, checks: _Checks) -> None:
+def _check_duplicates(batch, schema, n, reference, th, checks: _Checks) -> None:
     key_cols = [c for c in schema.key if c in batch]
     if not key_cols or len(key_cols) != len(schema.key):
         return
     rate = _duplicate_rate([np.asarray(batch[c]) for c in key_cols])
+    # Judged against the data's own repetition: the reference's rate plus the allowance.
+    limit = min(1.0, (reference.duplicate_rate or 0.0) + th.max_duplicate_rate)
     checks.add(
         "duplicate_rate",
         ",".join(key_cols),
         rate,
-        th.max_duplicate_rate,
-        rate <= th.max_duplicate_rate,
+        limit,
+        rate <= limit,
         f"{round(rate * n):,} repeated rows on {key_cols}",
     )
 
