@@ -103,3 +103,27 @@ def test_python_m_casebook_lists():
     )
     assert proc.returncode == 0, proc.stderr[-500:]
     assert "cases:" in proc.stdout and "retrieval" in proc.stdout
+
+
+def test_check_prints_and_writes_the_data_report(tmp_path, monkeypatch, capsys):
+    seen = {}
+
+    def check(args):
+        seen["args"] = args
+        if args.data == "bad:x":
+            raise cli.CasebookError("bad:x has no usable rows; give a file with a text column")
+        return "| step | rows |\n| read | 3 |"
+
+    module = types.SimpleNamespace(
+        SUMMARY="a", PRESETS=("fast",), add_arguments=lambda p: None, check=check
+    )
+    monkeypatch.setattr(cli, "available_cases", lambda: {"a-case": "a_case"})
+    monkeypatch.setattr(cli, "load_case", lambda name: module)
+    assert cli.main(["check", "a-case", "--data", "csv:x.csv", "--out", str(tmp_path)]) == 0
+    assert seen["args"].preset == "fast" and seen["args"].out == tmp_path
+    report = (tmp_path / "data_report.md").read_text()
+    assert report.startswith("# Data check: a-case") and "| read | 3 |" in report
+    assert "| read | 3 |" in capsys.readouterr().out
+    assert cli.main(["check", "a-case", "--data", "bad:x", "--out", str(tmp_path / "b")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "casebook: error: bad:x has no usable rows; give a file with a text column"
