@@ -8,7 +8,7 @@ from casebook.cli import main
 @pytest.mark.parametrize(
     "extra, message",
     [
-        (["--data", "csv:x.csv"], "unknown data"),
+        (["--data", "xlsx:x.xlsx"], "FORMAT one of"),
         (["--data", "dailydialog:/nonexistent/dd.txt"], "not found"),
         (["--data", "mbox:/nonexistent/box"], "not found"),
         (["--data", "maildir:/nonexistent"], "not a Maildir"),
