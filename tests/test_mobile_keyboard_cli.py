@@ -57,6 +57,15 @@ def test_run_ships_the_validation_winner(run_dir):
     assert nw["kn_full"]["top3"] > 0.3 and nw[shipped]["top1"] >= 0.95 * nw["kn_full"]["top1"]
 
 
+def test_report_starts_with_the_data_section_check_prints(run_dir):
+    """report.md opens with the same data section `casebook check` returns for the same args."""
+    report = (run_dir / "report.md").read_text()
+    section = cli.check(_args(run_dir / "unused"))
+    assert "## Data\n\n" + section in report
+    assert report.index("## Data") < report.index("candidates:builtin")
+    assert "| read | 600 | 100% |" in section and "Tokens: train" in section
+
+
 def test_artifact_registry_and_predictor(run_dir):
     reg = Registry(run_dir / "registry")
     assert reg.versions()[0] == "v0001"

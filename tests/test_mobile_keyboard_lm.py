@@ -354,7 +354,7 @@ def test_corpus_loader_errors(tmp_path):
     with pytest.raises(DataError, match="does not exist"):
         load_corpus(tmp_path / "nope")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(DataError, match="no .txt files"):
+    with pytest.raises(DataError, match="no text files"):
         load_corpus(tmp_path / "empty")
     b = tmp_path / "bin.txt"
     b.write_bytes(b"\x00\x01\x02" * 100)

@@ -134,11 +134,13 @@ def test_loaders_both_layouts(tmp_path):
 
 @pytest.mark.parametrize(
     "fmt, text",
-    [("tsv", "wrong\theader\nx\ty\n"), ("tsv", "misspelling\tcorrect\nonly-one-column\n"),
+    [("tsv", "misspelling\tcorrect\nonly-one-column\n"), ("tsv", "\n  \n"),
      ("birkbeck", "acess\n$access\n"), ("birkbeck", "$access\ntwo words\n"),
      ("norvig", "no colon here\n")],
 )  # fmt: skip
-def test_loaders_reject_malformed(tmp_path, fmt, text):
+def test_loaders_refuse_a_file_with_no_pair(tmp_path, fmt, text):
+    """A bad line is skipped (tests/test_mobile_keyboard_ingest.py); a file with no pair left
+    at all is a DataError."""
     p = tmp_path / "bad.txt"
     p.write_text(text)
     with pytest.raises(DataError):

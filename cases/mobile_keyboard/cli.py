@@ -1,8 +1,9 @@
-"""`casebook run mobile-keyboard` and `casebook serve mobile-keyboard`.
+"""`casebook run|check|serve mobile-keyboard`.
 
     casebook run mobile-keyboard                                   # built-in text, under 1 min
-    casebook run mobile-keyboard --preset full --corpus ~/data/gutenberg \
+    casebook run mobile-keyboard --preset full --data text:~/data/gutenberg \
         --spell-test tsv:~/data/norvig-testset1.tsv --spell-test birkbeck:~/data/missp.dat
+    casebook check mobile-keyboard --data messages:~/chat.txt      # the data report, no training
     casebook serve mobile-keyboard --port 8000
 """
 
@@ -27,14 +28,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--corpus",
         type=Path,
         default=None,
-        help="text file or folder of .txt files to train and test on (default: built-in messages)",
+        help="same as --data text:PATH: a text file or a folder of text files (prose)",
     )
     parser.add_argument(
         "--spell-test",
         action="append",
         default=[],
         metavar="FORMAT:FILE",
-        help="misspelling test set, tsv:FILE or birkbeck:FILE (repeatable; default: generated)",
+        help="misspelling test set, tsv:FILE, birkbeck:FILE or norvig:FILE (repeatable; "
+        "default: generated)",
     )
     parser.add_argument(
         "--spell-train",
@@ -80,14 +82,15 @@ def run(args: argparse.Namespace) -> Path:
 
     t_start = time.perf_counter()
     cfg, preset, seed = _config(args)
-    spell_tests, spell_train = _spell_files(args)  # checked before minutes of training
-    corpus, data_name = _corpus(args, cfg, seed)
+    data = _data(args, cfg, seed)  # every file read and checked before minutes of training
+    corpus = data.corpus
     out = run_folder(CASE, getattr(args, "out", None))
-    report = RunReport(case=CASE, data=data_name, preset=preset, seed=seed, out_dir=out)
+    report = RunReport(case=CASE, data=data.name, preset=preset, seed=seed, out_dir=out)
+    report.section("Data", data.section)
     print(f"corpus {corpus.name}: {corpus.n_tokens()} tokens")
     with torch_threads(cfg.train_threads):
         torch.manual_seed(seed)
-        trained = train(cfg, corpus, out / "artifact", seed, spell_train)
+        trained = train(cfg, corpus, out / "artifact", seed, data.spell_train)
         for k, v in trained.timings.items():
             report.timing(k, v)
         cohorts = evaluate(
@@ -96,7 +99,7 @@ def run(args: argparse.Namespace) -> Path:
             corpus,
             report,
             seed,
-            spell_tests,
+            data.spell_tests,
             not getattr(args, "no_personalization", False),
         )
     # The shipped model already beat every other candidate, the full trigram included, on
@@ -138,36 +141,33 @@ def _config(args: argparse.Namespace):
     return get_config(preset, min_train_minutes=cap, max_train_minutes=cap), preset, seed
 
 
-def _spell_files(args: argparse.Namespace):
-    from .data import load_spell_pairs
+def check(args: argparse.Namespace) -> str:
+    """`casebook check mobile-keyboard`: load, clean and split as `run` does, without training;
+    the report's data section (a DataError when a run could not go ahead)."""
+    cfg, _, seed = _config(args)
+    return _data(args, cfg, seed).section
 
-    tests = [load_spell_pairs(s) for s in getattr(args, "spell_test", []) or []]
-    train = [p for s in getattr(args, "spell_train", []) or [] for p in load_spell_pairs(s)[1]]
-    return tests, train
 
+def _data(args: argparse.Namespace, cfg, seed: int):
+    """--data (or --corpus PATH, the same as --data text:PATH) and the misspelling files."""
+    from .data import load_data
 
-def _corpus(args: argparse.Namespace, cfg, seed: int):
-    """(corpus, its name for the report); --corpus PATH or --data text:PATH, else built-in."""
-    from .data import builtin_corpus, load_corpus, subsample_train
-
+    spec = getattr(args, "data", None) or "builtin"
     path = getattr(args, "corpus", None)
-    data = getattr(args, "data", "builtin") or "builtin"
-    if path is None and data != "builtin":
-        fmt, _, p = data.partition(":")
-        if fmt not in ("text", "corpus") or not p:
-            raise CasebookError(f"--data {data!r}: use 'builtin' or text:PATH (or --corpus PATH)")
-        path = Path(p)
     if path is not None:
-        corpus = load_corpus(path, cfg.split_fractions)
-    else:
-        corpus = builtin_corpus(cfg.n_messages, seed, cfg.split_fractions)
-    name = str(path) if path else "builtin"
+        if spec != "builtin":
+            raise CasebookError(f"give --data {spec} or --corpus {path}, not both")
+        spec = f"text:{path}"
     fraction = getattr(args, "train_fraction", None)
-    fraction = 1.0 if fraction is None else float(fraction)
-    if fraction != 1.0:
-        corpus = subsample_train(corpus, fraction)
-        name += f" (train fraction {fraction:g})"
-    return corpus, name
+    return load_data(
+        spec,
+        n_messages=cfg.n_messages,
+        seed=seed,
+        fractions=cfg.split_fractions,
+        spell_test=list(getattr(args, "spell_test", []) or []),
+        spell_train=list(getattr(args, "spell_train", []) or []),
+        train_fraction=1.0 if fraction is None else float(fraction),
+    )
 
 
 def _unigram_top1(trained, corpus, cfg) -> float:

@@ -7,12 +7,16 @@ topic of a message, subject-verb agreement across an adverb), which an n-gram ca
 Simulated users share the grammar but each has private words (friends' names, a hobby's jargon,
 slang) and their own habits, which is what personalization has to pick up.
 
-Loaders:
-    load_corpus(path)                   a .txt file or a folder of them -> train/val/test sentences
-    load_spell_pairs("tsv:FILE")        header `misspelling<TAB>correct`
+Loaders (README section 4 has the formats table):
+    load_data(spec, ...)                the pipeline `run` and `check` share: load, clean, split,
+                                        the misspelling sets, and the report's data section
+    load_corpus(path)                   text:PATH, prose: a file or a folder of text files, any
+                                        extension and encoding -> train/val/test sentences
+    load_messages(path, column)         messages:FILE, one message a line or a csv column
+    load_spell_pairs("tsv:FILE")        `misspelling<TAB>correct`, a header optional
     load_spell_pairs("birkbeck:FILE")   `$correct` line, then its misspellings, one per line
     load_spell_pairs("norvig:FILE")     `correct: miss1, miss2*5` (Norvig's spell-errors.txt)
-Malformed files raise DataError with the file and line.
+A bad line or file is skipped and counted in the report; only nothing usable is a DataError.
 
 Keyboard noise: `keyboard_misspell(word, rng)` applies the typing and spelling errors of a phone
 keyboard (adjacent keys, transpositions, doubled and dropped letters, sound-alike spellings).
@@ -29,6 +33,15 @@ from pathlib import Path
 import numpy as np
 
 from shared.errors import DataError
+from shared.ingest import (
+    LoadLog,
+    data_section,
+    dedupe,
+    parse_spec,
+    read_table,
+    read_text,
+    split_lines,
+)
 from shared.synth import power_law_weights
 
 # A token is a lower-case word, optionally with an apostrophe part ("don't", "it's").
@@ -268,6 +281,18 @@ class KeyboardTextGenerator:
 # Corpora
 # ---------------------------------------------------------------------------------------------
 
+TEXT_FORMATS = ("text", "corpus", "messages")
+# Characters. A longer line is a pasted document or a file without line ends: prose is wrapped
+# there (at a space), a message is cut there. Both are counted in the report.
+LINE_CAP = 10_000
+# Files that document a folder rather than belong to it (NLTK's corpora ship a README).
+DOC_STEMS = frozenset({"readme", "license", "licence", "copying", "changelog"})
+# The message column of a messages csv, looked up by name when `?text=COLUMN` does not name it.
+MESSAGE_COLUMNS = ("text", "message", "body", "content", "msg")
+_NAMES_SHOWN = 10  # file names listed per report note
+_AZ = re.compile(r"[a-z]+", re.IGNORECASE)
+_LETTERS = re.compile(r"[^\W\d_]+")
+
 
 @dataclass
 class KeyboardCorpus:
@@ -288,61 +313,246 @@ def _assign_split(key: str, fractions: tuple[float, float, float]) -> int:
     return 0 if h < fractions[0] else (1 if h < fractions[0] + fractions[1] else 2)
 
 
-def builtin_corpus(n_messages: int, seed: int = 0, fractions=(0.8, 0.1, 0.1)) -> KeyboardCorpus:
-    """Generated base messages, split by message (each message is one 'document')."""
+def builtin_corpus(
+    n_messages: int, seed: int = 0, fractions=(0.8, 0.1, 0.1), log: LoadLog | None = None
+) -> KeyboardCorpus:
+    """Generated base messages, split by message (each message is one 'document').
+
+    Not deduplicated: about 9% of 12,000 generated messages repeat an earlier one, as short
+    phone messages do, and every figure the README reports is measured on this stream; `log`
+    gets the count.
+    """
     msgs = KeyboardTextGenerator(seed).messages(n_messages)
     parts: list[list[list[str]]] = [[], [], []]
+    seen: set[str] = set()
     for i, m in enumerate(msgs):
         toks = tokenize(m)
         if toks:
             parts[_assign_split(f"builtin:{seed}:{i}", fractions)].append(toks)
+        elif log is not None:
+            log.skip(i + 1, "no English words")
+        seen.add(" ".join(toks))
+    if log is not None:
+        log.rows_read += len(msgs)
+        repeats = len(msgs) - len(seen)
+        share = repeats / max(len(msgs), 1)
+        log.notes.append(
+            f"generated messages are not deduplicated: {repeats:,} ({share:.1%}) repeat"
+            " an earlier one, as short phone messages do (`messages:FILE` deduplicates)"
+        )
     return KeyboardCorpus("builtin", *parts)
 
 
-def _read_text(path: Path) -> str:
-    try:
-        raw = path.read_bytes()
-    except OSError as e:
-        raise DataError(f"cannot read corpus file {path}: {e.strerror}") from e
-    if b"\x00" in raw[:4096]:
-        raise DataError(f"corpus file {path} looks binary (NUL bytes); give plain text")
-    return raw.decode("utf-8", errors="replace")
-
-
 def load_corpus(
-    path: str | Path, fractions=(0.8, 0.1, 0.1), block_lines: int = 20
+    path: str | Path,
+    fractions=(0.8, 0.1, 0.1),
+    block_lines: int = 20,
+    log: LoadLog | None = None,
 ) -> KeyboardCorpus:
-    """A text file or a folder of `.txt` files, split deterministically into train/val/test.
+    """Prose: a text file, or every file under a folder, split deterministically.
 
     Each file is cut into blocks of `block_lines` lines; a block goes wholly to one part, chosen
-    by a hash of (file name, block index). Blocks keep neighbouring lines together so a test
-    sentence never has its own previous line in training, while every part still sees every
-    author and style. Within a block, text is split into sentences at . ! ? ; : and blank lines.
+    by a hash of (file path inside the folder, block index). Blocks keep neighbouring lines
+    together so a test sentence never has its own previous line in training, while every part
+    still sees every author and style. Within a block, text is split into sentences at
+    . ! ? ; : and blank lines.
+    Whole files are deduplicated (`_read_files`), sentences are not: "Yes." recurs in any novel,
+    and removing the repeats would change the language model's statistics.
     """
     path = Path(path).expanduser()
-    if path.is_dir():
-        files = sorted(p for p in path.rglob("*.txt") if p.is_file())
-        if not files:
-            raise DataError(f"corpus folder {path} has no .txt files")
-    elif path.is_file():
-        files = [path]
-    else:
-        raise DataError(f"corpus path {path} does not exist")
+    log = log if log is not None else LoadLog(f"text:{path}")
+    files = _read_files(_text_files(path, log), path, log)
     parts: list[list[list[str]]] = [[], [], []]
-    for f in files:
-        lines = _read_text(f).splitlines()
-        for b in range(0, len(lines), block_lines):
-            block = "\n".join(lines[b : b + block_lines])
-            part = _assign_split(f"{f.name}:{b // block_lines}", fractions)
+    wrapped_at: list[str] = []
+    for name, lines in files:
+        cut = []
+        for i, line in enumerate(lines, start=1):
+            if len(line) > LINE_CAP:
+                wrapped_at.append(f"{name}:{i}")
+            cut += _wrap(line) if len(line) > LINE_CAP else [line]
+        for b in range(0, len(cut), block_lines):
+            block = "\n".join(cut[b : b + block_lines])
+            part = _assign_split(f"{name}:{b // block_lines}", fractions)
             for sent in SENT_SPLIT_RE.split(block):
                 toks = tokenize(sent)
                 if toks:
                     parts[part].append(toks)
-    corpus = KeyboardCorpus(path.stem or path.name, *parts)
-    n = corpus.n_tokens()
-    if n["train"] < 50 or n["test"] < 10:
+    if wrapped_at:
+        log.notes.append(
+            f"{len(wrapped_at):,} lines over {LINE_CAP:,} characters wrapped at a space "
+            f"(at {_names(wrapped_at)})"
+        )
+    return _checked(KeyboardCorpus(path.stem or path.name, *parts), log)
+
+
+def _text_files(path: Path, log: LoadLog) -> list[Path]:
+    """`path` itself, or every file under the folder (recursively, sorted) except hidden ones
+    (.DS_Store, .git/) and the folder's own documentation (README, LICENSE, ...), any extension."""
+    if path.is_file():
+        return [path]
+    if not path.is_dir():
+        raise DataError(f"{log.source}: {path} does not exist; give a text file or a folder")
+    files, docs = [], []
+    for p in sorted(path.rglob("*")):
+        rel = p.relative_to(path)
+        if any(part.startswith(".") for part in rel.parts) or not p.is_file():
+            continue
+        (docs if p.stem.lower() in DOC_STEMS else files).append(p)
+    if docs:
+        log.notes.append(f"not read, the folder's documentation: {_names(docs, path)}")
+    if not files:
         raise DataError(
-            f"corpus {path} is too small after splitting ({n}); give at least a few pages of text"
+            f"{log.source}: folder {path} has no text files; put plain-text files in it"
+        )
+    return files
+
+
+def _read_files(files: list[Path], root: Path, log: LoadLog) -> list[tuple[str, list[str]]]:
+    """(name, lines) of every readable file, in order; the rows of `log` are lines.
+
+    Skipped, one row each (the file's number in the folder as its line, its name in a note): a
+    binary file (NUL bytes: an image, a zip, a .docx) or an empty one. Removed with all its
+    lines: a file whose words repeat an earlier file's exactly (a copy, or the same text in
+    another encoding). A file with no a-z word is read and noted; it adds nothing.
+    """
+    out, first, bad, odd, encodings = [], {}, [], [], {}
+    for number, f in enumerate(files, start=1):
+        name = f.name if f == root else f.relative_to(root).as_posix()
+        text, enc = _read_one(f, number, log)
+        if text is None:
+            bad.append(f"#{number} {name} ({enc})")
+            continue
+        lines = split_lines(text)
+        log.rows_read += len(lines)
+        encodings.setdefault(enc, []).append(name)
+        words = " ".join(tokenize(text))
+        az = sum(map(len, _AZ.findall(text)))
+        letters = sum(map(len, _LETTERS.findall(text)))
+        if letters and az / letters < 0.7:
+            odd.append(f"{name} ({1 - az / letters:.0%})")
+        key = hashlib.sha256(words.encode()).hexdigest() if words else f"no words {number}"
+        if key in first:
+            log.remove("identical files (lines)", len(lines), [f"{name} = {first[key]}"])
+            continue
+        first[key] = name
+        out.append((name, lines))
+    if not out:
+        raise DataError(f"{log.source}: no text to read ({_names(bad)}); give plain-text files")
+    log.encoding = max(encodings, key=lambda e: len(encodings[e]))
+    log.notes += [f"read as {e}: {_names(n)}" for e, n in encodings.items() if e != log.encoding]
+    if bad:
+        log.notes.append(f"skipped files, by number in the folder: {_names(bad)}")
+    if odd:
+        log.notes.append(
+            f"letters outside a-z in {_names(odd)}: the tokenizer keeps a-z words only, so "
+            "accented words break up and other scripts give no words"
+        )
+    return out
+
+
+def _read_one(path: Path, number: int, log: LoadLog) -> tuple[str | None, str]:
+    """(text, encoding), or (None, why) for a file skipped into `log` as one row."""
+    one = LoadLog(log.source)
+    try:
+        text = read_text(path, one, log.source)
+    except DataError as e:
+        why = "binary file" if "binary" in str(e) else "unreadable file"
+    else:
+        if text.strip():
+            return text, one.encoding
+        why = "empty file"
+    log.rows_read += 1
+    log.skip(number, why)
+    return None, why
+
+
+def _wrap(line: str, cap: int = LINE_CAP) -> list[str]:
+    """`line` in pieces of at most `cap` characters, cut at the last space before each cap."""
+    out = []
+    while len(line) > cap:
+        cut = line.rfind(" ", 0, cap)
+        cut = cut if cut > 0 else cap
+        out.append(line[:cut])
+        line = line[cut:].lstrip()
+    return out + [line]
+
+
+def _names(items: list, root: Path | None = None) -> str:
+    shown = [str(p.relative_to(root)) if root else str(p) for p in items[:_NAMES_SHOWN]]
+    more = len(items) - len(shown)
+    return ", ".join(shown) + (f" and {more:,} more" if more > 0 else "")
+
+
+def load_messages(
+    path: str | Path,
+    fractions=(0.8, 0.1, 0.1),
+    column: str | None = None,
+    log: LoadLog | None = None,
+) -> KeyboardCorpus:
+    """Chat logs: one message a line, or a csv/tsv column of messages (`column`, else a header
+    named like MESSAGE_COLUMNS; quoted newlines stay inside a message).
+
+    Each message is one document, as in the built-in corpus: exact duplicates after tokenizing
+    are removed before the split (`shared.ingest.dedupe`), so no message sits in both train and
+    test, and a message goes wholly to one part by the hash of its words. Inside a message,
+    sentences end at . ! ? ; : as in prose. Blank lines and lines with no a-z word are skipped
+    with their line numbers; a message over LINE_CAP characters is cut there.
+    """
+    path = Path(path).expanduser()
+    log = log if log is not None else LoadLog(f"messages:{path}")
+    if not path.is_file():
+        raise DataError(f"{log.source}: file {path} not found; messages: takes one file")
+    msgs, keys, cut = [], [], []
+    for line, m in _message_rows(path, column, log):
+        if len(m) > LINE_CAP:
+            cut.append(line)
+            m = m[:LINE_CAP]
+        toks = tokenize(m)
+        if not toks:
+            log.skip(line, "no English words" if m.strip() else "blank message")
+            continue
+        msgs.append(m)
+        keys.append(" ".join(toks))
+    if cut:
+        log.notes.append(
+            f"{len(cut):,} messages over {LINE_CAP:,} characters cut (lines {_names(cut)})"
+        )
+    kept, _ = dedupe(keys, None, log, shown=msgs)
+    parts: list[list[list[str]]] = [[], [], []]
+    for i in kept:
+        part = _assign_split(f"{path.name}:{keys[i]}", fractions)
+        parts[part] += [t for t in map(tokenize, SENT_SPLIT_RE.split(msgs[i])) if t]
+    return _checked(KeyboardCorpus(path.stem, *parts), log)
+
+
+def _message_rows(path: Path, column: str | None, log: LoadLog) -> list[tuple[int, str]]:
+    """(file line, message): a table's column when `column` is named or the file is .csv/.tsv,
+    else every line of the file."""
+    if column or path.suffix.lower() in (".csv", ".tsv"):
+        names = (column,) if column else MESSAGE_COLUMNS
+        table = read_table(path, log, known=names)
+        try:
+            c = table.column(names, "message text")
+        except DataError as e:
+            raise DataError(f"{e}; name it: messages:FILE?text=COLUMN") from None
+        return [(line, row[c] if c < len(row) else "") for line, row in table]
+    lines = split_lines(read_text(path, log, log.source))
+    log.rows_read += len(lines)
+    return list(enumerate(lines, start=1))
+
+
+def _checked(corpus: KeyboardCorpus, log: LoadLog) -> KeyboardCorpus:
+    """The corpus, or a DataError when there is nothing (or too little) to train and test on."""
+    n = corpus.n_tokens()
+    if not sum(n.values()):
+        raise DataError(
+            f"{log.source}: 0 English words in {log.rows_read:,} lines read; the keyboard's "
+            "tokenizer keeps a-z words: give English text"
+        )
+    if n["train"] < 50 or n["val"] < 10 or n["test"] < 10:
+        raise DataError(
+            f"{log.source}: too small after splitting ({n} words); give at least a few pages "
+            "of text"
         )
     return corpus
 
@@ -371,76 +581,172 @@ def subsample_train(corpus: KeyboardCorpus, fraction: float, runs: int = 100) ->
 
 
 # ---------------------------------------------------------------------------------------------
+# The data a run trains on: one function for `run` and `check`
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class KeyboardData:
+    """What `load_data` hands a run: the corpus, the misspelling sets, and the report's data
+    section (also what `casebook check mobile-keyboard` prints)."""
+
+    corpus: KeyboardCorpus
+    name: str  # the data as the report's header names it
+    spell_tests: list[tuple[str, list[tuple[str, str]]]]  # (set name, pairs) per --spell-test
+    spell_train: list[tuple[str, str]]  # extra real pairs for the error model
+    section: str
+
+
+def load_data(
+    spec: str = "builtin",
+    *,
+    n_messages: int,
+    seed: int = 0,
+    fractions=(0.8, 0.1, 0.1),
+    spell_test: list[str] = (),
+    spell_train: list[str] = (),
+    train_fraction: float = 1.0,
+) -> KeyboardData:
+    """Load, clean and split `--data` (builtin, text:PATH, corpus:PATH, messages:FILE[?text=C])
+    and the misspelling files, as a run would; a DataError when a run could not go ahead."""
+    specs = (*spell_test, *spell_train)  # read first: a bad one fails before any corpus work
+    spell_logs = [LoadLog(s) for s in specs]
+    loaded = [load_spell_pairs(s, g) for s, g in zip(specs, spell_logs, strict=True)]
+    tests, train = loaded[: len(spell_test)], [p for _, ps in loaded[len(spell_test) :] for p in ps]
+    if spec == "builtin":
+        log = LoadLog(f"builtin ({n_messages:,} generated messages, seed {seed})")
+        corpus, name = builtin_corpus(n_messages, seed, fractions, log), "builtin"
+    else:
+        s = parse_spec(spec, TEXT_FORMATS, allowed=("text",))
+        log = LoadLog(s.raw)
+        if s.fmt == "messages":
+            corpus, name = load_messages(s.path, fractions, s.option("text"), log), s.raw
+        elif s.options:
+            raise DataError(
+                f"--data {spec!r}: {s.fmt}: takes no column; ?text=COLUMN names the message "
+                "column of messages:FILE"
+            )
+        else:
+            corpus, name = load_corpus(s.path, fractions, log=log), str(s.path)
+    if train_fraction != 1.0:
+        corpus = subsample_train(corpus, train_fraction)
+        name += f" (train fraction {train_fraction:g})"
+        log.notes.append(f"training on {train_fraction:g} of the training split (--train-fraction)")
+    return KeyboardData(corpus, name, tests, train, _data_section(corpus, log, spell_logs))
+
+
+def _data_section(corpus: KeyboardCorpus, log: LoadLog, spell_logs: list[LoadLog]) -> str:
+    """shared.ingest's data section in sentences, then tokens per part and each misspelling set."""
+    splits = {k: len(getattr(corpus, k)) for k in ("train", "val", "test")}
+    out = data_section(log, splits, unit="sentences")
+    out += "\nTokens: " + ", ".join(f"{k} {v:,}" for k, v in corpus.n_tokens().items())
+    for g in spell_logs:
+        out += "\n\nMisspelling set:\n\n" + g.markdown()
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
 # Misspelling sets
 # ---------------------------------------------------------------------------------------------
+
+SPELL_FORMATS = ("tsv", "birkbeck", "norvig")
+# Header names of a tsv's two columns (any order, extra columns ignored).
+MISSPELLING_NAMES = ("misspelling", "misspelled", "misspelt", "typo", "wrong", "error", "incorrect")
+CORRECT_NAMES = ("correct", "correction", "right", "target", "intended", "expected")
 
 
 def _clean_word(w: str) -> str:
     return w.strip().lower()
 
 
-def load_spell_pairs(spec: str) -> tuple[str, list[tuple[str, str]]]:
+def load_spell_pairs(spec: str, log: LoadLog | None = None) -> tuple[str, list[tuple[str, str]]]:
     """Read misspelling pairs from `FORMAT:PATH`; returns (file stem, [(misspelling, correct)]).
 
-    Formats: `tsv` (header misspelling<TAB>correct), `birkbeck` ($correct, then misspellings),
-    `norvig` (correct: miss1, miss2*count). Repeated pairs in `norvig` are kept once.
+    Formats: `tsv` (misspelling<TAB>correct, a header optional), `birkbeck` ($correct, then its
+    misspellings), `norvig` (correct: miss1, miss2*count; the count is ignored). Any encoding
+    `shared.ingest.read_text` reads, CRLF or CR. A bad line is skipped into `log` with its line
+    number; only a file with no pair at all is a DataError.
     """
-    if ":" not in spec:
+    fmt, sep, raw_path = spec.partition(":")
+    if not sep:
         raise DataError(f"misspelling file {spec!r}: write FORMAT:PATH (tsv:, birkbeck:, norvig:)")
-    fmt, _, raw_path = spec.partition(":")
-    path = Path(raw_path).expanduser()
-    if fmt not in ("tsv", "birkbeck", "norvig"):
+    if fmt not in SPELL_FORMATS:
         raise DataError(
             f"unknown misspelling format {fmt!r} in {spec!r}; use tsv, birkbeck, norvig"
         )
+    path = Path(raw_path).expanduser()
     if not path.is_file():
         raise DataError(f"misspelling file {path} does not exist")
-    text = _read_text(path)
-    pairs: list[tuple[str, str]] = []
-    lines = text.splitlines()
+    log = log if log is not None else LoadLog(spec)
     if fmt == "tsv":
-        if not lines or [c.strip().lower() for c in lines[0].split("\t")] != [
-            "misspelling",
-            "correct",
-        ]:
-            raise DataError(f"{path}: line 1 must be the header 'misspelling<TAB>correct'")
-        for i, line in enumerate(lines[1:], start=2):
-            if not line.strip():
-                continue
-            cols = line.split("\t")
-            if len(cols) != 2 or not cols[0].strip() or not cols[1].strip():
-                raise DataError(f"{path}:{i}: expected 'misspelling<TAB>correct', got {line!r}")
-            pairs.append((_clean_word(cols[0]), _clean_word(cols[1])))
-    elif fmt == "birkbeck":
-        correct = None
-        for i, line in enumerate(lines, start=1):
-            s = line.strip()
-            if not s:
-                continue
-            if s.startswith("$"):
-                correct = _clean_word(s[1:])
-                if not correct:
-                    raise DataError(f"{path}:{i}: empty '$' line (expected $correct)")
-                continue
-            if correct is None:
-                raise DataError(f"{path}:{i}: misspelling before any '$correct' line")
-            if len(s.split()) != 1:
-                raise DataError(f"{path}:{i}: expected one misspelling per line, got {line!r}")
-            pairs.append((_clean_word(s), correct))
-    else:  # norvig
-        for i, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            if ":" not in line:
-                raise DataError(f"{path}:{i}: expected 'correct: miss1, miss2', got {line!r}")
-            correct, _, rest = line.partition(":")
-            for item in rest.split(","):
-                miss = item.strip().split("*")[0]
-                if miss:
-                    pairs.append((_clean_word(miss), _clean_word(correct)))
+        pairs = _tsv_pairs(path, log)
+    else:
+        lines = split_lines(read_text(path, log, spec))
+        log.rows_read += len(lines)
+        pairs = (_birkbeck_pairs if fmt == "birkbeck" else _norvig_pairs)(lines, log)
     if not pairs:
-        raise DataError(f"{path}: no misspelling pairs found")
+        raise DataError(
+            f"{path}: no misspelling pairs found ({log.rows_read:,} lines read, "
+            f"{log.total_skipped:,} skipped); see the {fmt} layout in the keyboard's README"
+        )
+    log.notes.append(f"{len(pairs):,} (misspelling, correct) pairs")
     return path.stem, pairs
+
+
+def _tsv_pairs(path: Path, log: LoadLog) -> list[tuple[str, str]]:
+    """Two columns: by header name when line 1 names both, else misspelling then correct."""
+    table = read_table(path, log, header=False, min_fields=2)
+    rows = list(table)
+    cells = [c.strip().lower() for c in rows[0][1]] if rows else []
+    miss = next((cells.index(n) for n in MISSPELLING_NAMES if n in cells), None)
+    right = next((cells.index(n) for n in CORRECT_NAMES if n in cells), None)
+    if miss is not None and right is not None:
+        rows, log.rows_read = rows[1:], log.rows_read - 1  # the header is no data row
+    else:
+        miss, right = 0, 1
+    pairs = []
+    for line, row in rows:
+        if max(miss, right) >= len(row) or not row[miss].strip() or not row[right].strip():
+            log.skip(line, "empty misspelling or correct word")
+            continue
+        pairs.append((_clean_word(row[miss]), _clean_word(row[right])))
+    return pairs
+
+
+def _birkbeck_pairs(lines: list[str], log: LoadLog) -> list[tuple[str, str]]:
+    """`$correct`, then its misspellings one a line (a trailing count, `acess 3`, is dropped)."""
+    pairs, correct = [], None
+    for i, line in enumerate(lines, start=1):
+        words = line.split()
+        if not words:
+            log.skip(i, "blank line")
+        elif words[0].startswith("$"):
+            correct = _clean_word(line.strip()[1:]) or None
+            if correct is None:
+                log.skip(i, "'$' with no correct word")
+        elif correct is None:
+            log.skip(i, "misspelling before any $correct line")
+        elif len(words) == 1 or (len(words) == 2 and words[1].isdigit()):
+            pairs.append((_clean_word(words[0]), correct))
+        else:
+            log.skip(i, "more than one word")
+    return pairs
+
+
+def _norvig_pairs(lines: list[str], log: LoadLog) -> list[tuple[str, str]]:
+    """`correct: miss1, miss2*5` per line."""
+    pairs = []
+    for i, line in enumerate(lines, start=1):
+        correct, colon, rest = line.partition(":")
+        misses = [m.strip().split("*")[0].strip() for m in rest.split(",")]
+        misses = [m for m in misses if m]
+        if not line.strip():
+            log.skip(i, "blank line")
+        elif not colon or not correct.strip() or not misses:
+            log.skip(i, "not 'correct: miss1, miss2'")
+        else:
+            pairs += [(_clean_word(m), _clean_word(correct)) for m in misses]
+    return pairs
 
 
 # QWERTY rows as on a phone; neighbours are the keys touching a key (same row and the rows
