@@ -3,6 +3,8 @@
     casebook run video-recommendation                                  # simulator, fast preset
     casebook run video-recommendation --data movielens:~/data/ml-latest-small
     casebook run video-recommendation --data lastfm:~/data/hetrec2011-lastfm-2k
+    casebook run video-recommendation --data "interactions:log.tsv?user=visitor&item=video"
+    casebook check video-recommendation --data interactions:log.csv     # data only, no training
     casebook serve video-recommendation --artifact runs/video-recommendation/registry
 
 The run: data (+ the data gate on every simulated day, with injected bad batches) -> retrievers,
@@ -52,7 +54,7 @@ def run(args: argparse.Namespace) -> Path:
     from shared.report import RunReport
 
     from . import evaluate as ev
-    from .data import gate_interactions, gate_log, load_data
+    from .data import prepare
     from .predictor import VideoRecPredictor
     from .train import build_artifact, data_fingerprint, train_rankers, train_retrievers
 
@@ -65,12 +67,10 @@ def run(args: argparse.Namespace) -> Path:
     # thread mostly waits (measured: the ranker's tests ran 12x faster with one thread under load).
     with torch_threads(1):
         t0 = time.perf_counter()
-        data = load_data(spec, cfg, seed)
+        data, gate, section = prepare(spec, cfg, seed, out / "quarantine")
         builtin = data.simulator is not None
-        if builtin:
-            data, gate = gate_log(data, cfg, out / "quarantine", seed)
-        else:
-            data, gate = gate_interactions(data, out / "quarantine", seed)
+        report.section("Data", section)
+        report.extra["data"] = data.log.to_dict()
         ev.report_gate(gate, report)
         report.timing("data_s", time.perf_counter() - t0)
 
@@ -110,11 +110,24 @@ def run(args: argparse.Namespace) -> Path:
         if getattr(args, "load_test", False):
             versions = registry_root(out, CASE) / "versions"
             ev.load_test(versions / promotion.version, report, seed)
-    notes = list(data.notes)
     if not builtin:
-        notes.append("ranking, A/B, off-policy and feedback-loop stages need the simulator")
-    report.section("Data notes", "\n".join(f"- {n}" for n in notes))
+        report.section(
+            "Data notes", "- ranking, A/B, off-policy and feedback-loop stages need the simulator"
+        )
     return report.write()
+
+
+def check(args: argparse.Namespace) -> str:
+    """`casebook check video-recommendation --data SPEC`: load, clean, gate and split as `run`
+    does (`data.prepare`), without training; the Data section a run's report would hold."""
+    from shared.lifecycle import run_folder
+
+    from .data import prepare
+
+    cfg, seed = _cfg(args), int(getattr(args, "seed", 0) or 0)
+    out = run_folder(f"check/{CASE}", getattr(args, "out", None))
+    spec = getattr(args, "data", None) or "builtin"
+    return prepare(spec, cfg, seed, out / "quarantine")[2]
 
 
 def serve(artifact: Path | None, host: str, port: int) -> None:

@@ -7,13 +7,21 @@ The simulator also emits the impression log the ranker trains on, one row per sh
     satisfied
 and its watch events (click rows) are the interactions, weight = watch fraction.
 
-Real formats (`--data FORMAT:PATH`):
+Real formats (`--data FORMAT:PATH`; README section 3 has the full table):
     movielens:DIR        100K `u.data`, 1M `ratings.dat` or latest `ratings.csv` (layout detected);
                          every rating counts as a watch (explicit -> implicit), weight = rating / 5
-    interactions:FILE    CSV user,item,timestamp[,weight] or user,item[,weight]: with a header,
-                         columns are found by name (a `timestamp`/`time`/`ts` column or none);
-                         without one, 2 columns are user,item and 3+ user,item,timestamp[,weight]
+    interactions:FILE    csv/tsv user,item[,rating/weight][,timestamp], any column order: with a
+                         header, columns are found by name and alias (ROLE_NAMES) or named with
+                         `?user=COL&item=COL&rating=COL&time=COL`; without one, 2 columns are
+                         user,item and 3+ user,item,timestamp[,weight] (user,item,rating,
+                         timestamp when the values say so). Times: unix s or ms, ISO.
     lastfm:DIR           `user_artists.dat` (userID, artistID, plays); no timestamps in that file
+Every file is read through shared.ingest (encodings, delimiters, quoted fields, blank rows): a
+row that cannot be used (empty id, a time or weight that does not parse) is skipped and counted
+with its line number in `data.log`; a repeated (user, item) pair is one interaction.
+
+`prepare` is the pipeline `casebook run` and `casebook check` share: load -> clean -> the data
+gate (each batch against the rest of the log) -> split sizes -> the report's Data section.
 
 Data without timestamps (`has_time=False`: Last.fm, a CSV without a time column) keeps a
 `timestamp` column of zeros: its order means nothing, so the split is a seeded random
@@ -24,12 +32,25 @@ from __future__ import annotations
 
 import csv
 import math
+import re
+from collections import Counter
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 
 from shared.errors import DataError
+from shared.ingest import (
+    LoadLog,
+    Table,
+    data_section,
+    parse_spec,
+    read_table,
+    read_text,
+    sniff_delimiter,
+    split_lines,
+)
 
 from .config import VideoRecConfig
 
@@ -79,6 +100,8 @@ class VideoRecData:
     # True when `weight` is a count (plays): count-derived confidence weights are then tried
     # against binary interactions (`train.confidence`).
     weight_is_count: bool = False
+    # What reading and cleaning did: rows read, skipped (line numbers), removed (shared.ingest).
+    log: LoadLog | None = None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -358,6 +381,70 @@ def make_builtin(cfg: VideoRecConfig, seed: int = 0) -> VideoRecData:
 # ---------------------------------------------------------------------------------------------
 # Real-data loaders
 
+# Header names of each column, compared after lower-casing and dropping spaces, `_`, `-` and
+# `.` (so `userId`, `user_id` and `User ID` are all `userid`); the first name present wins.
+USER_NAMES = ("user", "userid", "visitorid", "customerid", "customer", "memberid", "member",
+              "viewerid", "viewer", "accountid", "clientid", "uid", "username")  # fmt: skip
+ITEM_NAMES = ("item", "itemid", "movieid", "movie", "videoid", "video", "artistid", "artist",
+              "productid", "product", "trackid", "track", "songid", "song", "contentid", "iid",
+              "asin", "sku")  # fmt: skip
+WEIGHT_NAMES = ("rating", "weight", "plays", "playcount", "count", "score", "watchtime",
+                "watchseconds", "stars", "views", "value")  # fmt: skip
+TIME_NAMES = ("timestamp", "time", "ts", "datetime", "unixtime", "date", "eventtime",
+              "eventdate", "createdat", "watchedat", "when")  # fmt: skip
+# Explicit ratings: weight = rating / the largest rating, never play counts.
+RATING_NAMES = ("rating", "stars")
+ROLE_NAMES = {"user": USER_NAMES, "item": ITEM_NAMES, "weight": WEIGHT_NAMES, "time": TIME_NAMES}
+# `--data interactions:FILE?user=COL&item=COL&rating=COL&time=COL` (weight, timestamp: synonyms)
+OPTION_ROLES = {"user": "user", "item": "item", "rating": "weight", "weight": "weight",
+                "time": "time", "timestamp": "time"}  # fmt: skip
+FORMATS = ("movielens", "interactions", "lastfm")
+# Unix times above this are milliseconds (1e11 s is the year 5138; 1e11 ms is 1973).
+MS_ABOVE = 1e11
+_DATE_SLASHES = re.compile(r"^\d{4}/\d{1,2}/\d{1,2}")
+
+
+def _norm(name: str) -> str:
+    return re.sub(r"[\s_\-.]", "", name.strip().lstrip("\ufeff").lower())
+
+
+def parse_time(value: str) -> tuple[int | None, str]:
+    """A timestamp in seconds and its form ("s", "ms", "iso"), or (None, "") when the value is
+    no time: empty, junk, infinite or before 1970 (-1 and the like mark a missing time).
+
+    Numbers are unix seconds, or milliseconds above MS_ABOVE (divided by 1000). Anything else
+    is read as an ISO 8601 date or date-time (`2018-03-01`, `2018-03-01 12:30:00`,
+    `2018-03-01T12:30:00.5Z`, `2018/03/01`); one without a zone is taken as UTC.
+    """
+    s = value.strip().strip("\"'").strip()
+    if not s:
+        return None, ""
+    try:
+        x = float(s)
+    except ValueError:
+        if _DATE_SLASHES.match(s):
+            s = s.replace("/", "-", 2)
+        try:
+            d = datetime.fromisoformat(s)
+        except ValueError:
+            return None, ""
+        if d.tzinfo is None:
+            d = d.replace(tzinfo=timezone.utc)
+        t = d.timestamp()
+        return (int(math.floor(t)), "iso") if t >= 0 else (None, "")
+    if not math.isfinite(x) or x < 0:
+        return None, ""
+    return (int(x // 1000), "ms") if x > MS_ABOVE else (int(x), "s")
+
+
+def parse_weight(value: str) -> float | None:
+    """A rating, count or weight: a finite number >= 0, else None."""
+    try:
+        x = float(value.strip().strip("\"'"))
+    except ValueError:
+        return None
+    return x if math.isfinite(x) and x >= 0 else None
+
 
 def _remap(
     users: np.ndarray,
@@ -366,8 +453,13 @@ def _remap(
     w: np.ndarray,
     source: str,
     topics: dict | None = None,
+    log: LoadLog | None = None,
 ) -> VideoRecData:
-    """Contiguous ids; one row per (user, item), keeping the first time it happened; time order."""
+    """Contiguous ids; one row per (user, item), keeping the first time it happened; time order.
+
+    A repeated (user, item) pair (a re-watch, a re-rating, a logged retry) is one interaction:
+    the later rows are counted into `log` as "repeated user-item events", with examples.
+    """
     if users.size == 0:
         raise DataError(f"{source}: no interactions found")
     if not np.all(np.isfinite(w)):
@@ -377,7 +469,17 @@ def _remap(
     order = np.lexsort((np.arange(u.size), ts, u))  # by user, then time, ties by file order
     u, i, ts, w = u[order], i[order], ts[order], w[order]
     key = u.astype(np.int64) * len(item_ids) + i
-    _, first = np.unique(key, return_index=True)
+    uniq, first, counts = np.unique(key, return_index=True, return_counts=True)
+    if log is not None and len(uniq) < len(key):
+        rep = np.flatnonzero(counts > 1)[:3]
+        log.remove(
+            "repeated user-item events (the first kept)",
+            len(key) - len(uniq),
+            [
+                f"user {user_ids[u[first[k]]]}, item {item_ids[i[first[k]]]} (x{counts[k]})"
+                for k in rep
+            ],
+        )
     keep = np.sort(first)
     topic = np.full(len(item_ids), -1, dtype=np.int64)
     if topics:
@@ -399,154 +501,286 @@ def _remap(
         item_topic=topic,
         user_ids=user_ids,
         item_ids=item_ids,
+        log=log,
     )
-
-
-def _read_rows(path: Path, sep: str, n_min: int, header_word: str | None = None):
-    rows = []
-    with open(path, encoding="utf-8", errors="replace", newline="") as f:
-        if sep == ",":
-            reader = csv.reader(f)
-        else:
-            reader = (line.rstrip("\r\n").split(sep) for line in f)
-        for lineno, row in enumerate(reader, 1):
-            if not row or all(not c.strip() for c in row):
-                continue
-            if lineno == 1 and header_word and header_word in row[0].lower():
-                continue
-            if len(row) < n_min:
-                raise DataError(f"{path}:{lineno}: expected {n_min}+ fields, got {len(row)}")
-            rows.append(row)
-    return rows
-
-
-def _numbers(rows, col: int, path: Path, what: str, dtype=float) -> np.ndarray:
-    try:
-        return np.array([dtype(r[col]) for r in rows])
-    except ValueError as e:
-        raise DataError(f"{path}: column {what} is not numeric ({e})") from None
-
-
-def load_movielens(directory: str | Path) -> VideoRecData:
-    """MovieLens 100K (u.data), 1M (ratings.dat) or latest (ratings.csv); genres as topics."""
-    d = Path(directory).expanduser()
-    if not d.is_dir():
-        raise DataError(f"movielens: {d} is not a directory")
-    topics: dict[str, str] = {}
-    if (d / "ratings.csv").exists():
-        path, rows = d / "ratings.csv", _read_rows(d / "ratings.csv", ",", 4, "userid")
-        movies = d / "movies.csv"
-        if movies.exists():
-            for r in _read_rows(movies, ",", 3, "movieid"):
-                topics[r[0]] = r[-1].split("|")[0]
-    elif (d / "ratings.dat").exists():
-        path, rows = d / "ratings.dat", _read_rows(d / "ratings.dat", "::", 4)
-        movies = d / "movies.dat"
-        if movies.exists():
-            with open(movies, encoding="latin-1") as f:
-                for line in f:
-                    p = line.rstrip("\n").split("::")
-                    if len(p) >= 3:
-                        topics[p[0]] = p[2].split("|")[0]
-    elif (d / "u.data").exists():
-        path, rows = d / "u.data", _read_rows(d / "u.data", "\t", 4)
-    else:
-        raise DataError(f"movielens: {d} has none of ratings.csv, ratings.dat, u.data")
-    users = np.array([r[0].strip() for r in rows])
-    items = np.array([r[1].strip() for r in rows])
-    rating = _numbers(rows, 2, path, "rating")
-    ts = _numbers(rows, 3, path, "timestamp", int)
-    users, items = _as_int_if_possible(users), _as_int_if_possible(items)
-    data = _remap(users, items, ts, rating / 5.0, f"movielens:{d}", topics)
-    data.notes.append("every rating counts as a watch (implicit feedback), weight = rating / 5")
-    return data
 
 
 def _as_int_if_possible(x: np.ndarray) -> np.ndarray:
     try:
         return x.astype(np.int64)
-    except ValueError:
+    except (ValueError, OverflowError):
         return x
 
 
-TIME_NAMES = ("timestamp", "time", "ts", "datetime", "unixtime")
-WEIGHT_NAMES = ("weight", "rating", "plays", "count", "playcount", "score")
+def _read_log_table(path: Path, log: LoadLog, options: dict[str, str] | None = None) -> Table:
+    """A csv/tsv interaction log via shared.ingest.read_table. Its first non-blank row is a
+    header when a cell, normalised (`_norm`), is a known column name of any role or a column
+    named in `options`."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        raise DataError(f"{log.source}: {path} is a folder; pass the file")
+    text = read_text(path, None, log.source)
+    first = next((ln for ln in split_lines(text[:65536]) if ln.strip()), "")
+    delim = sniff_delimiter(first, path)
+    cells = next(csv.reader([first], delimiter=delim), [])
+    known = {n for names in ROLE_NAMES.values() for n in names}
+    known |= {_norm(v) for v in (options or {}).values()}
+    header = any(_norm(c) in known for c in cells)
+    return read_table(path, log, header=header, delimiter=delim, min_fields=2)
 
 
-def load_interactions(file: str | Path) -> VideoRecData:
-    """CSV user,item,timestamp[,weight] or user,item[,weight] (no timestamps).
+def _dat_rows(path: Path, log: LoadLog, sep: str) -> list[tuple[int, list[str]]]:
+    """Rows of a `sep`-separated file the csv module cannot read (MovieLens 1M's `::`)."""
+    rows = []
+    for k, line in enumerate(split_lines(read_text(path, log, log.source)), 1):
+        log.rows_read += 1
+        if not line.strip():
+            log.skip(k, "blank row")
+        else:
+            rows.append((k, line.split(sep)))
+    return rows
 
-    A first row that names columns (`_is_header`) is a header, and then columns are found by
-    name (TIME_NAMES, WEIGHT_NAMES; no time column = no timestamps). Without a header, 2 columns
-    are user,item and 3 or more user,item,timestamp[,weight].
+
+def _columns(
+    header: list[str], options: dict[str, str], positional: tuple[str, ...], width: int, what: str
+) -> dict[str, int | None]:
+    """role -> column index (None: the file has no such column).
+
+    With a header: `options` (role -> column name) first, then the ROLE_NAMES aliases. Without
+    one: an option may give a 1-based position; the rest follow `positional` over `width`.
+    """
+    cols: dict[str, int | None] = {}
+    norm = [_norm(h) for h in header]
+    for option, name in options.items():
+        role = OPTION_ROLES[option]
+        if header and _norm(name) in norm:
+            cols[role] = norm.index(_norm(name))
+        elif not header and name.isdigit() and int(name) >= 1:
+            cols[role] = int(name) - 1
+        else:
+            have = f"its header is {', '.join(header)}" if header else "it has no header row"
+            raise DataError(
+                f"{what}: ?{option}={name} names no column ({have}; without a header give a "
+                f"1-based position, e.g. ?{option}=3)"
+            )
+    for role, names in ROLE_NAMES.items():
+        if role in cols:
+            continue
+        if header:
+            cols[role] = next((norm.index(n) for n in names if n in norm), None)
+        else:
+            k = positional.index(role) if role in positional else None
+            cols[role] = k if k is not None and k < width else None
+    for role in ("user", "item"):
+        if cols[role] is None:
+            raise DataError(
+                f"{what}: no {role} column (looked for {', '.join(ROLE_NAMES[role][:8])}, ...; "
+                f"the header is {', '.join(header)}); name it with ?{role}=COLUMN"
+            )
+    return cols
+
+
+def _parse_rows(
+    rows: list[tuple[int, list[str]]], cols: dict[str, int | None], log: LoadLog, names: dict
+) -> dict[str, list]:
+    """Each row's user, item, time and weight strings parsed; unusable rows skipped into `log`
+    with their line numbers. A time or weight column in which no value parses is dropped (a
+    note says so) rather than every row skipped."""
+    need = 1 + max(c for c in cols.values() if c is not None)
+    ok = []
+    for line, row in rows:
+        if len(row) < need:
+            log.skip(line, f"fewer than {need} fields")
+        elif not row[cols["user"]].strip() or not row[cols["item"]].strip():
+            log.skip(line, "empty user or item")
+        else:
+            ok.append((line, row))
+    t_col, w_col = cols["time"], cols["weight"]
+    times = [parse_time(r[t_col]) for _, r in ok] if t_col is not None else None
+    weights = [parse_weight(r[w_col]) for _, r in ok] if w_col is not None else None
+    if times is not None and ok and all(t is None for t, _ in times):
+        log.notes.append(f"column `{names['time']}` holds no time: read without timestamps")
+        times, cols["time"] = None, None
+    if weights is not None and ok and all(w is None for w in weights):
+        log.notes.append(f"column `{names['weight']}` holds no number >= 0: every weight is 1")
+        weights, cols["weight"] = None, None
+    out: dict[str, list] = {"user": [], "item": [], "time": [], "weight": [], "form": []}
+    for k, (line, row) in enumerate(ok):
+        t, form = times[k] if times is not None else (0, "")
+        w = weights[k] if weights is not None else 1.0
+        if t is None:
+            log.skip(line, "timestamp is not a time")
+        elif w is None:
+            empty = not row[w_col].strip().strip("\"'").strip()
+            log.skip(
+                line, "rating/weight is empty" if empty else "rating/weight is not a number >= 0"
+            )
+        else:
+            out["user"].append(row[cols["user"]].strip())
+            out["item"].append(row[cols["item"]].strip())
+            out["time"].append(t)
+            out["weight"].append(w)
+            out["form"].append(form)
+    return out
+
+
+# A column of unix times has a median after this (1973); ratings and counts rarely do.
+TIME_LIKE = 1e8
+
+
+def _time_after_rating(rows: list[tuple[int, list[str]]], cols: dict, log: LoadLog) -> bool:
+    """Without a header, 4+ columns are user,item,timestamp,weight, unless the third column is
+    no time (its median below TIME_LIKE: ratings) and the fourth is (Amazon's and MovieLens'
+    user,item,rating,timestamp): then the two swap, a note says so, and True is returned."""
+    t, w = cols["time"], cols["weight"]
+    if t is None or w is None:
+        return False
+
+    def median_time(c: int) -> float:
+        v = [parse_time(r[c])[0] for _, r in rows[:2000] if len(r) > c]
+        v = [x for x in v if x is not None]
+        return float(np.median(v)) if v else -1.0
+
+    if median_time(t) < TIME_LIKE <= median_time(w):
+        cols["time"], cols["weight"] = w, t
+        log.notes.append(
+            f"no header: column {t + 1} holds ratings and column {w + 1} times "
+            "(read as user,item,rating,timestamp)"
+        )
+        return True
+    return False
+
+
+def _interactions(
+    rows: list[tuple[int, list[str]]],
+    header: list[str],
+    log: LoadLog,
+    positional: tuple[str, ...],
+    kind: str = "auto",
+    options: dict[str, str] | None = None,
+    scale: float | None = None,
+    topics: dict | None = None,
+) -> VideoRecData:
+    """Rows of a log -> `VideoRecData`: columns found (`_columns`), rows parsed (`_parse_rows`),
+    weights made (`_weights`), ids remapped with repeated pairs collapsed (`_remap`)."""
+    what = log.source
+    width = Counter(len(r) for _, r in rows).most_common(1)[0][0] if rows else 0
+    cols = _columns(header, options or {}, positional, width, what)
+    if not header and not {"time", "weight"} & {OPTION_ROLES[o] for o in options or {}}:
+        kind = "rating" if _time_after_rating(rows, cols, log) else kind
+    names = {
+        r: (header[c] if header else f"column {c + 1}") for r, c in cols.items() if c is not None
+    }
+    p = _parse_rows(rows, cols, log, names)
+    if not p["user"]:
+        raise DataError(
+            f"{what}: no usable row ({log.rows_read:,} read, {log.total_skipped:,} skipped: "
+            + ", ".join(f"{r} {n:,}" for r, n in log.n_skipped.items())
+            + ")"
+        )
+    users = _as_int_if_possible(np.array(p["user"]))
+    items = _as_int_if_possible(np.array(p["item"]))
+    w, is_count = _weights(np.array(p["weight"], dtype=np.float64), cols, names, kind, scale, log)
+    data = _remap(users, items, np.array(p["time"], dtype=np.int64), w, what, topics, log)
+    data.has_time, data.weight_is_count = cols["time"] is not None, is_count
+    used = ", ".join(f"{r} `{n}`" for r, n in names.items() if cols[r] is not None)
+    log.notes.insert(0, f"columns: {used}" + ("" if header else " (no header row)"))
+    forms = Counter(p["form"])
+    if forms["ms"]:
+        log.notes.append(f"{forms['ms']:,} timestamps in milliseconds, read as seconds")
+    if forms["iso"]:
+        log.notes.append(f"{forms['iso']:,} timestamps are ISO dates (UTC unless they say)")
+    return data
+
+
+def _weights(w, cols, names, kind: str, scale: float | None, log: LoadLog):
+    """(weights, weight_is_count). kind "count": play counts as they are. Otherwise a column
+    named as a rating (RATING_NAMES), or with fractions, is scaled into [0, 1] by `scale` or
+    its largest value (the gate checks that range); non-negative whole numbers are counts."""
+    if cols["weight"] is None:
+        return w, False
+    name = names["weight"]
+    if kind == "count":
+        return w, True
+    rating = kind == "rating" or _norm(name) in RATING_NAMES
+    if not rating and np.all(w == np.round(w)):
+        return w, True
+    top = scale or float(w.max())
+    if scale or top > 1.0:
+        w = w / top
+        log.notes.append(f"weight = {name} / {top:g}" + ("" if scale else " (its largest value)"))
+    if rating:
+        log.notes.append("every rating counts as a watch (implicit feedback)")
+    return w, False
+
+
+def load_movielens(directory: str | Path, log: LoadLog | None = None) -> VideoRecData:
+    """MovieLens 100K (u.data), 1M (ratings.dat) or latest (ratings.csv); genres as topics.
+
+    Columns are user, item, rating, timestamp (by header name in ratings.csv; by position in
+    the others); weight = rating / 5."""
+    d = Path(directory).expanduser()
+    log = log or LoadLog(f"movielens:{d}")
+    if not d.is_dir():
+        raise DataError(f"movielens: {d} is not a directory")
+    topics: dict[str, str] = {}
+    positional = ("user", "item", "weight", "time")
+    if (d / "ratings.csv").exists():
+        table = _read_log_table(d / "ratings.csv", log)
+        rows, header = list(table), table.header
+        if (d / "movies.csv").exists():
+            movies = read_table(d / "movies.csv", LoadLog("movies.csv"), known=("movieid",))
+            m = movies.column(("movieId",), "movieId", required=False)
+            g = movies.column(("genres",), "genres", required=False)
+            for _, r in movies if m is not None and g is not None else ():
+                if len(r) > max(m, g):
+                    topics[r[m].strip()] = r[g].split("|")[0]
+    elif (d / "ratings.dat").exists():
+        rows, header = _dat_rows(d / "ratings.dat", log, "::"), []
+        if (d / "movies.dat").exists():
+            for line in split_lines(read_text(d / "movies.dat")):
+                p = line.split("::")
+                if len(p) >= 3:
+                    topics[p[0].strip()] = p[2].split("|")[0]
+    elif (d / "u.data").exists():
+        table = read_table(d / "u.data", log, header=False, delimiter="\t", min_fields=2)
+        rows, header = list(table), []
+    else:
+        raise DataError(f"movielens: {d} has none of ratings.csv, ratings.dat, u.data")
+    return _interactions(rows, header, log, positional, "rating", scale=5.0, topics=topics)
+
+
+def load_interactions(
+    file: str | Path, options: dict[str, str] | None = None, log: LoadLog | None = None
+) -> VideoRecData:
+    """A csv/tsv log of user, item[, rating/weight][, timestamp], columns in any order.
+
+    With a header, columns are found by name (ROLE_NAMES; `options` name them otherwise); no
+    time column = no timestamps. Without one, 2 columns are user,item and 3 or more
+    user,item,timestamp[,weight]. Times: `parse_time`; weights: `_weights`.
     """
     path = Path(file).expanduser()
-    if not path.is_file():
+    log = log or LoadLog(f"interactions:{path}")
+    if not path.exists():
         raise DataError(f"interactions: {path} is not a file")
-    rows = _read_rows(path, ",", 2)
-    header = None
-    if rows and _is_header([c.strip().lower() for c in rows[0]]):
-        header, rows = [c.strip().lower() for c in rows[0]], rows[1:]
-    if not rows:
-        raise DataError(f"interactions: {path} has no rows")
-    if header is not None:
-        t_col = next((k for k, c in enumerate(header) if c in TIME_NAMES), None)
-        w_col = next((k for k, c in enumerate(header) if c in WEIGHT_NAMES), None)
-    else:
-        width = min(len(r) for r in rows)
-        t_col = 2 if width >= 3 else None
-        w_col = 3 if width >= 4 else None
-    need = 1 + max(c for c in (1, t_col, w_col) if c is not None)
-    short = next((k for k, r in enumerate(rows) if len(r) < need), None)
-    if short is not None:
-        raise DataError(f"interactions: {path}: row {short + 1} has fewer than {need} fields")
-    users = _as_int_if_possible(np.array([r[0].strip() for r in rows]))
-    items = _as_int_if_possible(np.array([r[1].strip() for r in rows]))
-    has_time = t_col is not None
-    if has_time:
-        ts = _numbers(rows, t_col, path, "timestamp", float).astype(np.int64)
-    else:
-        ts = np.zeros(len(rows), dtype=np.int64)
-    has_w = w_col is not None and all(r[w_col].strip() for r in rows)
-    w = _numbers(rows, w_col, path, "weight") if has_w else np.ones(len(rows))
-    data = _remap(users, items, ts, w, f"interactions:{path}")
-    data.has_time = has_time
-    # Non-negative whole numbers in a weight column are counts (plays, views, purchases).
-    data.weight_is_count = bool(has_w and np.all(w >= 0) and np.all(w == np.round(w)))
-    if not has_time:
+    table = _read_log_table(path, log, options)
+    data = _interactions(list(table), table.header, log, ("user", "item", "time", "weight"),
+                         options=options)  # fmt: skip
+    if not data.has_time:
         data.notes.append(f"{path.name} has no timestamp column: its row order is not time")
     return data
 
 
-def _is_header(row: list[str]) -> bool:
-    """A first row that names columns: a known column name, or words where numbers go."""
-    named = any(c in TIME_NAMES + WEIGHT_NAMES for c in row) or row[0] in ("user", "userid")
-    return named or (len(row) >= 3 and not _is_number(row[1]) and not _is_number(row[2]))
-
-
-def _is_number(s: str) -> bool:
-    try:
-        float(s)
-        return True
-    except ValueError:
-        return False
-
-
-def load_lastfm(directory: str | Path) -> VideoRecData:
+def load_lastfm(directory: str | Path, log: LoadLog | None = None) -> VideoRecData:
     """HetRec Last.fm `user_artists.dat` (userID, artistID, weight = play count), tab-separated."""
     d = Path(directory).expanduser()
     path = d / "user_artists.dat" if d.is_dir() else d
+    log = log or LoadLog(f"lastfm:{d}")
     if not path.is_file():
         raise DataError(f"lastfm: {path} not found (expected user_artists.dat)")
-    rows = _read_rows(path, "\t", 3, "userid")
-    users = _numbers(rows, 0, path, "userID", int)
-    items = _numbers(rows, 1, path, "artistID", int)
-    plays = _numbers(rows, 2, path, "weight")
-    if np.any(plays < 0):
-        raise DataError(f"lastfm: {path} has negative play counts")
-    ts = np.zeros(len(rows), dtype=np.int64)  # no timestamps (the file is sorted by artist id)
-    data = _remap(users, items, ts, plays, f"lastfm:{d}")
-    data.has_time, data.weight_is_count = False, True
+    table = _read_log_table(path, log)
+    data = _interactions(list(table), table.header, log, ("user", "item", "weight"), "count")
+    data.has_time = False  # no timestamps (the file is sorted by artist id)
     data.notes.append(
         "user_artists.dat has no timestamps (rows are sorted by user, then artist id); "
         "weight = play count"
@@ -555,20 +789,25 @@ def load_lastfm(directory: str | Path) -> VideoRecData:
 
 
 def load_data(spec: str, cfg: VideoRecConfig, seed: int = 0) -> VideoRecData:
-    """`builtin` or FORMAT:PATH (movielens, interactions, lastfm)."""
+    """`builtin` or FORMAT:PATH[?user=COL&item=COL&rating=COL&time=COL] (the options:
+    interactions only). The data's `log` holds what reading did (shared.ingest.LoadLog)."""
     if spec == "builtin":
-        return make_builtin(cfg, seed)
-    fmt, sep, path = spec.partition(":")
-    if not sep or not path:
-        raise DataError(f"--data {spec!r}: expected 'builtin' or FORMAT:PATH")
-    loaders = {
-        "movielens": load_movielens,
-        "interactions": load_interactions,
-        "lastfm": load_lastfm,
-    }
-    if fmt not in loaders:
-        raise DataError(f"--data: unknown format {fmt!r}; choose from {', '.join(loaders)}")
-    data = loaders[fmt](path)
+        data = make_builtin(cfg, seed)
+        data.log = LoadLog("builtin")
+        data.log.rows_read = int(data.interactions["user"].size)
+        data.log.notes.append(
+            f"simulated: {data.impressions['user'].size:,} impressions over {cfg.n_days} days; "
+            "the watch events (clicks) are the interactions"
+        )
+        return data
+    ds = parse_spec(spec, FORMATS, tuple(OPTION_ROLES))
+    if ds.options and ds.fmt != "interactions":
+        raise DataError(f"--data {spec!r}: column options (?name=column) are for interactions")
+    log = LoadLog(spec)
+    if ds.fmt == "interactions":
+        data = load_interactions(ds.path, ds.options, log)
+    else:
+        data = {"movielens": load_movielens, "lastfm": load_lastfm}[ds.fmt](ds.path, log)
     if data.n_users < 3 or data.n_items < 3:
         raise DataError(f"{spec}: too little data ({data.n_users} users, {data.n_items} items)")
     return data
@@ -741,18 +980,27 @@ def gate_interactions(data: VideoRecData, quarantine_dir: Path, seed: int = 0):
     """Check a real interaction log in GATE_BATCHES batches; train only on the ones that pass.
 
     Batches are time windows when the data has timestamps (how a production log arrives) and
-    seeded random parts when it has none. The reference is a seeded random sample of the whole
-    log of one batch's size, not one of the batches, so no batch is checked against itself.
+    seeded random parts when it has none. Each batch is judged against the REST of the log
+    (every row outside it), so the gate refuses what is anomalous within this log (a flood of
+    one item, a window of broken weights) and never a property the whole log shares. The
+    volume check compares the batch with the mean size of the others (rest rows / (k - 1)).
+    A log too small for two batches of 200 rows is not gated (one line says so).
     Returns (data, {"rows", "failures"}) like `gate_log`; a DataError (one line) when more than
     half of the batches are refused.
     """
-    from shared.gate import build_reference, check_batches
+    from shared.gate import build_reference, check_batch, quarantine
 
     inter = data.interactions
     n = inter["user"].size
     rng = np.random.default_rng(seed)
     order = np.argsort(inter["timestamp"], kind="stable") if data.has_time else rng.permutation(n)
-    parts = np.array_split(order, min(GATE_BATCHES, max(1, n // 200)))
+    k = min(GATE_BATCHES, n // 200)
+    what = "time windows" if data.has_time else "random parts (no timestamps)"
+    if k < 2:
+        rows = {what: {"batches": 0, "passed": 0, "quarantined": 0}}
+        why = f"not gated: {n:,} rows are too few for two batches of 200 to compare"
+        return data, {"rows": rows, "failures": [why]}
+    parts = np.array_split(order, k)
     schema, th = interaction_schema(data.weight_is_count), interaction_thresholds()
     # The gate sees the log's own item ids, so a refusal names the item a person can look up.
     cols = {
@@ -760,18 +1008,75 @@ def gate_interactions(data: VideoRecData, quarantine_dir: Path, seed: int = 0):
         "item": data.item_ids[inter["item"]] if data.item_ids is not None else inter["item"],
     }
     take = lambda idx: {c: v[idx] for c, v in cols.items()}  # noqa: E731
-    reference = build_reference(take(rng.choice(n, len(parts[0]), replace=False)), schema)
-    passed, failures = check_batches(
-        [take(idx) for idx in parts], schema, reference, th, quarantine_dir
-    )
-    what = "time windows" if data.has_time else "random parts (no timestamps)"
-    rows = {what: {"batches": len(parts), "passed": len(passed), "quarantined": len(failures)}}
-    if 2 * len(passed) < len(parts):
+    passed, failures = [], []
+    for j, idx in enumerate(parts):
+        rest = np.concatenate(parts[:j] + parts[j + 1 :])
+        reference = build_reference(take(rest), schema)
+        reference.n_rows = round(rest.size / (k - 1))  # the other batches' mean size
+        res = check_batch(take(idx), schema, reference, th)
+        if res.passed:
+            passed.append(j)
+        else:
+            quarantine(take(idx), res, quarantine_dir)
+            failures.append(f"batch {j}: " + "; ".join(c.message for c in res.failed[:3]))
+    rows = {what: {"batches": k, "passed": len(passed), "quarantined": len(failures)}}
+    if 2 * len(passed) < k:
         raise DataError(
-            f"the data gate refused {len(failures)} of {len(parts)} batches of {data.source} "
-            f"({failures[0]}); see {quarantine_dir}"
+            f"the data gate refused {len(failures)} of {k} batches ({what}) of {data.source}, "
+            f"so too little is left to train on ({failures[0]}): look at the refused rows in "
+            f"{quarantine_dir} and fix them in the file, or name its columns with "
+            "?user=&item=&rating=&time="
         )
     if failures:
         keep = np.sort(np.concatenate([parts[i] for i in passed]))
         data.interactions = {c: v[keep] for c, v in inter.items()}
     return data, {"rows": rows, "failures": failures or ["no batch refused"]}
+
+
+# ---------------------------------------------------------------------------------------------
+# The pipeline `run` and `check` share: load, clean, gate, split sizes, the data section.
+
+
+def split_sizes(data: VideoRecData) -> dict[str, int]:
+    """Rows in train / validation / test under `train.make_split`'s protocol: per user with 3+
+    interactions the last two (by time, or seeded random keys without time; the sizes do not
+    depend on the keys) are validation and test; everything else is train."""
+    from shared.splits import leave_last_out
+
+    it = data.interactions
+    tr, va, te = leave_last_out(it["user"], it["timestamp"], n_holdout=2)
+    return {"train": len(tr), "validation": len(va), "test": len(te)}
+
+
+def prepare(
+    spec: str, cfg: VideoRecConfig, seed: int, quarantine_dir: Path
+) -> tuple[VideoRecData, dict, str]:
+    """Load `spec`, clean it, gate it: what `casebook run` trains on and `casebook check` shows.
+
+    Returns (data with only the rows that passed the gate, the gate's {"rows", "failures"},
+    the report's Data section as Markdown: shared.ingest.data_section). A DataError (one line)
+    when nothing sensible is left to train on.
+    """
+    data = load_data(spec, cfg, seed)
+    log = data.log
+    n_before = data.interactions["user"].size
+    if data.simulator is not None:
+        data, gate = gate_log(data, cfg, quarantine_dir, seed)
+    else:
+        data, gate = gate_interactions(data, quarantine_dir, seed)
+    log.remove("in a batch the data gate refused", n_before - data.interactions["user"].size)
+    log.notes += [n for n in data.notes if n not in log.notes]
+    sizes = split_sizes(data)
+    n_users = int(np.unique(data.interactions["user"]).size)
+    n_items = int(np.unique(data.interactions["item"]).size)
+    held = "last two watches" if data.has_time else "two random watches (no timestamps)"
+    unit = (
+        f"interactions ({n_users:,} users, {n_items:,} items; validation and test hold the "
+        f"{held} of each of the {sizes['test']:,} users with 3 or more)"
+    )
+    lines = [
+        f"{name}: {r['batches']} batch{'es' * (r['batches'] != 1)}, {r['passed']} passed, "
+        f"{r['quarantined']} quarantined"
+        for name, r in gate["rows"].items()
+    ] + list(gate["failures"])
+    return data, gate, data_section(log, sizes, gate=lines, unit=unit)

@@ -534,7 +534,7 @@ def report_gate(gate: dict, report) -> None:
         "with each corruption. Only passed batches are trained on."
         if simulated
         else "The interaction log is checked in batches (time windows, or random parts without "
-        "timestamps) against a random sample of the whole log. Only passed batches are trained on."
+        "timestamps), each against the rest of the log. Only passed batches are trained on."
     )
     report.table("data_gate", gate["rows"], note=note)
     report.section("Data gate: what was quarantined", "\n".join(f"- {f}" for f in gate["failures"]))
