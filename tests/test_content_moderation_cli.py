@@ -19,7 +19,9 @@ def test_listed(capsys):
 @pytest.mark.parametrize(
     "argv, words",
     [
-        (["--data", "jigsaw:x.csv"], "FORMAT:PATH"),
+        (["--data", "nonsense:x.csv"], "FORMAT:PATH"),
+        (["--data", "jigsaw:/no/such.csv"], "not found"),
+        (["--data", "sms-spam:x.txt?text=body"], "no option"),
         (["--data", "olid:/no/such/folder"], "not a folder"),
         (["--data", "davidson:/no/such.csv"], "not found"),
         (["--eval", "hatecheck:/no/such.csv"], "not found"),

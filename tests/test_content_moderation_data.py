@@ -86,9 +86,15 @@ def test_olid_test_a_labels_with_a_header_row(tmp_path):
     (tmp_path / "labels-levela.csv").write_text("id,label\n900,OFF\n901,NOT\n")
     d = load_source(f"olid:{tmp_path}", CFG, seed=0)
     assert d.labels[d.split["test"], 0].tolist() == [1, 0]
-    (tmp_path / "labels-levela.csv").write_text("900,OFF\n901,MAYBE\n")
-    with pytest.raises(DataError, match=r"expected 'id,OFF\|NOT'"):
-        load_source(f"olid:{tmp_path}", CFG, seed=0)
+    # a bad gold line leaves its test row unlabelled: skipped with its line, not an error
+    (tmp_path / "testset-levela.tsv").write_text(
+        "id\ttweet\n900\t@USER shut up moron\n901\t@USER nice game tonight\n902\tok then\n"
+    )
+    (tmp_path / "labels-levela.csv").write_text("900,OFF\n901,NOT\n902,MAYBE\n")
+    d = load_source(f"olid:{tmp_path}", CFG, seed=0)
+    assert d.labels[d.split["test"], 0].tolist() == [1, 0]
+    reason = "testset-levela.tsv: id without a label in labels-levela.csv"
+    assert d.log.n_skipped[reason] == 1 and d.log.skipped[reason] == [4]
 
 
 def test_olid_without_test_holds_out(tmp_path):
@@ -122,7 +128,7 @@ def test_davidson(tmp_path):
     assert d.annotator_counts.shape == (30, 3)
     assert d.agreement[2] == pytest.approx(2 / 3)
     p.write_text(",count,tweet\n0,3,hi\n")
-    with pytest.raises(DataError, match="lacks column"):
+    with pytest.raises(DataError, match="no class column"):
         load_source(f"davidson:{p}", CFG, 0)
 
 

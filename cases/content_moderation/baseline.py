@@ -15,7 +15,7 @@ import re
 
 import numpy as np
 
-from .data import IDENTITIES
+from .data import IDENTITIES, POLICY_FAMILY
 
 _WORDS = {
     "offensive": [
@@ -61,7 +61,8 @@ class ModerationRules:
         self.patterns = {p: _pattern(ws) for p, ws in _WORDS.items()}
 
     def score(self, texts: list[str], policies: tuple[str, ...]) -> np.ndarray:
-        """(N, P) float rule-hit counts for the given policies (unknown policies score 0)."""
+        """(N, P) float rule-hit counts for the given policies; a policy named by a file counts
+        the rules of its built-in family (data.POLICY_FAMILY), an unknown one scores 0."""
         out = np.zeros((len(texts), len(policies)), np.float32)
         for i, t in enumerate(texts):
             hits = {p: len(rx.findall(t)) for p, rx in self.patterns.items()}
@@ -73,7 +74,8 @@ class ModerationRules:
                 "scam": int(urls > 0 and hits["scam"] > 0),
             }
             for j, p in enumerate(policies):
-                out[i, j] = hits.get(p, 0) + extra.get(p, 0)
+                f = p if p in hits else POLICY_FAMILY.get(p, p)  # Jigsaw's insult: offensive
+                out[i, j] = hits.get(f, 0) + extra.get(f, 0)
         return out
 
     def flags(self, texts: list[str], policies: tuple[str, ...]) -> np.ndarray:

@@ -1,14 +1,17 @@
-"""`casebook run content-moderation` and `casebook serve content-moderation`.
+"""`casebook run|check|serve content-moderation`.
 
     casebook run content-moderation                                   # built-in data, ~2-3 min
     casebook run content-moderation --data olid:~/data/olid           # OffensEval 2019 protocol
     casebook run content-moderation --data davidson:labeled_data.csv --eval hatecheck:hc.csv
+    casebook run content-moderation --data jigsaw:train.csv           # 6 Jigsaw policies
+    casebook check content-moderation --data sms-spam:SMSSpamCollection   # data only, no training
     casebook serve content-moderation --port 8000
 
-The run: data -> the data gate on every batch -> rules baseline, TF-IDF + LR (identity-term
-augmentation tried), fine-tuned MiniLM (ONNX, int8 where parity holds), ensemble -> the shipped
-model chosen on validation -> image CNN, known-bad hash bank, ad fusion -> artifact -> every table
-measured on the saved artifact -> registry and promotion.
+The run: data (read, clean, split, gate: data.prepare_data, which is all `check` does) -> rules
+baseline, TF-IDF + LR (identity-term augmentation tried), fine-tuned MiniLM (ONNX, int8 where
+parity holds), ensemble -> the shipped model chosen on validation -> image CNN, known-bad hash
+bank, ad fusion -> artifact -> every table measured on the saved artifact -> registry and
+promotion.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=[],
         metavar="FORMAT:PATH",
         help="evaluation-only set (repeatable): hatecheck:FILE, "
-        "toxicity-pairs:NONFUZZED.csv,FUZZED.csv, csv:FILE",
+        "toxicity-pairs:NONFUZZED.csv,FUZZED.csv, csv:FILE[?text=COL&label=COL]",
     )
     parser.add_argument("--no-encoder", action="store_true", help="skip MiniLM fine-tuning")
     parser.add_argument(
@@ -76,7 +79,7 @@ def run(args: argparse.Namespace) -> Path:
     from shared.lifecycle import register_and_promote, registry_root, run_folder, torch_threads
     from shared.report import RunReport
 
-    from .data import check_training_data, load_eval, load_source
+    from .data import load_eval, prepare_data
     from .evaluate import load_test, predictor_latency, report_run
     from .predictor import ModerationPredictor
     from .train import fit_ad_fusion, fit_image_side, fit_text_models, save_moderation_artifact
@@ -87,36 +90,18 @@ def run(args: argparse.Namespace) -> Path:
     source = getattr(args, "data", "builtin") or "builtin"
     builtin = source == "builtin"
     evals = [load_eval(s) for s in getattr(args, "eval", []) or []]  # fail before training
-    data = load_source(source, cfg, seed)
     out = run_folder(CASE, getattr(args, "out", None))
+    t0 = time.perf_counter()
+    data, gate, data_md = prepare_data(source, cfg, seed, out)
     report = RunReport(case=CASE, data=source, preset=preset, seed=seed, out_dir=out)
     log = print
     log(
         f"{data.name}: {len(data)} texts, policies {', '.join(data.policies)}, split "
         + ", ".join(f"{k} {len(v)}" for k, v in data.split.items())
     )
-
-    t0 = time.perf_counter()
-    gate = check_training_data(data, out, seed, inject_bad=builtin)
     report.extra["data_gate"] = gate
-    report.section(
-        "Data gate",
-        "\n".join(
-            [
-                f"- {name}: {'pass' if g['passed'] else 'REFUSED'} ({g['rows']} rows)"
-                for name, g in gate["batches"].items()
-            ]
-            + (
-                [
-                    f"- injected broken batch (empty texts, every label 1): "
-                    f"{'pass' if gate['injected']['passed'] else 'quarantined'}, failed "
-                    + ", ".join(gate["injected"]["failed"])
-                ]
-                if "injected" in gate
-                else []
-            )
-        ),
-    )
+    report.extra["data"] = data.log.to_dict()
+    report.section("Data", data_md)
     report.timing("data_s", time.perf_counter() - t0)
 
     t0 = time.perf_counter()
@@ -189,6 +174,18 @@ def run(args: argparse.Namespace) -> Path:
         + ", ".join(f"{k} {v:.4f}" for k, v in head["headline"].items())
     )
     return report.write()
+
+
+def check(args: argparse.Namespace) -> str:
+    """`casebook check content-moderation --data SPEC`: read, clean, split and gate as `run`
+    does (data.prepare_data), no training; the data report as Markdown."""
+    from .data import load_eval, prepare_data
+
+    for spec in getattr(args, "eval", []) or []:
+        load_eval(spec)  # an evaluation set that would stop the run stops the check too
+    seed = int(getattr(args, "seed", 0) or 0)
+    source = getattr(args, "data", "builtin") or "builtin"
+    return prepare_data(source, _config(args), seed, Path(args.out))[2]
 
 
 def monitor_requests(data, seed: int, n_golden: int = 200, n_reference: int = 2000):

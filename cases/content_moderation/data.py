@@ -1,27 +1,34 @@
 """Data: a deterministic generator of posts and ads with policy labels, real-format loaders,
-leakage-free splits and the data gate.
+cleaning, leakage-free splits and the data gate: the one pipeline `run` and `check` share.
 
+    data, gate, markdown = prepare_data("sms-spam:SMSSpamCollection", cfg, seed=0, out=out)
     data = generate_posts(cfg, seed=0)              # posts + ads, 4 text policies, identities
-    data = load_source("olid:~/data/olid", cfg, seed=0)
+    data = load_source("olid:~/data/olid", cfg, seed=0)     # read, clean, split (no gate)
     evals = [load_eval("hatecheck:hatecheck.csv")]
 
 Every dataset is a `ModerationData`: texts, a (N, P) 0/1 label matrix over `policies`, the kind
-of each item (post or ad), identity masks found in the text, and a train/val/test split in which
-near-duplicate texts (same text after `dedup_key`) always land on the same side.
+of each item (post or ad), identity masks (given by the file, else found in the text), what
+happened to the file's rows (`log`), and a train/val/test split in which near-duplicate texts
+(same text after `dedup_key`) always land on the same side.
 
-Real formats (README, "Data"):
-    olid:DIR            OLID v1.0: olid-training-v1.0.tsv (id, tweet, subtask_a OFF/NOT, ...);
-                        with testset-levela.tsv + labels-levela.csv the test set is OffensEval's
-    davidson:FILE       Davidson et al. 2017 csv: index,count,hate_speech,offensive_language,
-                        neither,class,tweet (class 0 hate, 1 offensive, 2 neither)
-    sms-spam:FILE       SMS Spam Collection: "ham|spam<TAB>text" per line
-    csv:FILE            text,label[,identity columns of 0/1]; label 0/1 (offensive) or a policy
-Evaluation-only (`--eval`): hatecheck:FILE, toxicity-pairs:NONFUZZED,FUZZED, csv:FILE.
+The pipeline (`prepare_data`):
+    read      formats.py, through shared.ingest: a bad row is skipped and counted with its line
+              number; texts longer than MAX_TEXT_CHARS are clipped and counted
+    clean     exact copies (after `exact_key`: NFKC, case-folded, one space) removed BEFORE the
+              split, conflicting labels by majority, a tie dropped (shared.ingest.dedupe)
+    split     grouped by `dedup_key` (near-duplicates on one side); stratified by the rarest
+              policy a text violates for formats without a fixed protocol; a policy without
+              positives in every part is dropped with a note
+    gate      `check_training_data`: each half of train against the other, val and test
+              against train; a refused half is quarantined and the run trains on the rest
+    report    `data_report`: shared.ingest.data_section, the same text in report.md and check
+
+Real formats: see formats.py and the README's formats table.
 """
 
 from __future__ import annotations
 
-import csv
+import hashlib
 import re
 import unicodedata
 from dataclasses import dataclass, field
@@ -30,14 +37,33 @@ from pathlib import Path
 import numpy as np
 
 from shared.errors import DataError
+from shared.ingest import LoadLog, data_section, dedupe
 from shared.splits import group_split
 
 # Text policies. "offensive" covers insults, profanity aimed at someone and harassment (OLID's
 # OFF); "hate" is offence aimed at a protected identity (Davidson's hate class); "spam" is
 # unsolicited promotion; "scam" asks for money or credentials under a false pretext.
 POLICIES = ("offensive", "hate", "spam", "scam")
-# How bad one view of a violating item is, for the review queue (relative units).
-SEVERITY = {"offensive": 2.0, "hate": 3.0, "spam": 1.0, "scam": 3.0, "image": 3.0}
+# How bad one view of a violating item is, for the review queue (relative units). The Jigsaw
+# names rank as their built-in kin: insult and obscene as offensive (obscene a little lower:
+# profanity that targets no one), threat, severe toxicity and identity hate as hate.
+SEVERITY = {
+    "offensive": 2.0, "hate": 3.0, "spam": 1.0, "scam": 3.0, "image": 3.0,
+    "toxic": 2.0, "severe_toxic": 3.0, "obscene": 1.5, "threat": 3.0, "insult": 2.0,
+    "identity_hate": 3.0,
+}  # fmt: skip
+DEFAULT_SEVERITY = 2.0  # a policy named by a user's file: as bad as offensive until told
+# The built-in policy a file's policy name stands for (rules baseline, evaluation-only sets).
+POLICY_FAMILY = {
+    "toxic": "offensive", "severe_toxic": "offensive", "obscene": "offensive",
+    "threat": "offensive", "insult": "offensive", "identity_hate": "hate",
+}  # fmt: skip
+# Longest text kept (characters); longer texts are clipped on reading and counted. The gate's
+# n_chars range ends here too. The longest Jigsaw comments are about 5,000 characters.
+MAX_TEXT_CHARS = 20_000
+# Every part (train, val, test) must hold at least this many positives of a policy, else the
+# policy is dropped (thresholds and the test table need positives to mean anything).
+MIN_POSITIVES_PER_PART = 1
 
 # Identity terms: one swappable term per group, plus the other words that mark the group.
 IDENTITIES: dict[str, tuple[str, ...]] = {
@@ -74,11 +100,19 @@ class ModerationData:
     agreement: np.ndarray | None = None  # (N,) share of annotators agreeing (Davidson)
     annotator_counts: np.ndarray | None = None  # (N, 3) Davidson votes hate/offensive/neither
     image_ids: np.ndarray | None = None  # (N,) index of the ad's image, -1 for none
+    # {identity: (N,) bool} given by the file (Jigsaw unintended bias: column >= 0.5); None:
+    # found in the text by the term lists (`identity_masks`)
+    given_identities: dict[str, np.ndarray] | None = None
+    log: LoadLog | None = None  # rows read, skipped, removed (shared.ingest)
 
     def __len__(self) -> int:
         return len(self.texts)
 
     def identities(self, idx: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """{identity: (n,) bool} for rows `idx` (all rows when None): the file's own identity
+        columns when it has them, else the term lists matched in the text."""
+        if self.given_identities is not None:
+            return {k: (m if idx is None else m[idx]) for k, m in self.given_identities.items()}
         texts = self.texts if idx is None else [self.texts[i] for i in idx]
         return identity_masks(texts)
 
@@ -107,20 +141,34 @@ def swap_identity(text: str, rng: np.random.Generator) -> str | None:
 _URL_RE = re.compile(r"https?://\S+|www\.\S+|\bURL\b", re.I)
 _MENTION_RE = re.compile(r"@\w+")
 _NON_ALNUM = re.compile(r"[^a-z0-9 ]+")
+_NON_WORD = re.compile(r"[\W_]+")  # anything but letters (any script) and digits
 
 
 def dedup_key(text: str) -> str:
     """Near-duplicate key: NFKC, lower case, no URLs/mentions/digits/punctuation, one space.
 
     Retweets and copy-paste campaigns differ only in these parts; the key puts them in one
-    split group so the test set never holds a copy of a training text.
+    split group so the test set never holds a copy of a training text. A text whose letters
+    are mostly outside a-z (Russian, Hindi, Arabic) keys on its letters of every script; one
+    with no letters at all ("!!!", "12:30") keys on its exact form, so such texts do not all
+    fall into one group. (Mostly-Latin text keeps the a-z key, accents dropped, so the split
+    of an English set is the same as it has always been.)
     """
     t = unicodedata.normalize("NFKC", text).lower()
     t = _URL_RE.sub(" ", t)
     t = _MENTION_RE.sub(" ", t)
     t = re.sub(r"\brt\b", " ", t)
-    t = _NON_ALNUM.sub(" ", re.sub(r"\d+", " ", t))
-    return " ".join(t.split())
+    t = re.sub(r"\d+", " ", t)
+    letters = [c for c in t if c.isalpha()]
+    foreign = sum(not ("a" <= c <= "z") for c in letters)
+    rx = _NON_WORD if 2 * foreign > len(letters) else _NON_ALNUM
+    key = " ".join(rx.sub(" ", t).split())
+    return key or "\x00" + exact_key(text)
+
+
+def exact_key(text: str) -> str:
+    """Exact-copy key for cleaning: NFKC, case-folded, whitespace collapsed to one space."""
+    return " ".join(unicodedata.normalize("NFKC", text).casefold().split())
 
 
 def grouped_split(
@@ -129,6 +177,42 @@ def grouped_split(
     """`shared.splits.group_split` with near-duplicate groups from `dedup_key`."""
     keys = np.array([dedup_key(t) for t in texts], dtype=object).astype(str)
     return group_split(keys, fractions, seed=seed)
+
+
+def stratified_split(
+    texts: list[str], labels: np.ndarray, fractions: tuple[float, ...], seed: int
+) -> tuple[np.ndarray, ...]:
+    """A grouped split (near-duplicates on one side) stratified by label.
+
+    Each near-duplicate group gets a stratum: the rarest policy any of its texts violates
+    (policies ranked by positives in the whole set), or "clean". Each stratum's groups are
+    shuffled with `seed` and cut by `fractions`, and a stratum of at least one group per part
+    gives every part one group (taken from the largest part), so a policy at 0.3% (Jigsaw's
+    threat) has positives in validation and test. With one policy this is a split per class.
+    """
+    keys = np.array([dedup_key(t) for t in texts], dtype=object).astype(str)
+    uniq, inv = np.unique(keys, return_inverse=True)
+    y = np.asarray(labels).reshape(len(texts), -1)
+    n_pol = y.shape[1]
+    rank = np.empty(n_pol, np.int64)
+    rank[np.argsort(y.sum(0), kind="stable")] = np.arange(n_pol)  # 0 = rarest policy
+    row_stratum = np.where(y.any(1), np.where(y > 0, rank, n_pol).min(1), n_pol)
+    group_stratum = np.full(len(uniq), n_pol, np.int64)
+    np.minimum.at(group_stratum, inv.reshape(-1), row_stratum)
+    f = np.asarray(fractions, np.float64)
+    part_of_group = np.zeros(len(uniq), np.int64)
+    rng = np.random.default_rng(seed)
+    for s in np.unique(group_stratum):
+        groups = rng.permutation(np.flatnonzero(group_stratum == s))
+        sizes = np.diff(np.concatenate([[0], np.rint(np.cumsum(f) * len(groups))])).astype(int)
+        sizes[-1] = len(groups) - sizes[:-1].sum()
+        if len(groups) >= len(f):  # one group per part at least
+            for k in np.flatnonzero(sizes == 0):
+                sizes[sizes.argmax()] -= 1
+                sizes[k] = 1
+        part_of_group[groups] = np.repeat(np.arange(len(f)), sizes)
+    row_part = part_of_group[inv.reshape(-1)]
+    return tuple(np.flatnonzero(row_part == k).astype(np.int64) for k in range(len(f)))
 
 
 # ----------------------------------------------------------------------------- built-in data
@@ -333,6 +417,10 @@ def generate_posts(cfg, seed: int = 0) -> ModerationData:
     # Exact copies are dropped (a platform deduplicates re-posts before labelling them).
     seen: set[str] = set()
     keep = [i for i, t in enumerate(texts) if not (t in seen or seen.add(t))]
+    log = LoadLog("builtin (generated)")
+    log.rows_read = len(texts)
+    copies = sorted(set(range(len(texts))) - set(keep))
+    log.remove("exact duplicates", len(copies), [texts[i] for i in copies])
     texts = [texts[i] for i in keep]
     kinds = [kinds[i] for i in keep]
     image_ids = [image_ids[i] for i in keep]
@@ -351,257 +439,179 @@ def generate_posts(cfg, seed: int = 0) -> ModerationData:
         reach=reach,
         image_ids=np.array(image_ids),
         test_name="builtin",
+        log=log,
     )
     tr, va, te = grouped_split(texts, cfg.split_fractions, seed)
     data.split = {"train": tr, "val": va, "test": te}
     return data
 
 
-# ----------------------------------------------------------------------------- real loaders
-
-
-def _path(p: str, what: str, folder: bool = False) -> Path:
-    path = Path(p).expanduser()
-    if folder and not path.is_dir():
-        raise DataError(f"{what}: {path} is not a folder")
-    if not folder and not path.is_file():
-        raise DataError(f"{what}: file {path} not found")
-    return path
-
-
-def _read_text(path: Path, what: str, fallback: str | None = None) -> str:
-    """The file as UTF-8; with `fallback` (an encoding that decodes any bytes, e.g. latin-1),
-    a file that is not UTF-8 is read with it instead of refused."""
-    raw = path.read_bytes()
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError:
-        if fallback is None:
-            raise DataError(f"{what}: {path} is not UTF-8 text") from None
-        return raw.decode(fallback)
-
-
-def _rows(path: Path, what: str, delimiter: str = ",") -> list[dict[str, str]]:
-    text = _read_text(path, what)
-    try:
-        reader = csv.DictReader(text.splitlines(), delimiter=delimiter)
-        rows = list(reader)
-    except csv.Error as e:
-        raise DataError(f"{what}: {path} is not valid csv ({e})") from None
-    if not rows:
-        raise DataError(f"{what}: {path} has no data rows")
-    return rows
-
-
-def _need(row0: dict, cols: tuple[str, ...], path: Path, what: str) -> None:
-    missing = [c for c in cols if c not in row0]
-    if missing:
-        raise DataError(f"{what}: {path} lacks column(s) {', '.join(missing)}")
-
-
-def _finish(data: ModerationData, cfg, seed: int, fixed_test: np.ndarray | None) -> ModerationData:
-    """Grouped split; with `fixed_test` (an official test set) only train/val are split."""
-    n = len(data.texts)
-    data.kinds = np.array(["post"] * n)
-    rng = np.random.default_rng(seed + 17)
-    # Real data has no view counts: a log-normal stand-in for the review-queue simulation.
-    data.reach = rng.lognormal(mean=np.log(100), sigma=1.5, size=n)
-    if fixed_test is not None:
-        pool = np.setdiff1d(np.arange(n), fixed_test)
-        tr, va = grouped_split([data.texts[i] for i in pool], (0.85, 0.15), seed)
-        data.split = {"train": pool[tr], "val": pool[va], "test": np.sort(fixed_test)}
-    else:
-        h = cfg.holdout_fraction
-        tr, va, te = grouped_split(data.texts, (1 - 2 * h, h, h), seed)
-        data.split = {"train": tr, "val": va, "test": te}
-    for part, idx in data.split.items():
-        if len(idx) == 0:
-            raise DataError(f"{data.name}: too few texts for a {part} split ({n} in all)")
-    y_train = data.labels[data.split["train"]]
-    for j, p in enumerate(data.policies):
-        if y_train[:, j].min() == y_train[:, j].max():
-            raise DataError(f"{data.name}: the training split has only one class for {p!r}")
-    return data
-
-
-def load_olid(spec: str, cfg, seed: int) -> ModerationData:
-    """OLID v1.0 folder; with testset-levela.tsv + labels-levela.csv, test = OffensEval test A."""
-    what = "olid"
-    root = _path(spec, what, folder=True)
-    train_path = root / "olid-training-v1.0.tsv"
-    if not train_path.is_file():
-        raise DataError(f"olid: {root} has no olid-training-v1.0.tsv")
-    rows = _rows(train_path, what, delimiter="\t")
-    _need(rows[0], ("tweet", "subtask_a"), train_path, what)
-    texts, y = [], []
-    for i, r in enumerate(rows):
-        lab = (r.get("subtask_a") or "").strip()
-        if lab not in ("OFF", "NOT"):
-            raise DataError(f"olid: {train_path} row {i + 2}: subtask_a is {lab!r}, not OFF/NOT")
-        texts.append(r["tweet"] or "")
-        y.append(int(lab == "OFF"))
-    test_idx, test_name = None, "olid-holdout"
-    test_path, labels_path = root / "testset-levela.tsv", root / "labels-levela.csv"
-    if test_path.is_file() and labels_path.is_file():
-        trows = _rows(test_path, what, delimiter="\t")
-        _need(trows[0], ("id", "tweet"), test_path, what)
-        gold = {}
-        for k, line in enumerate(_read_text(labels_path, what).splitlines()):
-            if not line.strip():
-                continue
-            parts = [p.strip() for p in line.strip().split(",")]
-            if k == 0 and len(parts) == 2 and parts[1] not in ("OFF", "NOT"):
-                continue  # a header row ("id,label"): the official file has none, copies may
-            if len(parts) != 2 or parts[1] not in ("OFF", "NOT"):
-                raise DataError(f"olid: {labels_path}: expected 'id,OFF|NOT', got {line[:60]!r}")
-            gold[parts[0]] = int(parts[1] == "OFF")
-        start = len(texts)
-        for r in trows:
-            key = (r.get("id") or "").strip()
-            if key not in gold:
-                raise DataError(f"olid: test id {key!r} has no label in {labels_path.name}")
-            texts.append(r["tweet"] or "")
-            y.append(gold[key])
-        test_idx, test_name = np.arange(start, len(texts)), "olid-test-a"
-    data = ModerationData(
-        name="olid",
-        texts=texts,
-        labels=np.array(y, np.int8)[:, None],
-        policies=("offensive",),
-        kinds=np.array([]),
-        test_name=test_name,
-    )
-    return _finish(data, cfg, seed, test_idx)
-
-
-def load_davidson(spec: str, cfg, seed: int) -> ModerationData:
-    """Davidson et al. csv: offensive = class 0 or 1, hate = class 0; keeps annotator counts."""
-    what = "davidson"
-    path = _path(spec, what)
-    rows = _rows(path, what)
-    cols = ("count", "hate_speech", "offensive_language", "neither", "class", "tweet")
-    _need(rows[0], cols, path, what)
-    texts, y, counts = [], [], []
-    for i, r in enumerate(rows):
-        try:
-            cls = int(r["class"])
-            votes = [int(r["hate_speech"]), int(r["offensive_language"]), int(r["neither"])]
-        except (TypeError, ValueError):
-            raise DataError(
-                f"davidson: {path} row {i + 2}: class and counts must be integers"
-            ) from None
-        if cls not in (0, 1, 2):
-            raise DataError(f"davidson: {path} row {i + 2}: class {cls} is not 0, 1 or 2")
-        texts.append(r["tweet"] or "")
-        y.append([int(cls in (0, 1)), int(cls == 0)])
-        counts.append(votes)
-    c = np.array(counts, np.int64)
-    data = ModerationData(
-        name="davidson",
-        texts=texts,
-        labels=np.array(y, np.int8),
-        policies=("offensive", "hate"),
-        kinds=np.array([]),
-        test_name="davidson-holdout",
-        annotator_counts=c,
-        agreement=c.max(1) / np.maximum(c.sum(1), 1),
-    )
-    return _finish(data, cfg, seed, None)
-
-
-def load_sms_spam(spec: str, cfg, seed: int) -> ModerationData:
-    """SMS Spam Collection: 'ham<TAB>text' / 'spam<TAB>text'; a seeded split stratified by the
-    label (so the rare spam class has the same share in every part)."""
-    what = "sms-spam"
-    path = _path(spec, what)
-    texts, y = [], []
-    # Copies of the collection circulate in UTF-8 and in Latin-1 (its "£" is one byte,
-    # 0xA3, in the latter): read either rather than refuse, so "£" survives as a feature.
-    for i, line in enumerate(_read_text(path, what, fallback="latin-1").splitlines()):
-        if not line.strip():
-            continue
-        lab, sep, text = line.partition("\t")
-        if not sep or lab.strip() not in ("ham", "spam"):
-            raise DataError(f"sms-spam: {path} line {i + 1}: expected 'ham|spam<TAB>text'")
-        texts.append(text)
-        y.append(int(lab.strip() == "spam"))
-    if not texts:
-        raise DataError(f"sms-spam: {path} has no messages")
-    data = ModerationData(
-        name="sms-spam",
-        texts=texts,
-        labels=np.array(y, np.int8)[:, None],
-        policies=("spam",),
-        kinds=np.array([]),
-        test_name="sms-spam",
-    )
-    data = _finish(data, cfg, seed, None)
-    # Stratify: the grouped split per class, so both classes are cut by the same fractions.
-    h = cfg.holdout_fraction
-    parts: dict[str, list[np.ndarray]] = {"train": [], "val": [], "test": []}
-    ya = data.labels[:, 0]
-    for cls in (0, 1):
-        pool = np.flatnonzero(ya == cls)
-        if len(pool) == 0:
-            continue
-        tr, va, te = grouped_split([texts[i] for i in pool], (1 - 2 * h, h, h), seed)
-        for name, idx in zip(("train", "val", "test"), (tr, va, te), strict=True):
-            parts[name].append(pool[idx])
-    data.split = {k: np.sort(np.concatenate(v)) for k, v in parts.items()}
-    return data
-
-
-def _csv_labels(rows: list[dict[str, str]], path: Path, what: str) -> tuple[np.ndarray, tuple]:
-    """label column: 0/1 (-> offensive) or a policy name / 'none' per row (multi-class)."""
-    raw = [(r.get("label") or "").strip().lower() for r in rows]
-    if all(v in ("0", "1") for v in raw):
-        return np.array([[int(v)] for v in raw], np.int8), ("offensive",)
-    allowed = set(POLICIES) | {"none", "ok", "0"}
-    bad = sorted({v for v in raw if v not in allowed})
-    if bad:
-        raise DataError(
-            f"{what}: {path}: label must be 0/1 or one of {', '.join(POLICIES)}, none; "
-            f"got {bad[0]!r}"
-        )
-    pols = tuple(p for p in POLICIES if p in raw)
-    if not pols:
-        raise DataError(f"{what}: {path}: no violating label in the file")
-    y = np.array([[int(v == p) for p in pols] for v in raw], np.int8)
-    return y, pols
-
-
-def load_csv(spec: str, cfg, seed: int) -> ModerationData:
-    """csv with text,label (see `_csv_labels`); other 0/1 columns are ignored here (the identity
-    cohorts come from the text; see `load_eval` for identity columns)."""
-    what = "csv"
-    path = _path(spec, what)
-    rows = _rows(path, what)
-    _need(rows[0], ("text", "label"), path, what)
-    y, pols = _csv_labels(rows, path, what)
-    data = ModerationData(
-        name=path.stem,
-        texts=[r["text"] or "" for r in rows],
-        labels=y,
-        policies=pols,
-        kinds=np.array([]),
-        test_name=f"{path.stem}-holdout",
-    )
-    return _finish(data, cfg, seed, None)
-
-
-LOADERS = {"olid": load_olid, "davidson": load_davidson, "sms-spam": load_sms_spam, "csv": load_csv}
+# ----------------------------------------------------------------------------- real data
 
 
 def load_source(source: str, cfg, seed: int) -> ModerationData:
-    """'builtin' or FORMAT:PATH (see the module doc) -> ModerationData with its split."""
+    """'builtin' or FORMAT:PATH[?text=COL&label=COL] (formats.py) -> a cleaned, split
+    ModerationData (the gate is `check_training_data`; `prepare_data` runs both)."""
     if source in ("", "builtin"):
         return generate_posts(cfg, seed)
-    fmt, sep, rest = source.partition(":")
-    if not sep or fmt not in LOADERS or not rest:
-        raise DataError(
-            f"--data {source!r}: use builtin or FORMAT:PATH with FORMAT one of {', '.join(LOADERS)}"
+    from .formats import read_source
+
+    data, fixed_test, stratify = read_source(source)
+    return clean_and_split(data, cfg, seed, fixed_test, stratify)
+
+
+def clean_and_split(
+    data: ModerationData,
+    cfg,
+    seed: int,
+    fixed_test: np.ndarray | None = None,
+    stratify: bool = True,
+) -> ModerationData:
+    """Remove exact copies, split, and drop a policy without positives in every part.
+
+    Cleaning: rows with the same `exact_key` keep one row, labelled by their majority (a tie
+    drops them all), so no text sits in both train and test. With `fixed_test` (an official
+    test set, kept whole) only the rest is cleaned, and a training text that is also a test
+    text is removed. Split: `stratified_split` when `stratify`, else the plain grouped split
+    (OLID and Davidson keep their published protocol; redone stratified when it leaves a part
+    without both classes), `cfg.holdout_fraction` for validation and for test; with
+    `fixed_test` only train/val. Each near-duplicate group is given its part from the file as
+    read, so cleaning removes rows from a part without reshuffling the others (exact copies
+    share a group: none can be on the other side).
+    """
+    log = data.log if data.log is not None else LoadLog(data.name)
+    data.log = log
+    n = len(data.texts)
+    keys = [exact_key(t) for t in data.texts]
+    test = np.zeros(n, bool) if fixed_test is None else np.isin(np.arange(n), fixed_test)
+    in_test = {keys[i] for i in np.flatnonzero(test)}
+    leak = [i for i in np.flatnonzero(~test) if keys[i] in in_test]
+    log.remove("also in the official test set", len(leak), [data.texts[i] for i in leak])
+    pool = np.setdiff1d(np.flatnonzero(~test), leak)
+    kept, y = dedupe([keys[i] for i in pool], data.labels[pool], log, [data.texts[i] for i in pool])
+    part = _parts(data.texts, data.labels, test, cfg, seed, stratify)  # (N,) 0 train 1 val 2 test
+    data.labels = data.labels.copy()
+    data.labels[pool[kept]] = y
+    sample = _sample(pool[kept], data.labels, cfg.max_texts, seed, log)
+    keep = np.sort(np.concatenate([sample, np.flatnonzero(test)]))
+    _take(data, keep)
+    part = part[keep]
+    names = ("train", "val", "test")
+    data.split = {k: np.flatnonzero(part == i) for i, k in enumerate(names)}
+    if not stratify and not all(_both_classes(data.labels[i]) for i in data.split.values()):
+        log.notes.append(
+            "split stratified by label: the grouped split left a part without both classes"
         )
-    return LOADERS[fmt](rest, cfg, seed)
+        fixed = part == 2 if fixed_test is not None else np.zeros(len(keep), bool)
+        part = _parts(data.texts, data.labels, fixed, cfg, seed, stratify=True)
+        data.split = {k: np.flatnonzero(part == i) for i, k in enumerate(names)}
+    for name, idx in data.split.items():
+        if len(idx) == 0:
+            raise DataError(
+                f"{data.name}: too few texts for a {name} split ({len(keep)} after cleaning); "
+                "a run needs a few dozen labelled texts at least"
+            )
+    n = len(data.texts)
+    data.kinds = np.array(["post"] * n)
+    # Real data has no view counts: a log-normal stand-in for the review-queue simulation.
+    data.reach = np.random.default_rng(seed + 17).lognormal(np.log(100), 1.5, size=n)
+    _drop_policies_without_positives(data)
+    return data
+
+
+# A policy with fewer positives than this keeps every one of them when the data is sampled down.
+RARE_POSITIVES = 1_000
+
+
+def _sample(rows: np.ndarray, labels: np.ndarray, limit: int, seed: int, log) -> np.ndarray:
+    """At most about `limit` of `rows` (0: all): every row positive for a policy with fewer than
+    RARE_POSITIVES positives, then a seeded sample of the others stratified by label vector
+    (each combination keeps its share, at least one row).
+
+    Why a limit: the run's cost is linear in the texts it encodes (validation and test pass
+    through MiniLM several times), and the step budget sees at most max_train_steps x
+    batch_size training texts anyway; 200,000 keeps Jigsaw's 160K-row training file whole and
+    a 1.8M-row file to a run of tens of minutes on 2 cores, not hours.
+    """
+    if not limit or len(rows) <= limit:
+        return rows
+    y = labels[rows]
+    rare = y[:, y.sum(0) < RARE_POSITIVES].any(1)
+    rest = rows[~rare]
+    budget = max(0, limit - int(rare.sum()))
+    rng = np.random.default_rng(seed + 5)
+    _, stratum = np.unique(y[~rare], axis=0, return_inverse=True)
+    stratum = stratum.reshape(-1)
+    picked = [rows[rare]]
+    for s_id in np.unique(stratum):
+        members = rest[stratum == s_id]
+        n = max(1, round(len(members) * budget / max(len(rest), 1)))
+        picked.append(rng.choice(members, size=min(n, len(members)), replace=False))
+    out = np.sort(np.concatenate(picked))
+    log.remove(f"sampled out (max_texts {limit:,}, stratified by label)", len(rows) - len(out))
+    if rare.any():
+        log.notes.append(
+            f"sampled to {len(out):,} texts: all {int(rare.sum()):,} positives of the policies "
+            f"with under {RARE_POSITIVES:,} positives kept, the rest by label share"
+        )
+    return out
+
+
+def _parts(texts, labels, test: np.ndarray, cfg, seed: int, stratify: bool) -> np.ndarray:
+    """(N,) part of each row, 0 train, 1 val, 2 test; rows in `test` (a fixed test set) are 2
+    and the others are split into train/val (0.85/0.15)."""
+    pool = np.flatnonzero(~test)
+    h = cfg.holdout_fraction
+    fr = (1 - 2 * h, h, h) if not test.any() else (0.85, 0.15)
+    sub = [texts[i] for i in pool]
+    cut = (
+        stratified_split(sub, labels[pool], fr, seed) if stratify else grouped_split(sub, fr, seed)
+    )
+    part = np.full(len(texts), 2, np.int64)
+    for k, idx in enumerate(cut):
+        part[pool[idx]] = k
+    return part
+
+
+def _take(data: ModerationData, keep: np.ndarray) -> None:
+    """Keep rows `keep` of every per-row field."""
+    data.texts = [data.texts[i] for i in keep]
+    data.labels = data.labels[keep]
+    for name in ("agreement", "annotator_counts"):
+        if getattr(data, name) is not None:
+            setattr(data, name, getattr(data, name)[keep])
+    if data.given_identities is not None:
+        data.given_identities = {k: m[keep] for k, m in data.given_identities.items()}
+
+
+def _both_classes(y: np.ndarray) -> bool:
+    """Every policy (column of `y`) has a positive and a negative."""
+    return len(y) > 0 and bool(np.all(y.max(0) > y.min(0)))
+
+
+def _drop_policies_without_positives(data: ModerationData) -> None:
+    """Drop (with a note) each policy that lacks a positive or a negative in some part; a
+    DataError when none is left."""
+    keep, why = [], {}
+    for j, p in enumerate(data.policies):
+        for part, idx in data.split.items():
+            pos = int(data.labels[idx, j].sum())
+            if pos < MIN_POSITIVES_PER_PART or pos == len(idx):
+                why[p] = f"the {part} split has only one class for {p!r} ({pos} of {len(idx)})"
+                break
+        else:
+            keep.append(j)
+    if not keep:
+        first = next(iter(why.values()))
+        raise DataError(
+            f"{data.name}: {first}; a run needs violating and clean texts of a policy in "
+            "train, validation and test: add labelled examples of the rarer class"
+        )
+    for p, reason in why.items():
+        data.log.notes.append(f"policy {p!r} dropped: {reason}")
+    if why:
+        data.policies = tuple(data.policies[j] for j in keep)
+        data.labels = data.labels[:, keep]
 
 
 # ----------------------------------------------------------------------------- evaluation sets
@@ -621,98 +631,28 @@ class EvalSet:
     identity: np.ndarray | None = None  # (N,) str target identity ("" for none)
     functionality: np.ndarray | None = None  # (N,) str, HateCheck's test functionality
     pair_texts: list[str] | None = None
-
-
-def load_hatecheck(spec: str) -> EvalSet:
-    what = "hatecheck"
-    path = _path(spec, what)
-    rows = _rows(path, what)
-    _need(rows[0], ("test_case", "label_gold"), path, what)
-    y = []
-    for i, r in enumerate(rows):
-        lab = (r["label_gold"] or "").strip()
-        if lab not in ("hateful", "non-hateful"):
-            raise DataError(
-                f"hatecheck: {path} row {i + 2}: label_gold {lab!r} is not hateful/non-hateful"
-            )
-        y.append(int(lab == "hateful"))
-    return EvalSet(
-        name="hatecheck",
-        policy="hate",
-        texts=[r["test_case"] or "" for r in rows],
-        labels=np.array(y, np.int8),
-        identity=np.array([(r.get("target_ident") or "").strip() for r in rows]),
-        functionality=np.array([(r.get("functionality") or "").strip() for r in rows]),
-    )
-
-
-def load_toxicity_pairs(spec: str) -> EvalSet:
-    """Dixon et al. 2018 sets: NONFUZZED.csv,FUZZED.csv with rev_id,comment,toxic; rows are
-    paired by rev_id (the fuzzed text has its identity terms swapped)."""
-    what = "toxicity-pairs"
-    parts = spec.split(",")
-    if len(parts) != 2:
-        raise DataError("toxicity-pairs: use toxicity-pairs:NONFUZZED.csv,FUZZED.csv")
-    tables = []
-    for p in parts:
-        path = _path(p, what)
-        rows = _rows(path, what)
-        _need(rows[0], ("rev_id", "comment", "toxic"), path, what)
-        tables.append((path, rows))
-    fuzzed = {r["rev_id"]: r["comment"] or "" for r in tables[1][1]}
-    texts, twins, y = [], [], []
-    for i, r in enumerate(tables[0][1]):
-        if r["rev_id"] not in fuzzed:
-            continue
-        try:
-            tox = int(float(r["toxic"]) >= 0.5)  # the released files hold True/False or 0/1
-        except ValueError:
-            tox = {"true": 1, "false": 0}.get((r["toxic"] or "").strip().lower(), -1)
-        if tox < 0:
-            raise DataError(f"toxicity-pairs: {tables[0][0]} row {i + 2}: toxic {r['toxic']!r}")
-        texts.append(r["comment"] or "")
-        twins.append(fuzzed[r["rev_id"]])
-        y.append(tox)
-    if not texts:
-        raise DataError("toxicity-pairs: no rev_id is in both files")
-    return EvalSet("toxicity-pairs", "offensive", texts, np.array(y, np.int8), pair_texts=twins)
-
-
-def load_eval_csv(spec: str) -> EvalSet:
-    """csv text,label (0/1, policy 'offensive', or one policy name per row vs 'none')."""
-    what = "csv"
-    path = _path(spec, what)
-    rows = _rows(path, what)
-    _need(rows[0], ("text", "label"), path, what)
-    y, pols = _csv_labels(rows, path, what)
-    if len(pols) != 1:
-        raise DataError(f"csv: {path}: an evaluation csv must hold one policy, got {pols}")
-    ident_cols = [c for c in rows[0] if c not in ("text", "label")]
-    ident = None
-    if ident_cols:
-        ident = np.array(
-            [
-                ",".join(c for c in ident_cols if (r.get(c) or "").strip() in ("1", "true"))
-                for r in rows
-            ]
-        )
-    return EvalSet(path.stem, pols[0], [r["text"] or "" for r in rows], y[:, 0], identity=ident)
-
-
-EVAL_LOADERS = {
-    "hatecheck": load_hatecheck,
-    "toxicity-pairs": load_toxicity_pairs,
-    "csv": load_eval_csv,
-}
+    log: LoadLog | None = None  # rows read and skipped
 
 
 def load_eval(spec: str) -> EvalSet:
-    fmt, sep, rest = spec.partition(":")
-    if not sep or fmt not in EVAL_LOADERS or not rest:
-        raise DataError(
-            f"--eval {spec!r}: use FORMAT:PATH with FORMAT one of {', '.join(EVAL_LOADERS)}"
-        )
-    return EVAL_LOADERS[fmt](rest)
+    """hatecheck:FILE, toxicity-pairs:NONFUZZED,FUZZED or csv:FILE[?text=COL&label=COL]."""
+    from .formats import read_eval
+
+    return read_eval(spec)
+
+
+def policy_for(name: str, policies: tuple[str, ...]) -> str:
+    """The trained policy that stands for `name`: itself, else one of the same family
+    (Jigsaw's identity_hate for hate, toxic for offensive), else the first."""
+    if name in policies:
+        return name
+    family = [p for p in policies if POLICY_FAMILY.get(p) == name]
+    return family[0] if family else policies[0]
+
+
+def severity(policy: str) -> float:
+    """The review queue's harm weight of one view of a `policy` violation (SEVERITY)."""
+    return SEVERITY.get(policy, SEVERITY.get(POLICY_FAMILY.get(policy, ""), DEFAULT_SEVERITY))
 
 
 # ----------------------------------------------------------------------------- the data gate
@@ -720,22 +660,28 @@ def load_eval(spec: str) -> EvalSet:
 
 def gate_schema(policies: tuple[str, ...]):
     """Schema of a training batch for shared.gate: the text, its length, one 0/1 column per
-    policy (the first is the gate's target), key = the text (exact copies count as duplicates)."""
+    policy (the first is the gate's target), key = `text_id`, a 64-bit digest of the exact text
+    (exact copies count as duplicates; the gate compares keys as fixed-width strings, which
+    for 50K Jigsaw comments of up to 5,000 characters would take 1 GB as the texts)."""
     from shared.gate import ColumnSpec, Schema
 
     cols = {
         "text": ColumnSpec("str"),
-        "n_chars": ColumnSpec("int", min=1, max=20_000),  # an empty text is out of range
+        "text_id": ColumnSpec("str"),
+        "n_chars": ColumnSpec("int", min=1, max=MAX_TEXT_CHARS),  # an empty text is out of range
     }
     for p in policies:
         cols[f"label_{p}"] = ColumnSpec("int", min=0, max=1)
-    return Schema(columns=cols, target=f"label_{policies[0]}", key=("text",))
+    return Schema(columns=cols, target=f"label_{policies[0]}", key=("text_id",))
 
 
 def gate_batch(texts: list[str], labels: np.ndarray, policies: tuple[str, ...]) -> dict:
     """The columns the gate checks, from texts and a (N, P) label matrix."""
     batch = {
         "text": np.array(texts, dtype=object),
+        "text_id": np.array(
+            [hashlib.blake2b(t.encode(), digest_size=8).hexdigest() for t in texts]
+        ),
         "n_chars": np.array([len(t.strip()) for t in texts], np.int64),
     }
     for j, p in enumerate(policies):
@@ -752,64 +698,137 @@ def bad_batch_example(data: ModerationData, seed: int) -> tuple[list[str], np.nd
     return texts, np.ones((len(idx), len(data.policies)), np.int8)
 
 
-def check_training_data(data: ModerationData, out: Path, seed: int, inject_bad: bool) -> dict:
-    """Run the data gate on every input batch: the two halves of train (each against a
-    reference profiled on the other), validation and test (against all of train). A batch that
-    fails is quarantined under out/quarantine and the run stops with a one-line DataError.
-    With `inject_bad` a deliberately broken batch is checked too and must be refused.
-
-    Returns {"batches": {name: {"passed", "rows", "failed": [...]}}, "injected": {...}}.
-    """
-    from shared.gate import GateThresholds, build_reference, check_batch, quarantine
-
-    schema = gate_schema(data.policies)
-    # A split part is smaller than train by design: volume is not a signal here.
-    th = GateThresholds(volume_ratio=(0.02, 50.0))
-    rng = np.random.default_rng(seed)
-    train = rng.permutation(data.split["train"])
-    halves = {
+def train_halves(data: ModerationData, seed: int) -> dict[str, np.ndarray]:
+    """The two training batches the gate judges: a seeded random half each (sorted rows)."""
+    train = np.random.default_rng(seed).permutation(data.split["train"])
+    return {
         "train[a]": np.sort(train[: len(train) // 2]),
         "train[b]": np.sort(train[len(train) // 2 :]),
     }
 
-    def batch(idx):
-        return gate_batch([data.texts[i] for i in idx], data.labels[idx], data.policies)
 
-    def reference(idx):
-        b = batch(idx)
-        ok = b["n_chars"] > 0  # profile the non-empty rows; empty ones fail the range check
-        return build_reference({k: v[ok] for k, v in b.items()}, schema)
+def check_training_data(data: ModerationData, out: Path, seed: int, inject_bad: bool) -> dict:
+    """Run the data gate on every input batch, each against the rest of the data: each half of
+    train against the other half plus validation and test, then validation and test against
+    the train rows kept.
 
-    plan = [
-        ("train[a]", halves["train[a]"], halves["train[b]"]),
-        ("train[b]", halves["train[b]"], halves["train[a]"]),
-        ("val", data.split["val"], data.split["train"]),
-        ("test", data.split["test"], data.split["train"]),
-    ]
+    A refused half is quarantined under out/quarantine and dropped from `data.split["train"]`
+    (the run trains on the rest; counted in `data.log`). The run stops with a one-line
+    DataError only when nothing sensible is left: both halves refused, validation or test
+    refused, or a policy without a positive in the train rows kept. The duplicate limit is
+    relative (shared.gate: the reference's own rate + 0.02), so a property the whole dataset
+    shares passes. With `inject_bad` a deliberately broken batch is checked too and must be
+    refused.
+
+    Returns {"batches": {name: {"passed", "rows", "failed", "quarantined_to"}},
+    "injected": {...}}.
+    """
+    from shared.gate import GateThresholds
+
+    # A split part is smaller than train by design: volume is not a signal here.
+    gate = (gate_schema(data.policies), GateThresholds(volume_ratio=(0.02, 50.0)), out)
     summary: dict = {"batches": {}}
-    for name, idx, ref_idx in plan:
-        b = batch(idx)
-        res = check_batch(b, schema, reference(ref_idx), th)
-        failed = [
-            f"{c.name}[{c.column}] {c.value!s:.6} > {c.limit!s:.6}" if c.column else c.name
-            for c in res.failed
-        ]
-        summary["batches"][name] = {"passed": res.passed, "rows": len(idx), "failed": failed}
-        if not res.passed:
-            path = quarantine(b, res, out / "quarantine")
-            raise DataError(
-                f"the data gate refused the {name} batch of {data.name} ({len(idx)} rows): "
-                f"{'; '.join(failed[:3])} (report beside {path})"
-            )
+    halves = train_halves(data, seed)
+    (a, ia), (b, ib) = halves.items()
+    held = np.concatenate([data.split["val"], data.split["test"]])
+    for name, idx, other in ((a, ia, ib), (b, ib, ia)):
+        summary["batches"][name] = _judge(data, idx, np.concatenate([other, held]), *gate)
+    refused = [k for k in halves if not summary["batches"][k]["passed"]]
+    _stop_if(data, summary, refused if len(refused) == 2 else [], "the whole training data")
+    if refused:
+        data.split["train"] = halves[a if refused == [b] else b]
+        data.log.remove(f"quarantined by the data gate ({refused[0]})", len(halves[refused[0]]))
+        _require_train_positives(data, refused[0])
+    for name in ("val", "test"):
+        summary["batches"][name] = _judge(data, data.split[name], data.split["train"], *gate)
+        _stop_if(data, summary, [] if summary["batches"][name]["passed"] else [name], name)
     if inject_bad:
-        texts, labels = bad_batch_example(data, seed)
-        b = gate_batch(texts, labels, data.policies)
-        res = check_batch(b, schema, reference(data.split["train"]), th)
-        path = None if res.passed else quarantine(b, res, out / "quarantine")
-        summary["injected"] = {
-            "passed": res.passed,
-            "rows": len(texts),
-            "failed": [f"{c.name}[{c.column}]" if c.column else c.name for c in res.failed],
-            "quarantined_to": str(path) if path else None,
-        }
+        res = _judge(data, bad_batch_example(data, seed), data.split["train"], *gate)
+        res["failed"] = [f.split(" ")[0] for f in res["failed"]]
+        summary["injected"] = res
     return summary
+
+
+def _judge(data: ModerationData, batch, ref_idx: np.ndarray, schema, th, out: Path) -> dict:
+    """One batch (rows of `data`, or (texts, labels)) against a profile of rows `ref_idx`;
+    a refused batch is quarantined under out/quarantine."""
+    from shared.gate import build_reference, check_batch, quarantine
+
+    texts, labels = batch if isinstance(batch, tuple) else _rows(data, batch)
+    b = gate_batch(texts, labels, data.policies)
+    ref = gate_batch(*_rows(data, ref_idx), data.policies)
+    # Profile the rows in range only: an empty or overlong text fails the range check itself.
+    ok = (ref["n_chars"] > 0) & (ref["n_chars"] <= MAX_TEXT_CHARS)
+    res = check_batch(b, schema, build_reference({k: v[ok] for k, v in ref.items()}, schema), th)
+    failed = [
+        f"{c.name}[{c.column}] {c.value!s:.6} > {c.limit!s:.6}" if c.column else c.name
+        for c in res.failed
+    ]
+    path = None if res.passed else quarantine(b, res, out / "quarantine")
+    return {"passed": res.passed, "rows": len(texts), "failed": failed,
+            "quarantined_to": str(path) if path else None}  # fmt: skip
+
+
+def _rows(data: ModerationData, idx: np.ndarray) -> tuple[list[str], np.ndarray]:
+    return [data.texts[i] for i in idx], data.labels[idx]
+
+
+def _stop_if(data: ModerationData, summary: dict, names: list[str], what: str) -> None:
+    if not names:
+        return
+    g = summary["batches"][names[0]]
+    raise DataError(
+        f"the data gate refused the {' and '.join(names)} batch of {data.name} ({g['rows']} "
+        f"rows): {'; '.join(g['failed'][:3])}; {what} differs from the rest of the file: "
+        f"look at the quarantined rows (report beside {g['quarantined_to']}) and fix the file"
+    )
+
+
+def _require_train_positives(data: ModerationData, refused: str) -> None:
+    y = data.labels[data.split["train"]]
+    for j, p in enumerate(data.policies):
+        if y[:, j].min() == y[:, j].max():
+            raise DataError(
+                f"{data.name}: after the data gate quarantined {refused}, the training rows "
+                f"left have only one class for {p!r}: look at the quarantined rows and fix the file"
+            )
+
+
+# ----------------------------------------------------------------------------- the pipeline
+
+
+def prepare_data(source: str, cfg, seed: int, out: Path) -> tuple[ModerationData, dict, str]:
+    """Read, clean, split and gate `source` exactly as a run does, without training: the one
+    pipeline `casebook run` and `casebook check` share. The built-in data also feeds the gate a
+    deliberately broken batch, which must be refused.
+
+    Returns (data, gate summary, the report's Markdown "Data" section).
+    """
+    data = load_source(source, cfg, seed)
+    gate = check_training_data(data, Path(out), seed, inject_bad=source in ("", "builtin"))
+    return data, gate, data_report(data, gate)
+
+
+def data_report(data: ModerationData, gate: dict) -> str:
+    """The "Data" section: rows read, skipped, removed and quarantined (shared.ingest), the split
+    sizes, each policy's positive share per part, and one line per gate verdict."""
+    splits = {part: len(idx) for part, idx in data.split.items()}
+    balance = {
+        p: {part: float(data.labels[idx, j].mean()) for part, idx in data.split.items()}
+        for j, p in enumerate(data.policies)
+    }
+    lines = []
+    for name, g in gate["batches"].items():
+        verdict = "pass" if g["passed"] else "quarantined, the run trains on the rest"
+        failed = f"; failed {', '.join(g['failed'])}" if g["failed"] else ""
+        lines.append(f"{name}: {verdict} ({g['rows']:,} texts){failed}")
+    if "injected" in gate:
+        inj = gate["injected"]
+        lines.append(
+            "injected broken batch (empty texts, every label 1): "
+            + ("pass" if inj["passed"] else "quarantined")
+            + (", failed " + ", ".join(inj["failed"]) if inj["failed"] else "")
+        )
+    source = "identity columns of the file" if data.given_identities else "identity term lists"
+    text = data_section(data.log or LoadLog(data.name), splits, balance, lines, unit="texts")
+    return text + f"\n\nPolicies: {', '.join(data.policies)}; bias cohorts from the {source}."

@@ -18,7 +18,7 @@ from sklearn.metrics import average_precision_score, f1_score, roc_auc_score
 
 from shared.classification import precision_at_recall
 
-from .data import SEVERITY
+from .data import policy_for, severity
 
 # Table rows in this order; `minilm_served` is an alias of the served graph, not a row.
 MODEL_ORDER = (
@@ -121,9 +121,13 @@ def bias_rows(
     policy: str,
     policies,
     seed: int,
+    identities: dict[str, np.ndarray] | None = None,
 ) -> tuple[dict, dict]:
     """Per model: worst subgroup AUC, BPSN, BNSP, the Jigsaw final bias metric and the
     counterfactual flip rate (swap the identity term, count changed flag decisions).
+
+    identities: {identity: (N,) bool} masks (a file's own identity columns); None: the term
+    lists matched in `texts`. Identities with fewer than 5 texts are left out.
 
     Returns ({model: summary row}, {model: the full bias table}).
     """
@@ -138,7 +142,8 @@ def bias_rows(
 
     j = policies.index(policy)
     yj = y[:, j]
-    masks = {k: m for k, m in identity_masks(texts).items() if m.sum() >= 5}
+    given = identity_masks(texts) if identities is None else identities
+    masks = {k: m for k, m in given.items() if m.sum() >= 5}
     rng = np.random.default_rng(seed)
     swapped = [(i, swap_identity(t, rng)) for i, t in enumerate(texts)]
     swapped = [(i, s) for i, s in swapped if s is not None]
@@ -335,10 +340,7 @@ def report_run(report, cfg, data, fit: dict, pred, image, ads, evals, seed: int,
     y_any = y_te.max(1)
     reach = data.reach[data.split["test"]]
     sev = np.array(
-        [
-            max([SEVERITY.get(p, 1.0) for p, v in zip(pols, row, strict=True) if v] or [1.0])
-            for row in y_te
-        ]
+        [max([severity(p) for p, v in zip(pols, row, strict=True) if v] or [1.0]) for row in y_te]
     )
     capacity = int(cfg.reviewer_items_per_hour * cfg.reviewer_hours)
     product = product_metrics(act, y_any, reach)
@@ -371,7 +373,10 @@ def report_run(report, cfg, data, fit: dict, pred, image, ads, evals, seed: int,
     # --- bias: every model, the first policy (offensive where present) ---
     bias_policy = "offensive" if "offensive" in pols else pols[0]
     te_scores = {m: scores[m] for m in fit["scorers"]}
-    rows, full = bias_rows(te_t, y_te, fit["scorers"], te_scores, th, bias_policy, pols, seed)
+    ident = data.identities(data.split["test"])
+    rows, full = bias_rows(
+        te_t, y_te, fit["scorers"], te_scores, th, bias_policy, pols, seed, identities=ident
+    )
     report.table(
         f"bias:{bias_policy}:{data.test_name}",
         rows,
@@ -466,7 +471,7 @@ def report_run(report, cfg, data, fit: dict, pred, image, ads, evals, seed: int,
 
 def _eval_set(report, ev, fit: dict, th: dict, pols, seed: int) -> None:
     """One evaluation-only set: every model's row; HateCheck per functionality; pairs' flips."""
-    pol = ev.policy if ev.policy in pols else pols[0]
+    pol = policy_for(ev.policy, pols)
     j = pols.index(pol)
     rows, decisions = {}, {}
     for m, fn in fit["scorers"].items():
@@ -479,6 +484,15 @@ def _eval_set(report, ev, fit: dict, th: dict, pols, seed: int) -> None:
     note = f"{len(ev.texts)} texts, evaluation only (never trained on), scored as `{pol}`."
     if pol != ev.policy:
         note += f" The training data has no `{ev.policy}` policy; `{pol}` stands in."
+    if ev.log is not None and ev.log.total_skipped:
+        note += (
+            " Skipped rows: "
+            + "; ".join(
+                f"{r} {n} (first at line {ev.log.skipped[r][0]})"
+                for r, n in ev.log.n_skipped.items()
+            )
+            + "."
+        )
     report.table(f"{ev.policy}:{ev.name}", rows, baseline="rules", note=note)
     if ev.functionality is not None and len(set(ev.functionality)) > 1:
         prod = fit["production"] if fit["production"] in decisions else "tfidf_lr"

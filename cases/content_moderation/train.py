@@ -407,13 +407,12 @@ def predictor_spec(
 # ----------------------------------------------------------------------------- the whole fit
 
 
-def _worst_subgroup_auc(y: np.ndarray, s: np.ndarray, texts: list[str]) -> float:
-    """Lowest subgroup AUC over identities with both classes (NaN if none)."""
+def _worst_subgroup_auc(y: np.ndarray, s: np.ndarray, identities: dict[str, np.ndarray]) -> float:
+    """Lowest subgroup AUC over identities (masks, `ModerationData.identities`) with both
+    classes (NaN if none)."""
     from shared.fairness import bias_table, worst_subgroup
 
-    from .data import identity_masks
-
-    masks = {k: m for k, m in identity_masks(texts).items() if m.sum() >= 5}
+    masks = {k: m for k, m in identities.items() if m.sum() >= 5}
     if not masks or y.min() == y.max():
         return float("nan")
     return worst_subgroup(bias_table(y, s, masks))[1]
@@ -479,8 +478,9 @@ def fit_text_models(cfg, data, seed: int, out, log: Callable[[str], None] = prin
             }
             f_plain = macro_f1_at_best(y_va, scores["tfidf_lr"]["val"])
             f_aug = macro_f1_at_best(y_va, scores["tfidf_lr_aug"]["val"])
-            w_plain = _worst_subgroup_auc(y_va[:, 0], scores["tfidf_lr"]["val"][:, 0], va_t)
-            w_aug = _worst_subgroup_auc(y_va[:, 0], scores["tfidf_lr_aug"]["val"][:, 0], va_t)
+            va_id = data.identities(data.split["val"])
+            w_plain = _worst_subgroup_auc(y_va[:, 0], scores["tfidf_lr"]["val"][:, 0], va_id)
+            w_aug = _worst_subgroup_auc(y_va[:, 0], scores["tfidf_lr_aug"]["val"][:, 0], va_id)
             # Keep it only if it helps the worst-served identity without costing > 0.5 point.
             augmented = bool(
                 np.nan_to_num(w_aug) > np.nan_to_num(w_plain) and f_aug >= f_plain - 0.005
