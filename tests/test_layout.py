@@ -137,6 +137,15 @@ def test_cli_is_thin(case):
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda p: p.name)
+def test_cli_offers_the_commands_of_every_case(case):
+    """`casebook run|check|serve` call these; `casebook check` would fail on a case without it."""
+    tree = ast.parse((case / "cli.py").read_text())
+    defined = {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}
+    missing = {"add_arguments", "run", "check", "serve"} - defined
+    assert not missing, f"cases/{case.name}/cli.py lacks {', '.join(sorted(missing))}"
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda p: p.name)
 def test_predictor_imports_no_training_code(case):
     closure = _serving_closure(case)
     forbidden = {case / f"{m}.py" for m in TRAINING_ONLY}
