@@ -1,4 +1,4 @@
-"""The `casebook` command: list, run, bench and serve the cases.
+"""The `casebook` command: list, run, bench and serve the cases; look at and compare runs.
 
     casebook list
     casebook run video-recommendation --preset fast --seed 0
@@ -9,6 +9,8 @@
     casebook serve mobile-keyboard --config deploy/mobile-keyboard.yaml
     casebook drill mobile-keyboard            (failure drills on the live app: casebook/drill.py)
     casebook check content-moderation --data sms-spam:SMSSpamCollection   (data only, no training)
+    casebook ui --runs runs                   (the runs in a browser: casebook/ui.py)
+    casebook compare RUN_A RUN_B              (two runs' tables side by side: shared/compare.py)
 
 A case plugs in by existing: every `cases/<package>/cli.py` is found by scanning, and its
 command-line name is the package name with `_` -> `-`. The module defines
@@ -197,6 +199,16 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="a Serve config file (deploy/<case>.yaml) to deploy instead, on a Ray on --host",
     )
+
+    ui_p = sub.add_parser(
+        "ui", help="the runs in a browser: list, open a report, compare two (127.0.0.1)"
+    )
+    ui_p.add_argument("--runs", type=Path, default=Path("runs"), help="runs folder (default runs)")
+    ui_p.add_argument("--port", type=int, default=8050, help="HTTP port (default 8050)")
+
+    cmp_p = sub.add_parser("compare", help="two runs' summaries and tables side by side, B - A")
+    cmp_p.add_argument("run_a", type=Path, help="run folder A (holding metrics.json)")
+    cmp_p.add_argument("run_b", type=Path, help="run folder B")
     return parser
 
 
@@ -334,6 +346,16 @@ def main(argv: list[str] | None = None) -> int:
             from casebook import drill
 
             return drill.main(args, list(available_cases()))
+        if args.command == "ui":
+            from casebook.ui import serve_ui
+
+            serve_ui(args.runs, args.port)
+            return 0
+        if args.command == "compare":
+            from casebook.ui import compare_cli
+
+            print(compare_cli(args.run_a, args.run_b))
+            return 0
         if args.command == "serve":
             if args.replicas is None and args.config is None:
                 load_case(args.case).serve(args.artifact, args.host, args.port)

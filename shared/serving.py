@@ -33,6 +33,8 @@ The standard routes, the same in every app:
   POST /reload   loads the registry's champion: 200 with the new version, or 409 with the reason
                  (corrupt file, failed golden set) while the model already in memory keeps
                  serving; the answer names the replica's pid
+  GET  /         the case's page (`make_app(..., page=...)`, cases/<case>/page/index.html): try
+                 the API in a browser
   GET  /status   /version's fields (with the golden check's line), the last reload error, the
                  replica's pid, the live monitor's figures and alarms (`ReloadableModel(...,
                  monitor=...)` or a `self.monitor` of the deployment; shared.monitor), and
@@ -223,9 +225,13 @@ def install_error_handlers(app: Any) -> Any:
 
 
 def make_app(
-    title: str = "casebook", max_body_bytes: int = MAX_BODY_BYTES, health: bool = True
+    title: str = "casebook",
+    max_body_bytes: int = MAX_BODY_BYTES,
+    health: bool = True,
+    page: str | os.PathLike | None = None,
 ) -> Any:
-    """A FastAPI app for `@serve.ingress(app)`: body-size limit, error handlers, `/health`.
+    """A FastAPI app for `@serve.ingress(app)`: body-size limit, error handlers, `/health`, and
+    with `page=` the case's browser page on `GET /` (`add_page_route`).
 
     Pass `health=False` if the deployment defines its own `/health` method.
     """
@@ -236,6 +242,51 @@ def make_app(
     install_error_handlers(app)
     if health:
         add_health_route(app)
+    if page is not None:
+        add_page_route(app, page)
+    return app
+
+
+# --- The case's page on GET / (issue 27)
+
+PAGE_ASSETS = Path(__file__).with_name("page")  # casebook.css and casebook.js, shared by the pages
+PAGE_MARKER = "<!-- casebook:common -->"
+
+
+def page_html(page: str | os.PathLike) -> str:
+    """A case's page (`cases/<case>/page/index.html`) with the shared CSS and JavaScript
+    (shared/page/) inlined where it holds PAGE_MARKER, so the page is one self-contained
+    answer: no CDN, no second request, and it works under any route prefix.
+
+    Raises CasebookError if the page is missing or lacks the marker.
+    """
+    path = Path(page)
+    try:
+        html = path.read_text("utf-8")
+    except OSError as e:
+        raise CasebookError(f"page {path}: cannot read it ({e.strerror})") from None
+    if PAGE_MARKER not in html:
+        raise CasebookError(f"page {path}: no {PAGE_MARKER} in its <head>")
+    css = (PAGE_ASSETS / "casebook.css").read_text("utf-8")
+    js = (PAGE_ASSETS / "casebook.js").read_text("utf-8")
+    return html.replace(PAGE_MARKER, f"<style>\n{css}</style>\n<script>\n{js}</script>", 1)
+
+
+def add_page_route(app: Any, page: str | os.PathLike) -> Any:
+    """Add `GET /` -> the case's page (`page_html`) to a FastAPI app; return the app.
+
+    The page is read once, here, in the process that builds the app, and travels with it to
+    the replicas (which need not see the checkout). It calls the app's own routes, relative
+    to its URL, and leaves the OpenAPI schema (so the drills do not fuzz it).
+    """
+    from fastapi.responses import HTMLResponse
+
+    html = page_html(page)
+
+    @app.get("/", include_in_schema=False)
+    def index() -> HTMLResponse:
+        return HTMLResponse(html, headers={"cache-control": "no-cache"})
+
     return app
 
 
@@ -364,7 +415,8 @@ class ReloadableModel(Generic[T]):
                 else "no monitor_reference.json in the artifact"
             )
             return {"enabled": False, "why": why}
-        out = {"enabled": True, **self.monitor.status()}
+        # "observed": live, where the verdict's own count is from its last check (every 50).
+        out = {"enabled": True, **self.monitor.status(), "observed": self.monitor.observed}
         if self._observe_error:
             out["observe_error"] = self._observe_error
         return out

@@ -82,3 +82,136 @@ def keyboard_trigram(tmp_path_factory):
     root = tmp_path_factory.mktemp("mk")
     art = save_artifact(root / "artifact", {}, cfg, {}, "test", files)
     return finish_keyboard_artifact(art, corpus.val, seed=0), corpus
+
+
+@pytest.fixture(scope="session")
+def moderation_tiny(tmp_path_factory):
+    """A moderation artifact: tiny TF-IDF + image CNN + hash bank, with its golden set and
+    monitor reference. Read-only: tests register it in a registry of their own to change it."""
+    from cases.content_moderation.cli import monitor_requests
+    from cases.content_moderation.config import get_config
+    from cases.content_moderation.data import generate_posts
+    from cases.content_moderation.predictor import ModerationPredictor
+    from cases.content_moderation.train import (
+        fit_ad_fusion,
+        fit_image_side,
+        fit_text_models,
+        save_moderation_artifact,
+    )
+    from shared.golden import finish_artifact
+
+    cfg = get_config("tiny", encoder=False)
+    out = tmp_path_factory.mktemp("cm")
+    data = generate_posts(cfg, seed=0)
+    fit = fit_text_models(cfg, data, 0, out, log=lambda s: None)
+    image = fit_image_side(cfg, 0, out, log=lambda s: None)
+    fusion, _ = fit_ad_fusion(cfg, data, fit, image, 0)
+    art = save_moderation_artifact(out / "artifact", cfg, data, fit, image, fusion, "test")
+    golden, reference = monitor_requests(data, 0)
+    finish_artifact(art, ModerationPredictor.load, golden, reference, decision_threshold=1.0,
+                    decision="auto_remove")  # fmt: skip
+    return art
+
+
+@pytest.fixture(scope="session")
+def video_tiny(tmp_path_factory):
+    """A video-recommendation artifact from the case's own run on the tiny preset (no feedback
+    loop). Read-only: tests register it in a registry of their own to change it."""
+    import argparse
+
+    from cases.video_recommendation import cli
+
+    out = tmp_path_factory.mktemp("vr") / "run"
+    args = argparse.Namespace(
+        preset="tiny", data="builtin", out=out, seed=0, seq_epochs=1, tower_epochs=1, skip_loop=True
+    )
+    cli.run(args)
+    return out / "artifact"
+
+
+# --- A real headless Chromium for the browser tests (tests/test_pages.py, tests/test_ui.py)
+
+SCREENSHOTS = "CASEBOOK_SCREENSHOTS"  # `make screenshots` sets it: the browser tests save PNGs
+
+
+def _chromium() -> tuple[str | None, str | None]:
+    """(browser, driver) executables of the distribution's Chromium, or None where missing."""
+    import shutil
+    from pathlib import Path
+
+    browser = next(
+        (p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p),
+        None,
+    )
+    driver = shutil.which("chromedriver") or next(
+        (p for p in ("/usr/lib/chromium/chromedriver",) if Path(p).is_file()), None
+    )
+    return browser, driver
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """One headless Chromium (Selenium with the system's chromedriver; nothing is downloaded)
+    for the session, 1280 px wide. Skips with the reason where no Chromium is installed."""
+    import os
+
+    browser_bin, driver_bin = _chromium()
+    if browser_bin is None or driver_bin is None:
+        pytest.skip(
+            "no Chromium here: the browser tests need the distribution's chromium and "
+            "chromium-driver (apt-get install chromium chromium-driver; .ci/run installs them)"
+        )
+    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is a dev extra")
+    from selenium.webdriver.chrome.service import Service
+
+    os.environ.setdefault("SE_OFFLINE", "true")  # Selenium Manager must not look online
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = browser_bin
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",  # CI runs as root
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--no-proxy-server",  # everything it loads is on 127.0.0.1
+        "--disable-background-networking",
+        "--disable-extensions",
+        "--no-first-run",
+        "--window-size=1280,900",
+        "--lang=en-US",
+    ):
+        opts.add_argument(arg)
+    driver = webdriver.Chrome(service=Service(driver_bin), options=opts)
+    driver.set_page_load_timeout(30)
+    yield driver
+    driver.quit()
+
+
+@pytest.fixture(scope="session")
+def screenshot():
+    """`screenshot(driver, path)`: with CASEBOOK_SCREENSHOTS set (`make screenshots`), the
+    whole page as a PNG at `path`; otherwise nothing."""
+    import os
+
+    return _save_screenshot if os.environ.get(SCREENSHOTS) else lambda driver, path: None
+
+
+def _save_screenshot(driver, path) -> None:
+    """The whole page, beyond the window's height, through Chromium's DevTools protocol."""
+    import base64
+
+    # The Served-model panel as of now (a page without one has no `cb`).
+    driver.execute_async_script(
+        "const done = arguments[arguments.length - 1];"
+        "(typeof cb === 'undefined' ? Promise.resolve() : cb.refreshServed()).then(() => done())"
+    )
+    height = int(driver.execute_script("return document.documentElement.scrollHeight"))
+    shot = driver.execute_cdp_cmd(
+        "Page.captureScreenshot",
+        {
+            "format": "png",
+            "captureBeyondViewport": True,
+            "clip": {"x": 0, "y": 0, "width": 1280, "height": min(height, 2400), "scale": 1},
+        },
+    )
+    with open(path, "wb") as f:
+        f.write(base64.b64decode(shot["data"]))

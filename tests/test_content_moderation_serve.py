@@ -10,38 +10,19 @@ import pytest
 import requests
 from PIL import Image
 
-from cases.content_moderation.cli import monitor_requests
-from cases.content_moderation.config import get_config
-from cases.content_moderation.data import _SCAM, generate_posts
+from cases.content_moderation.data import _SCAM
 from cases.content_moderation.predictor import ModerationPredictor
-from cases.content_moderation.train import (
-    fit_ad_fusion,
-    fit_image_side,
-    fit_text_models,
-    save_moderation_artifact,
-)
 from shared.artifacts import Registry
-from shared.golden import finish_artifact
 
 pytestmark = pytest.mark.serve
 
-CFG = get_config("tiny", encoder=False)
-
 
 @pytest.fixture(scope="module")
-def registry(tmp_path_factory):
-    """A registry whose champion is a tiny TF-IDF + image CNN + hash bank model."""
-    out = tmp_path_factory.mktemp("cm")
-    data = generate_posts(CFG, seed=0)
-    fit = fit_text_models(CFG, data, 0, out, log=lambda s: None)
-    image = fit_image_side(CFG, 0, out, log=lambda s: None)
-    fusion, _ = fit_ad_fusion(CFG, data, fit, image, 0)
-    art = save_moderation_artifact(out / "artifact", CFG, data, fit, image, fusion, "test")
-    golden, reference = monitor_requests(data, 0)
-    finish_artifact(art, ModerationPredictor.load, golden, reference, decision_threshold=1.0,
-                    decision="auto_remove")  # fmt: skip
-    reg = Registry(out / "registry")
-    reg.promote(reg.register(art).name)
+def registry(tmp_path_factory, moderation_tiny):
+    """A registry whose champion is a tiny TF-IDF + image CNN + hash bank model
+    (conftest.moderation_tiny)."""
+    reg = Registry(tmp_path_factory.mktemp("cm") / "registry")
+    reg.promote(reg.register(moderation_tiny).name)
     return reg
 
 

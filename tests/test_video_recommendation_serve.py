@@ -1,6 +1,5 @@
 """Video recommendation served through a real local Ray Serve app (127.0.0.1)."""
 
-import argparse
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -10,15 +9,8 @@ pytestmark = pytest.mark.serve
 
 
 @pytest.fixture(scope="module")
-def artifact(tmp_path_factory):
-    from cases.video_recommendation import cli
-
-    out = tmp_path_factory.mktemp("vr") / "run"
-    args = argparse.Namespace(
-        preset="tiny", data="builtin", out=out, seed=0, seq_epochs=1, tower_epochs=1, skip_loop=True
-    )
-    cli.run(args)
-    return out / "artifact"
+def artifact(video_tiny):
+    return video_tiny  # conftest: the case's own run on the tiny preset
 
 
 @pytest.fixture(scope="module")
@@ -191,6 +183,8 @@ def test_casebook_serve_answers_on_its_port_through_direct_ingress(artifact):
         r = requests.post(url, json={"user_id": 1, "k": 3}, timeout=30)
         assert r.status_code == 200, r.text
         assert len(r.json()["items"]) == 3
+        page = requests.get(f"http://127.0.0.1:{port}/", timeout=30)  # the case's page
+        assert page.status_code == 200 and "/recommend" in page.text
         r = requests.post(url, json={"user_id": 1, "k": 0}, timeout=30)
         assert r.status_code == 422 and "k" in r.json()["error"]
         proc.send_signal(signal.SIGINT)

@@ -3,7 +3,8 @@
     pred = ModerationPredictor.load("runs/content-moderation/registry/versions/v0001")
     pred.score_texts(["you are an idiot"])          # (1, P) calibrated P(violates policy)
     pred.moderate_batch([{"text": "...", "kind": "post", "image": None}])
-    -> [{"action": "remove"|"review"|"allow", "reason": "...", "scores": {policy: p}, ...}]
+    -> [{"action": "remove"|"review"|"allow", "reason": "...", "scores": {policy: p},
+         "thresholds": {policy: {"review": t, "remove": t}}, "kind": "post"}]
 
 Order of decisions for one item: (1) known-bad matching (normalized-text hash, perceptual image
 hash) -> remove, reason "hash match"; (2) the text policies (TF-IDF + LR and/or the MiniLM encoder
@@ -160,6 +161,8 @@ class ModerationPredictor:
                     "action": action,
                     "reason": reason,
                     "scores": scores,
+                    # what each score was held against: {policy: {"review": t, "remove": t}}
+                    "thresholds": {p: dict(th[p]) for p in scores if p in th},
                     "kind": r.get("kind", "post"),
                 }
             )

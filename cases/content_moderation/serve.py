@@ -72,6 +72,7 @@ def decode_request_image(b64: str | None) -> Any:
 
 
 LOADER = ModerationPredictor.load  # the drills' in-process promotion check (shared.golden)
+PAGE = Path(__file__).with_name("page") / "index.html"  # GET /: try the API in a browser
 
 
 def _observe(server: Any, reqs: list[dict], answers: list[dict]) -> None:
@@ -85,7 +86,7 @@ def build_app(artifact: str | Path, num_cpus: float = 1.0, max_batch_size: int =
     from shared.batching import batch_when_free
     from shared.serving import ReloadableModel, make_app, standard_routes
 
-    app = make_app("content-moderation")
+    app = make_app("content-moderation", page=PAGE)
 
     @serve.deployment(
         # max_ongoing_requests >= max_batch_size, or batches are silently capped at 5.

@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, field_v
 from .predictor import SmartReplyPredictor
 
 LOADER = SmartReplyPredictor.load  # what serving loads (the drills' promotion check uses it)
+PAGE = Path(__file__).with_name("page") / "index.html"  # GET /: try the API in a browser
 MAX_MESSAGE_CHARS = 5000  # an email body longer than this is pasted text; the tower reads 64 pieces
 MAX_PREFIX_CHARS = 500
 MAX_K = 5
@@ -105,7 +106,7 @@ def build_app(artifact: str | Path, num_cpus: float = 1.0, max_batch_size: int =
     from shared.batching import batch_when_free
     from shared.serving import ReloadableModel, make_app, standard_routes
 
-    app = make_app("email-smart-reply")
+    app = make_app("email-smart-reply", page=PAGE)
 
     @serve.deployment(
         # max_ongoing_requests >= max_batch_size, or batches are silently capped at 5.

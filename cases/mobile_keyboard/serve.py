@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictStr, field_validator, m
 from .predictor import KeyboardPredictor
 
 LOADER = KeyboardPredictor.load  # what serving loads (the drills' in-process promotion check)
+PAGE = Path(__file__).with_name("page") / "index.html"  # GET /: try the API in a browser
 MAX_CONTEXT_CHARS = 2000
 MAX_PREFIX_CHARS = 48
 
@@ -67,7 +68,7 @@ def build_app(artifact: str | Path, num_cpus: float = 1.0, max_batch_size: int =
     from shared.batching import batch_when_free
     from shared.serving import ReloadableModel, make_app, standard_routes
 
-    app = make_app("mobile-keyboard")
+    app = make_app("mobile-keyboard", page=PAGE)
 
     @serve.deployment(
         # max_ongoing_requests >= max_batch_size, or batches are silently capped at 5.

@@ -52,6 +52,7 @@ from shared.serving import ReloadableModel, make_app, standard_routes
 from .predictor import VideoRecPredictor
 
 LOADER = VideoRecPredictor.load  # what the drills' in-process promotion check loads with
+PAGE = Path(__file__).with_name("page") / "index.html"  # GET /: try the API in a browser
 RETRY = RetryPolicy()  # the ingress's handle calls: bounded attempts with backoff (shared.retry)
 
 logger = logging.getLogger("casebook")
@@ -186,7 +187,7 @@ def build_stages_app(registry_root: str, fail_ranker: bool = False, num_cpus: fl
     stage scales on its own (deploy/video-recommendation-stages.yaml)."""
     from ray import serve
 
-    app = make_app("video-recommendation")
+    app = make_app("video-recommendation", page=PAGE)
     opts = {"num_cpus": num_cpus}
     deployment = functools.partial(serve.deployment, ray_actor_options=opts, logging_config=LOGGING)
 
@@ -279,7 +280,7 @@ def build_one_replica_app(registry_root: str, fail_ranker: bool = False, num_cpu
     """
     from ray import serve
 
-    app = make_app("video-recommendation")
+    app = make_app("video-recommendation", page=PAGE)
 
     @serve.deployment(
         max_ongoing_requests=2 * MAX_BATCH,
