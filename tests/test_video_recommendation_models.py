@@ -54,16 +54,6 @@ def test_ease_on_a_capped_catalog_scores_only_the_head():
     assert s.shape == (1, 3) and s[0, 2] == 0 and s[0, 1] > 0
 
 
-def test_ease_neighbours_keep_the_strongest_positive_weights_in_catalog_ids():
-    Xb = sp.csr_matrix(np.array([[1, 1, 0], [1, 0, 0], [0, 1, 1], [1, 1, 0]], dtype=np.float32))
-    m = EASE(lam=1.0, max_items=2).fit(Xb)  # items 0 and 1 only
-    idx, w = m.neighbours(2)
-    assert idx.shape == (3, 2) and w.shape == (3, 2)
-    assert idx[0, 0] == 1 and idx[1, 0] == 0 and w[0, 0] == pytest.approx(m.B_[0, 1])
-    assert (idx[2] == -1).all() and (w[2] == 0).all()  # outside EASE's head: no row
-    assert (idx[:2, 1] == -1).all()  # the diagonal (zero weight) is not a neighbour
-
-
 def test_recency_matrix_decays_from_the_newest_watch_and_keeps_the_max_on_repeats():
     W = recency_matrix([np.array([2, 0, 2, 1])], 3, tau=1.0, floor=0.1).toarray()[0]
     decay = 0.1 + 0.9 * np.exp(-np.arange(4.0))  # r = 0 newest (item 1), 1, 2, 3
@@ -117,25 +107,31 @@ def test_item_knn_matches_hand_computed_cosine():
 @pytest.mark.parametrize("name", ["item_knn", "ease"])
 def test_a_shipped_item_item_model_serves_its_own_scores_through_the_table(name):
     # The served table (top neighbours per video) must reproduce the offline scores H S / H B
-    # for every video it lists, when k covers every neighbour.
-    from cases.video_recommendation.predictor import i2i_candidates
+    # for every video it lists, when k covers every neighbour: EASE's negative weights too.
+    from cases.video_recommendation.predictor import i2i_candidates, i2i_table
     from cases.video_recommendation.train import BaselineRetriever, VideoRecTrained, item_item_table
 
     rng = np.random.default_rng(0)
     Xr = sp.csr_matrix((rng.random((40, 12)) < 0.3).astype(np.float32))
     model = ItemKNN(k=12, shrink=1.0) if name == "item_knn" else EASE(lam=5.0)
     trained = VideoRecTrained(None, {name: BaselineRetriever(model.fit(Xr))}, {}, {}, name, "")
-    idx, w, tau = item_item_table(trained, 12)
-    assert tau == 0.0
+    t = item_item_table(trained, 12)
+    assert t["tau"] == 0.0 and t["idx"].dtype == np.int32
+    row_of = np.full(12, -1)
+    row_of[t["rows"]] = np.arange(len(t["rows"]))
     hist = [np.array([0, 3, 5]), np.array([7])]
-    found = i2i_candidates(hist, idx, w, np.arange(12), 12)
+    table = i2i_table(t["idx"], t["w"], len(t["cols"]))
+    found = i2i_candidates(hist, table, row_of, 12, cols=t["cols"])
     H = sp.csr_matrix((np.ones(4), ([0, 0, 0, 1], [0, 3, 5, 7])), shape=(2, 12))
     offline = model.score(H)
-    if name == "ease":  # EASE's table keeps the positive weights only (`EASE.neighbours`)
-        offline = np.asarray(H @ np.maximum(model.B_, 0.0))
+    if name == "ease":
+        assert (t["w"] < 0).any()  # the negative weights are stored, not dropped
     for r, (items, scores) in enumerate(found):
         assert len(items) > 0
-        np.testing.assert_allclose(scores, offline[r, items], rtol=1e-5)
+        np.testing.assert_allclose(scores, offline[r, items], rtol=1e-5, atol=1e-6)
+    # Each row's neighbours come by |weight|, so the first k' columns are the table at k'.
+    mag = np.abs(t["w"])
+    assert np.all(np.diff(mag, axis=1) <= 0)
 
 
 def test_popularity_counts():

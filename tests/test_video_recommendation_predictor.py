@@ -12,6 +12,7 @@ from cases.video_recommendation.model import VideoRecTwoTower
 from cases.video_recommendation.predictor import (
     VideoRecPredictor,
     i2i_candidates,
+    i2i_table,
     merge_sources,
     rerank,
 )
@@ -22,6 +23,7 @@ from shared.artifacts import Artifact
 IDX = np.array([[1, 2], [2, -1], [3, 0], [-1, -1]], dtype=np.int64)
 W = np.array([[0.5, 0.25], [1.0, 0.0], [2.0, 0.1], [0.0, 0.0]], dtype=np.float32)
 ROWS = np.arange(4)
+TABLE = i2i_table(IDX, W, 4)  # (4, 4) CSR
 
 
 def _as_dict(items, scores):
@@ -30,18 +32,18 @@ def _as_dict(items, scores):
 
 def test_i2i_without_recency_sums_neighbour_weights():
     # history [0, 1]: video 1 <- 0.5 (from 0); video 2 <- 0.25 (from 0) + 1.0 (from 1)
-    [(items, scores)] = i2i_candidates([np.array([0, 1])], IDX, W, ROWS, n=10)
+    [(items, scores)] = i2i_candidates([np.array([0, 1])], TABLE, ROWS, n=10)
     assert list(items) == [2, 1]  # best first
     assert _as_dict(items, scores) == pytest.approx({2: 1.25, 1: 0.5})
 
 
 def test_i2i_recency_weights_the_newest_watch_most():
     # tau = 1: the newest watch (1, r = 0) weighs 1, the one before (0, r = 1) weighs e^-1
-    [(items, scores)] = i2i_candidates([np.array([0, 1])], IDX, W, ROWS, n=10, tau=1.0)
+    [(items, scores)] = i2i_candidates([np.array([0, 1])], TABLE, ROWS, n=10, tau=1.0)
     e = math.exp(-1.0)
     assert _as_dict(items, scores) == pytest.approx({2: 1.0 + 0.25 * e, 1: 0.5 * e})
     # a floor keeps some weight on old watches: w_r = floor + (1 - floor) e^(-r / tau)
-    [(items, scores)] = i2i_candidates([np.array([0, 1])], IDX, W, ROWS, 10, 1.0, 0.5)
+    [(items, scores)] = i2i_candidates([np.array([0, 1])], TABLE, ROWS, 10, 1.0, 0.5)
     w1 = 0.5 + 0.5 * e
     assert _as_dict(items, scores) == pytest.approx({2: 1.0 + 0.25 * w1, 1: 0.5 * w1})
 
@@ -49,11 +51,11 @@ def test_i2i_recency_weights_the_newest_watch_most():
 def test_i2i_counts_a_rewatched_video_once_at_its_newest_weight_and_keeps_top_n():
     # history [2, 0, 2]: 2 is newest (r = 0, weight 1), 0 has r = 1 (weight e^-0.5 at tau 2)
     e = math.exp(-0.5)
-    [(items, scores)] = i2i_candidates([np.array([2, 0, 2])], IDX, W, ROWS, n=4, tau=2.0)
+    [(items, scores)] = i2i_candidates([np.array([2, 0, 2])], TABLE, ROWS, n=4, tau=2.0)
     want = {3: 2.0, 0: 0.1, 1: 0.5 * e, 2: 0.25 * e}
     assert _as_dict(items, scores) == pytest.approx(want)
     assert list(items) == [3, 1, 2, 0]
-    [(items, _)] = i2i_candidates([np.array([2, 0, 2])], IDX, W, ROWS, n=2, tau=2.0)
+    [(items, _)] = i2i_candidates([np.array([2, 0, 2])], TABLE, ROWS, n=2, tau=2.0)
     assert list(items) == [3, 1]
 
 
@@ -61,7 +63,7 @@ def test_i2i_batch_and_a_table_with_rows_for_some_videos_only():
     # Rows only for videos 0 and 2 (as EASE stores its covered head): 1 contributes nothing.
     row_of = np.array([0, -1, 1, -1])
     hists = [np.array([0, 1]), np.array([3]), np.array([2])]
-    out = i2i_candidates(hists, IDX[[0, 2]], W[[0, 2]], row_of, n=10)
+    out = i2i_candidates(hists, i2i_table(IDX[[0, 2]], W[[0, 2]], 4), row_of, n=10)
     assert _as_dict(*out[0]) == pytest.approx({1: 0.5, 2: 0.25})
     assert len(out[1][0]) == 0  # no row: no candidates
     assert _as_dict(*out[2]) == pytest.approx({3: 2.0, 0: 0.1})
@@ -169,10 +171,11 @@ def test_retrieve_adds_ease_candidates_only_with_the_table(tmp_path):
         if not with_i2i:
             assert "ease" not in labels.values()
             continue
-        # The i2i top-2 for [0, 1] at tau 1 is 2 then 1; "ease" is the last learned source, so
-        # it labels those videos even where the two-tower index also found them.
+        # The i2i top-2 for [0, 1] at tau 1 is 2 then 1, and 1 is watched: the served source
+        # leaves the history out, so 2 alone. "ease" is the last learned source, so it labels
+        # 2 even where the two-tower index also found it.
         e = math.exp(-1.0)
-        assert ease == pytest.approx({2: 1.0 + 0.25 * e, 1: 0.5 * e})
+        assert ease == pytest.approx({2: 1.0 + 0.25 * e})
         assert set(labels) == {0, 1, 2, 3}  # trending fills the rest
         # the ranker's two-tower feature is <u, v> for every candidate
         with torch.no_grad():

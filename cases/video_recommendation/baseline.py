@@ -114,25 +114,6 @@ class EASE:
         self.n_items_ = n
         return self
 
-    def neighbours(self, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """The k largest positive weights of each row of B, in full-catalog ids (the served table).
-
-        Returns idx (I, k) int64 (-1 = no neighbour) and w (I, k) float32: scoring with
-        sum_h B[h, idx[h]] over a history approximates H B by its strongest positive terms.
-        """
-        n, B = self.n_items_, self.B_
-        ids = self.items_ if self.items_ is not None else np.arange(n)
-        k = min(k, B.shape[1])
-        top = np.argpartition(-B, k - 1, axis=1)[:, :k]  # (I', k)
-        w = np.take_along_axis(B, top, 1)
-        order = np.argsort(-w, axis=1)
-        top, w = np.take_along_axis(top, order, 1), np.take_along_axis(w, order, 1)
-        idx = np.full((n, k), -1, dtype=np.int64)
-        wt = np.zeros((n, k), dtype=np.float32)
-        idx[ids] = np.where(w > 0, ids[top], -1)
-        wt[ids] = np.maximum(w, 0.0)
-        return idx, wt
-
     def score(self, H: sp.csr_matrix, binary: bool = True) -> np.ndarray:
         """H (B, I) history -> (B, I) scores H B; `binary=False` keeps H's values as weights."""
         Hs = H[:, self.items_] if self.items_ is not None else H

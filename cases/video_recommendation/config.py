@@ -36,8 +36,20 @@ class VideoRecConfig:
     # (in watches) of the sequence-aware EASE, picked on validation; 0 = no decay (plain EASE)
     recency_floor: float = 0.02  # weight every old watch keeps (MovieLens-small validation:
     # 0.02 beats 0 at every tau from 1 to 5 watches)
-    i2i_neighbours: int = 100  # served item-to-item table: top positive EASE weights per video
-    # (MovieLens-small test NDCG@10 of the sequence-aware EASE: 0.0634 full, 0.0604 at 100)
+    # --- the served funnel: each lossy knob is chosen on validation (`funnel.choose_funnel`) ---
+    i2i_ks: tuple[int, ...] = (50, 100, 200, 500, 1000, 2000, 5000)  # candidate neighbours per
+    # video of the served item-item table (the k largest |weights| of each EASE row)
+    i2i_budget_mb: float = 128.0  # memory budget of that table (8 bytes per entry): a dense
+    # 20K x 20K EASE in float16 is 800 MB; 128 MB holds k <= 800 at 20K videos, 160 at 100K
+    i2i_tolerance: float = 0.005  # k is the smallest whose validation NDCG@10 is within this
+    # share of the full model's
+    i2i_history: int = 2000  # most recent watches the item-item source scores per request
+    # (its cost is history x k table entries; MovieLens-small without timestamps, where the
+    # kept watches are random ones: validation NDCG@10 of EASE's table 0.147 at 500, full 0.151)
+    merge_quotas: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3)  # share of positions given to the
+    # other candidate sources without a ranker (0 = they only fill in below the shipped one)
+    rerank_weights: tuple[float, ...] = (0.0, 0.05, 0.1, 0.2)  # MMR diversity weight (1 -
+    # mmr_lambda) candidates; 0 = no re-ranking beyond removing watched videos
     embed_dim: int = 64  # two-tower and SASRec embedding width
     tower_epochs: int = 10  # two-tower epochs
     tower_batch: int = 512  # two-tower batch (in-batch + uniform negatives)
@@ -57,7 +69,7 @@ class VideoRecConfig:
     rank_batch: int = 4096
     rank_hidden: int = 64  # width of the shared ranker MLP
     # --- re-ranking ---
-    mmr_lambda: float = 0.8  # MMR trade-off: 1 = relevance only, 0 = diversity only
+    mmr_lambda: float = 0.8  # MMR trade-off of artifacts without a chosen re-rank weight
     max_per_topic: int = 3  # at most this many videos of one topic in a slate
     freshness_boost: float = (
         0.05  # score bonus for a video uploaded today, decaying with a 3-day scale

@@ -172,12 +172,16 @@ def evaluate_served(
 
     Returns the cohort table; `report.production_model` names what the artifact serves.
     """
+    from .funnel import stage_table
+
     split = trained.split
     users = split.test_users
     pred = VideoRecPredictor.load(art)
     t0 = time.perf_counter()
-    top = served_lists(pred, users, 50)
+    # The stage table's `reranked` lists are what `recommend_batch` answers these users.
+    stages, top = stage_table(pred, split, tops[trained.production], cfg.n_boot, seed)
     report.timing("served_eval_s", time.perf_counter() - t0)
+    report_funnel(pred, stages, trained, cfg, report)
     row = retrieval_metrics(top, split.test_item[users], split.n_items)
     row["coverage@10"] = catalog_coverage([r[r >= 0] for r in top], split.n_items, 10)
     report.tables["retrieval"]["served"] = row
@@ -204,8 +208,9 @@ def evaluate_served(
         "What is served",
         f"The artifact serves `{served}`: candidates from "
         f"{', '.join(pred.cfg['served_retrievers'])} plus trending and fresh lists, {order}, "
-        "then re-ranked (watched removed, freshness bonus, MMR over topics, at most "
-        f"{cfg.max_per_topic} per topic). Scored through the predictor on the same "
+        f"then re-ranked with weight {pred.rerank_weight} (watched removed; above 0: freshness "
+        f"bonus, MMR over topics, at most {cfg.max_per_topic} per topic; chosen on validation, "
+        "table `funnel_stages`). Scored through the predictor on the same "
         f"{len(users):,} test users: NDCG@10 {row['ndcg@10']:.4f}, against `{p}`'s offline "
         f"{offline:.4f}. Promotion compares the served artifact's numbers: this NDCG@10 on real "
         "data; on the simulator the A/B test's expected watch minutes, because the ranker "
@@ -213,6 +218,95 @@ def evaluate_served(
         "showed next (the held-out item).",
     )
     return cohort
+
+
+def report_funnel(pred: VideoRecPredictor, stages: dict, trained, cfg, report) -> None:
+    """The stage table (test), the knobs chosen on validation and why, and the served
+    item-item table's memory and latency at 20K and 100K videos (`funnel.py`)."""
+    from .funnel import i2i_scaling
+
+    f = pred.cfg.get("funnel") or {}
+    hp, p = pred.cfg["hparams"], trained.production
+    val = f.get("val_ndcg@10", {})
+    knob = {
+        "full": f"`{p}` offline: every weight, the whole history",
+        "stored": "the shipped source alone, as stored"
+        + (
+            f": table k = {hp.get('i2i_k')}, last {hp.get('i2i_history')} watches"
+            if pred.i2i
+            else ""
+        ),
+        "merged": f"+ the other sources, merge quota {pred.merge_quota:g}",
+        "ranked": "the ONNX ranker's order" if pred.ranker else "no ranker: the merged order",
+        "reranked": f"re-rank weight {pred.rerank_weight:g} (served)",
+    }
+    rows = {}
+    for name, r in stages.items():
+        v = f.get("full_val_ndcg@10") if name == "full" else val.get(name)
+        rows[name] = {**r, "val_ndcg@10": v, "knob": knob[name]}
+    report.table(
+        "funnel_stages",
+        rows,
+        baseline="full",
+        note=f"The shipped retriever `{p}` stage by stage on the same "
+        f"{len(trained.split.test_users):,} test users. `d_*_ci`: paired bootstrap 95% "
+        f"interval ({cfg.n_boot} resamples of users) of the stage minus the full model per "
+        "user; `topics@10`: distinct topics in the first 10; `val_ndcg@10`: the validation "
+        "figure each knob was chosen on (`funnel.choose_funnel`).",
+    )
+    lines = []
+    if "i2i" in f:
+        i2i = f["i2i"]
+        by_k = ", ".join(f"{k}: {v:.4f}" for k, v in i2i["val"].items())
+        lines.append(
+            f"- **Stored table**: k = {i2i['k']} neighbours per video ({i2i['rows']:,} rows, "
+            f"{i2i['mb']:.1f} MB at 8 bytes an entry; budget {cfg.i2i_budget_mb:g} MB), "
+            f"{i2i['why']}. Validation NDCG@10 by k: {by_k}; the full model "
+            f"{f['full_val_ndcg@10']:.4f}."
+        )
+    m = f.get("merge", {})
+    if m.get("val"):
+        by_q = ", ".join(f"{q}: {v:.4f}" for q, v in m["val"].items())
+        lines.append(
+            f"- **Merge**: quota {m['quota']:g} kept, the best on validation (quota 0 is the "
+            f"shipped source with the others only below it). Validation NDCG@10 by quota: {by_q}."
+        )
+    else:
+        lines.append("- **Merge**: the ranker orders every candidate, so no quota applies.")
+    if pred.ranker is not None:
+        lines.append(
+            "- **Ranker**: kept for what it is trained for, expected watch time (table `ranking`: "
+            "slate watch minutes; the A/B test), not for predicting the logged next watch: "
+            "its NDCG@10 cost is in the table above, what it buys is the A/B's watch minutes."
+        )
+    r = f.get("rerank", {})
+    if r:
+        parts = ", ".join(
+            f"{w}: {v:.4f} ({r['topics@10'][w]:.2f} topics)" for w, v in r["val"].items()
+        )
+        lines.append(
+            f"- **Re-rank**: weight {r['weight']:g} kept, the most diverse that loses nothing "
+            f"to no re-ranking (weight 0) on validation. Validation NDCG@10 (topics@10) by "
+            f"weight: {parts}."
+        )
+    if pred.i2i is not None:
+        k = int(hp.get("i2i_k") or np.diff(pred.i2i["table"].indptr).max())
+        hist = pred.i2i["history"]
+        scale = i2i_scaling(k, hist, budget_mb=cfg.i2i_budget_mb, requests=300)
+        report.extra["i2i_scaling"] = scale
+        lines.append(
+            f"- **Served item-item table at catalog scale** (`funnel.i2i_scaling`: a row for "
+            f"every video, k = {k} or what {cfg.i2i_budget_mb:g} MB allows, one request at a "
+            "time in process): "
+            + "; ".join(
+                f"{n:,} videos: k = {v['k']}, {v['table_mb']:.0f} MB, p50 {v['p50_ms']:.2f} ms, "
+                f"p99 {v['p99_ms']:.2f} ms at 50 watches, p99 {v['p99_ms_long']:.2f} ms at {hist}"
+                for n, v in scale.items()
+            )
+            + "."
+        )
+    report.extra["funnel"] = f
+    report.section("Funnel: what each stage keeps, chosen on validation", "\n".join(lines))
 
 
 def describe_served(pred: VideoRecPredictor) -> str:

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 
 from shared.ann import build_index
@@ -167,6 +168,29 @@ def _mmr_scan(
     return chosen
 
 
+def rerank_settings(hp: dict, weight: float | None) -> dict:
+    """`rerank`'s keyword arguments for a re-rank weight w (the MMR diversity weight).
+
+    w = 0: no re-ranking beyond removing watched and blocked videos (relevance order, no topic
+    cap, no freshness bonus). w > 0: MMR with mmr_lambda = 1 - w, the configured topic cap and
+    freshness bonus. None (an artifact from before the weight was chosen): the configured
+    mmr_lambda, cap and bonus as they are.
+    """
+    if weight is None:
+        return {
+            "freshness_boost": float(hp["freshness_boost"]),
+            "mmr_lambda": float(hp["mmr_lambda"]),
+            "max_per_topic": int(hp["max_per_topic"]),
+        }
+    if weight <= 0:
+        return {"freshness_boost": 0.0, "mmr_lambda": 1.0, "max_per_topic": 1 << 30}
+    return {
+        "freshness_boost": float(hp["freshness_boost"]),
+        "mmr_lambda": 1.0 - float(weight),
+        "max_per_topic": int(hp["max_per_topic"]),
+    }
+
+
 def recency_weights(history: np.ndarray, tau: float | None, floor: float = 0.0) -> np.ndarray:
     """Weight of each history position, oldest first: floor + (1 - floor) exp(-r / tau).
 
@@ -180,27 +204,47 @@ def recency_weights(history: np.ndarray, tau: float | None, floor: float = 0.0) 
     return floor + (1.0 - floor) * np.exp(-r / tau)
 
 
+def i2i_table(idx: np.ndarray, w: np.ndarray, n_cols: int) -> sp.csr_matrix:
+    """The served item-item table as a CSR matrix (R, C) from idx (R, K) neighbour positions
+    (-1 = none) and w (R, K) weights: float32 data, int32 indices, 8 bytes an entry. Without
+    -1 entries the arrays are used in place (no copy)."""
+    R, K = idx.shape
+    idx = idx.astype(np.int32, copy=False)
+    w = w.astype(np.float32, copy=False)
+    ok = idx >= 0
+    if ok.all():
+        indptr = np.arange(0, R * K + 1, K, dtype=np.int64)
+        return sp.csr_matrix((w.reshape(-1), idx.reshape(-1), indptr), shape=(R, n_cols))
+    indptr = np.r_[0, np.cumsum(ok.sum(1))].astype(np.int64)
+    return sp.csr_matrix((w[ok], idx[ok], indptr), shape=(R, n_cols))
+
+
 def i2i_candidates(
     histories: list[np.ndarray],
-    idx: np.ndarray,
-    w: np.ndarray,
+    table: sp.csr_matrix,
     row_of: np.ndarray,
     n: int,
     tau: float | None = None,
     floor: float = 0.0,
+    cols: np.ndarray | None = None,
+    exclude_history: bool = False,
 ) -> list[tuple[np.ndarray, np.ndarray]]:
     """Item-to-item candidates: the top `n` videos by recency-weighted neighbour weight.
 
-    score_j = sum over the distinct videos h of the history of rw_h * w[row(h), k] for every k
-    with idx[row(h), k] = j, where rw_h is the recency weight of h's newest watch
-    (`recency_weights`; a video watched twice counts once, at its more recent weight, as the
-    offline scorer does). idx (R, K) holds neighbour ids (-1 = none), w (R, K) their weights,
-    row_of (I,) the table row of each video (-1 = no row). Returns per history (items, scores),
-    best first, ties by video id.
+    score_j = sum over the distinct videos h of the history of rw_h * table[row(h), col(j)],
+    where rw_h is the recency weight of h's newest watch (`recency_weights`; a video watched
+    twice counts once, at its more recent weight, as the offline scorer does). table (R, C)
+    (`i2i_table`) holds each row's neighbours (any sign: EASE's negative weights are kept);
+    row_of (I,) the table row of each video (-1 = no row); cols (C,) the video id of each
+    column (None: column = video id). A video whose score is exactly 0 (no neighbour reaches
+    it) is not a candidate; with `exclude_history` the history's own videos are not either
+    (they are filtered before serving anyway, and a heavy user's watched videos would
+    otherwise fill the n places). Cost per history: one sparse (m, C)^T x (m,) product over
+    its m rows' entries. Returns per history (items, scores), best first, ties by video id.
     """
-    keys, vals, counts = [], [], []
-    n_items = len(row_of)
-    for b, h in enumerate(histories):
+    n_cols = table.shape[1]
+    out: list[tuple[np.ndarray, np.ndarray]] = []
+    for h in histories:
         h = np.asarray(h, dtype=np.int64)
         rw = recency_weights(h, tau, floor)  # (n,)
         # The newest watch of each distinct video: unique over the reversed history.
@@ -208,23 +252,25 @@ def i2i_candidates(
         rw = rw[::-1][first]
         rows = row_of[uniq]
         has = rows >= 0
-        nb = idx[rows[has]]  # (m, K) neighbour ids
-        contrib = w[rows[has]] * rw[has, None]  # (m, K)
-        ok = nb >= 0
-        keys.append(b * n_items + nb[ok])  # (request, video) as one int64 key
-        vals.append(contrib[ok])
-        counts.append(int(ok.sum()))
-    out: list[tuple[np.ndarray, np.ndarray]] = []
-    if not keys or sum(counts) == 0:
-        return [(np.zeros(0, np.int64), np.zeros(0, np.float32)) for _ in histories]
-    key, inv = np.unique(np.concatenate(keys), return_inverse=True)  # sorted by (request, video)
-    score = np.bincount(inv, weights=np.concatenate(vals))  # (P,) summed over history items
-    bounds = np.searchsorted(key, np.arange(len(histories) + 1) * n_items)
-    for b in range(len(histories)):
-        items = key[bounds[b] : bounds[b + 1]] - b * n_items  # ascending ids
-        s = score[bounds[b] : bounds[b + 1]]
-        order = np.argsort(-s, kind="stable")[:n]  # best first, ties by video id
-        out.append((items[order], s[order].astype(np.float32)))
+        if not has.any():
+            out.append((np.zeros(0, np.int64), np.zeros(0, np.float32)))
+            continue
+        score = table[rows[has]].T @ rw[has].astype(np.float32)  # (C,)
+        if exclude_history:
+            pos = uniq if cols is None else np.searchsorted(cols, uniq)
+            inside = pos < n_cols
+            pos = pos[inside]
+            real = (cols[pos] if cols is not None else pos) == uniq[inside]
+            score[pos[real]] = 0.0
+        cand = np.flatnonzero(score)  # ascending column positions = ascending video ids
+        s = score[cand]
+        if cand.size > n:
+            keep = np.argpartition(-s, n - 1)[:n]
+            keep.sort()  # back to id order, so the stable sort below breaks ties by id
+            cand, s = cand[keep], s[keep]
+        order = np.argsort(-s, kind="stable")  # best first, ties by video id
+        items = cand[order] if cols is None else cols[cand[order]]
+        out.append((items.astype(np.int64), s[order].astype(np.float32)))
     return out
 
 
@@ -295,11 +341,11 @@ class VideoRecPredictor:
             (fresh, np.full(len(fresh), FILL_SCORE, np.float32), "fresh", False),
         ]
         self.fail_ranker = fail_ranker
-        self.rerank_kw = {
-            "freshness_boost": float(hp["freshness_boost"]),
-            "mmr_lambda": float(hp["mmr_lambda"]),
-            "max_per_topic": int(hp["max_per_topic"]),
-        }
+        # The funnel's knobs, chosen on validation at training time (`funnel.choose_funnel`);
+        # an artifact without them serves the configured re-ranking and no merge quota.
+        self.merge_quota = float(hp.get("merge_quota") or 0.0)
+        self.rerank_weight = hp.get("rerank_weight")
+        self.rerank_kw = rerank_settings(hp, self.rerank_weight)
         self.ranker_failures = 0
         self.shipped = cfg.get("production_model") or "ease"  # the source served first
 
@@ -321,17 +367,22 @@ class VideoRecPredictor:
         if self.sasrec is not None:
             self.sasrec_index = build_index(self.sasrec.item_emb.weight[1:].detach().numpy())
         if "i2i_idx" in t and "i2i_w" in t:
-            idx = t["i2i_idx"].numpy().astype(np.int64)  # (R, K)
+            # (R, K) neighbour positions into `i2i_cols` (int32) and their weights, or,
+            # without `i2i_cols`, video ids (int64); -1 = no neighbour.
+            idx, w = t["i2i_idx"].numpy(), t["i2i_w"].numpy()
             # The table holds either one row per video (R = I) or rows for the videos listed
             # in `i2i_rows` only (EASE covers the most-watched `ease_max_items`).
             row_of = np.arange(self.n_items, dtype=np.int64)
             if "i2i_rows" in t:
                 row_of = np.full(self.n_items, -1, dtype=np.int64)
                 row_of[t["i2i_rows"].numpy().astype(np.int64)] = np.arange(len(idx))
+            cols = t["i2i_cols"].numpy().astype(np.int64) if "i2i_cols" in t else None
+            n_cols = self.n_items if cols is None else len(cols)
             self.i2i = {
-                "idx": idx,
-                "w": t["i2i_w"].numpy().astype(np.float32),
+                "table": i2i_table(idx, w, n_cols),  # (R, C) CSR
                 "row_of": row_of,
+                "cols": cols,
+                "history": int(hp.get("i2i_history") or self.seq_len),
                 "tau": hp.get("recency_tau") or None,
                 "floor": float(hp.get("recency_floor") or 0.0),
                 # labelled by the shipped item-item model (ease, ease_recency, item_knn, ...)
@@ -390,7 +441,10 @@ class VideoRecPredictor:
                 self._add_faiss(learned, has, self.sasrec_index, h, n, "sasrec")
             if self.i2i is not None:
                 e = self.i2i
-                found = i2i_candidates(seqs, e["idx"], e["w"], e["row_of"], n, e["tau"], e["floor"])
+                long = [np.asarray(histories[i][-e["history"] :], dtype=np.int64) for i in has]
+                found = i2i_candidates(
+                    long, e["table"], e["row_of"], n, e["tau"], e["floor"], e["cols"], True
+                )
                 for i, (items, scores) in zip(has, found, strict=True):
                     learned[i].append((items, scores, e["label"], True))  # last: its label wins
             if self.primary_list is not None:
@@ -414,18 +468,42 @@ class VideoRecPredictor:
         x = torch.from_numpy(pad_left(seqs, self.seq_len))  # (B, L)
         return np.ascontiguousarray(self.tower.user_vectors(x).numpy())
 
-    def _retrieval_order(self, c: VideoRecCandidates) -> np.ndarray:
+    def _retrieval_order(self, c: VideoRecCandidates, quota: float | None = None) -> np.ndarray:
         """Scores without a ranker (real data has no impression logs to train one): the shipped
-        retriever's own scores (`production_model`), every other candidate below them in its
-        listed order. Scores of different sources are on different scales, so they must not be
-        compared directly."""
+        retriever's candidates (`production_model`) with their own scores, the other sources'
+        in their listed order below them. With a merge quota q > 0 (`merge_quota`, chosen on
+        validation) the others are interleaved instead: position p goes to another source when
+        floor((p + 1) q) > floor(p q). Scores of different sources are on different scales, so
+        they are never compared: another source's candidate gets a score between its merged
+        neighbours' (evenly spaced), which encodes the merged order."""
+        q = self.merge_quota if quota is None else quota
         main = c.sources == self.shipped
         if not main.any():
             return np.asarray(c.scores, dtype=np.float32)
         s = np.asarray(c.scores, dtype=np.float32).copy()
-        lo, spread = s[main].min(), max(float(np.ptp(s[main])), 1e-6)
-        rest = np.flatnonzero(~main)
-        s[rest] = lo - spread * 1e-3 * (1 + np.arange(len(rest)))  # just below, in listed order
+        # float32 must still tell the steps below apart: a spread of at least 1% of |lo|
+        lo = float(s[main].min())
+        spread = max(float(np.ptp(s[main])), 1e-2 * abs(lo), 1e-3)
+        rest = np.flatnonzero(~main)  # listed order
+        if q <= 0 or not rest.size:
+            s[rest] = lo - spread * 1e-3 * (1 + np.arange(len(rest)))  # just below, in order
+            return s
+        mine = np.flatnonzero(main)
+        mine = mine[np.argsort(-s[mine], kind="stable")]
+        p = np.arange(len(c.items))
+        other = np.floor((p + 1) * q) > np.floor(p * q)  # (N,) the others' positions
+        a = b = 0
+        run: list[int] = []  # others waiting for the next shipped candidate's score
+        hi = float(s[mine[0]]) + spread  # above the first shipped candidate
+        for pos in range(len(c.items)):
+            if (other[pos] and b < len(rest)) or a >= len(mine):
+                run.append(int(rest[b]))
+                b += 1
+                continue
+            nxt = float(s[mine[a]])
+            s[run] = hi - (hi - nxt) * (1 + np.arange(len(run))) / (len(run) + 1)
+            run, hi, a = [], nxt, a + 1
+        s[run] = hi - spread * 1e-3 * (1 + np.arange(len(run)))  # after the last shipped one
         return s
 
     @staticmethod

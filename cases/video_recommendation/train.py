@@ -30,7 +30,7 @@ from .model import (
     ranker_inputs,
     tower_score,
 )
-from .predictor import recency_weights
+from .predictor import VideoRecPredictor, recency_weights
 
 
 @dataclass
@@ -456,6 +456,7 @@ class VideoRecTrained:
     learned: str  # the better learned retriever on validation (its index is served too)
     rankers: dict | None = None  # simulator only: variant -> VideoRecRanker
     rank_test: tuple | None = None  # (features, impressions) of the ranker's test days
+    funnel: dict | None = None  # the funnel's knobs chosen on validation (`funnel.py`)
 
 
 def train_retrievers(
@@ -649,26 +650,64 @@ ITEM_ITEM = ("ease", "ease_recency", "ease_log1p", "item_knn", "item_knn_log1p")
 POPULARITY = ("popularity", "recent_popularity")
 
 
-def item_item_table(trained: VideoRecTrained, k: int) -> tuple[np.ndarray, np.ndarray, float]:
-    """The shipped item-item model as the served table: (idx (I, k), w (I, k), recency tau).
+def item_item_table(trained: VideoRecTrained, k: int) -> dict[str, np.ndarray | float]:
+    """The shipped item-item model as the served table, k neighbours per row.
 
-    EASE rows: the k largest positive weights of B per video; item-kNN rows: its k cosine
-    neighbours (already at most `knn_neighbours`). tau is the sequence-aware EASE's (0 = none).
+    EASE rows: the k largest |weights| of each row of B, negative ones included (dropping
+    them costs EASE more than any k saves: a table of positive weights only never reached
+    the full model's validation NDCG@10 on MovieLens-small); item-kNN rows: its cosine
+    neighbours (at most `knn_neighbours`). Each row's neighbours are sorted by |weight|, so
+    the first k' < k columns are the table at k'. Returns rows (R,) and cols (C,) video ids,
+    idx (R, k) int32 positions into cols (-1 = none), w (R, k) float32, and tau, the
+    sequence-aware EASE's recency scale (0 = none).
     """
     name, models = trained.production, trained.models
     if name.startswith("ease"):
         ease = models[name].ease if name == "ease_recency" else models[name].model
-        idx, w = ease.neighbours(k)
-        return idx, w, models[name].tau_ if name == "ease_recency" else 0.0
+        B = ease.B_  # (R, R) over ease.items_ (or the whole catalog)
+        ids = ease.items_ if ease.items_ is not None else np.arange(ease.n_items_)
+        k = min(k, B.shape[1])
+        idx = np.empty((B.shape[0], k), np.int32)
+        w = np.empty((B.shape[0], k), np.float32)
+        for a in range(0, B.shape[0], 1024):  # row blocks: |B| of 20K x 20K is 1.6 GB at once
+            blk = B[a : a + 1024]  # (b, R)
+            top = np.argpartition(-np.abs(blk), k - 1, axis=1)[:, :k]
+            v = np.take_along_axis(blk, top, 1)
+            order = np.argsort(-np.abs(v), axis=1, kind="stable")
+            idx[a : a + 1024] = np.take_along_axis(top, order, 1)
+            w[a : a + 1024] = np.take_along_axis(v, order, 1)
+        tau = models[name].tau_ if name == "ease_recency" else 0.0
+        return {"rows": ids, "cols": ids, "idx": idx, "w": w, "tau": tau}
     sim = models[name].model.sim_.tocsr()  # (I, I): row h = h's neighbours and weights
     n = sim.shape[0]
-    idx, w = np.full((n, k), -1, np.int64), np.zeros((n, k), np.float32)
+    idx, w = np.full((n, k), -1, np.int32), np.zeros((n, k), np.float32)
     for h in range(n):
         a, b = sim.indptr[h], sim.indptr[h + 1]
         order = np.argsort(-sim.data[a:b], kind="stable")[:k]
         idx[h, : len(order)] = sim.indices[a:b][order]
         w[h, : len(order)] = sim.data[a:b][order]
-    return idx, w, 0.0
+    rows = np.flatnonzero((idx >= 0).any(1))  # videos without neighbours get no row
+    return {"rows": rows, "cols": np.arange(n), "idx": idx[rows], "w": w[rows], "tau": 0.0}
+
+
+def _i2i_tensors(trained: VideoRecTrained, cfg: VideoRecConfig) -> tuple[dict, float]:
+    """The served table at the largest k of `cfg.i2i_ks` that fits `cfg.i2i_budget_mb`
+    (`funnel.choose_funnel` cuts it to the k chosen on validation); (tensors, tau)."""
+    from .funnel import table_mb
+
+    models, name = trained.models, trained.production
+    ease = models[name].ease if name == "ease_recency" else getattr(models[name], "model", None)
+    rows = len(ease.B_) if hasattr(ease, "B_") else trained.split.n_items
+    fits = [k for k in cfg.i2i_ks if table_mb(rows, k) <= cfg.i2i_budget_mb]
+    table = item_item_table(trained, max(fits) if fits else min(cfg.i2i_ks))
+    t = lambda a: torch.from_numpy(np.ascontiguousarray(a))  # noqa: E731
+    tensors = {
+        "i2i_rows": t(np.asarray(table["rows"], np.int64)),
+        "i2i_cols": t(np.asarray(table["cols"], np.int64)),
+        "i2i_idx": t(table["idx"]),
+        "i2i_w": t(table["w"]),
+    }
+    return tensors, float(table["tau"])
 
 
 def build_artifact(
@@ -719,21 +758,15 @@ def build_artifact(
     )
     recency_tau, sources = None, ["two_tower"] + (["sasrec"] if trained.learned == "sasrec" else [])
     if production in ITEM_ITEM:
-        # Stored only for the videos that have neighbours (EASE covers `ease_max_items`), so a
+        # Rows only for the videos that have neighbours (EASE covers `ease_max_items`), so a
         # 100K catalog does not carry 100K empty rows.
-        idx, w, recency_tau = item_item_table(trained, cfg.i2i_neighbours)
-        rows = np.flatnonzero((idx >= 0).any(1))
-        tensors.update(
-            {
-                "i2i_rows": t(rows, np.int64),
-                "i2i_idx": t(idx[rows], np.int64),
-                "i2i_w": t(w[rows], np.float32),
-            }
-        )
+        i2i, recency_tau = _i2i_tensors(trained, cfg)
+        tensors.update(i2i)
         sources.append(production)
     elif production in POPULARITY:
         order = np.argsort(-models[production].model.counts_, kind="stable")
-        tensors["primary_list"] = t(order[: cfg.retrieval_candidates], np.int64)
+        # long enough that removing up to `i2i_history` watched videos leaves the candidates
+        tensors["primary_list"] = t(order[: cfg.retrieval_candidates + cfg.i2i_history], np.int64)
         sources.append(production)
     files = {
         "histories.json": json.dumps(
@@ -741,12 +774,6 @@ def build_artifact(
         ).encode()
     }
     parity = None
-    if trained.rankers is not None:
-        with tempfile.TemporaryDirectory() as tmp:
-            onnx_path, parity = export_ranker_onnx(
-                trained.rankers["multitask"], trained.rank_test[0], Path(tmp) / "ranker.onnx"
-            )
-            files["ranker.onnx"] = onnx_path.read_bytes()
     config = {
         "case": "video-recommendation",
         "data": spec,
@@ -760,11 +787,50 @@ def build_artifact(
         "ranker": trained.rankers is not None,
         "hparams": {**cfg.to_dict(), "recency_tau": recency_tau},
     }
+    with tempfile.TemporaryDirectory() as tmp:
+        if trained.rankers is not None:
+            onnx_path, parity = export_ranker_onnx(
+                trained.rankers["multitask"], trained.rank_test[0], Path(tmp) / "ranker.onnx"
+            )
+            files["ranker.onnx"] = onnx_path.read_bytes()
+        funnel = _choose_funnel(trained, cfg, tensors, config, files, Path(tmp))
     metrics = {"val_ndcg@10": trained.val_ndcg}
     path = save_artifact(
         path, tensors, config, metrics, data_fingerprint(data, trained.split), files
     )
+    trained.funnel = funnel
     return finish_video_artifact(path, trained.split, seed), parity
+
+
+def _choose_funnel(trained, cfg, tensors: dict, config: dict, files: dict, tmp: Path) -> dict:
+    """Choose the funnel's knobs on validation with the artifact's own predictor (in memory,
+    the ranker from `tmp`), then write them into `tensors` and `config` (`funnel.py`)."""
+    from shared.artifacts import Artifact
+
+    from .funnel import choose_funnel
+
+    pred = VideoRecPredictor(Artifact(tmp, tensors, config, {}, "", files))
+    funnel = choose_funnel(pred, trained.split, trained.val_ndcg[trained.production], cfg)
+    if "i2i" in funnel:
+        k = funnel["i2i"]["k"]
+        tensors["i2i_idx"] = tensors["i2i_idx"][:, :k].contiguous()
+        tensors["i2i_w"] = tensors["i2i_w"][:, :k].contiguous()
+    config["hparams"].update(
+        merge_quota=funnel["merge"]["quota"],
+        rerank_weight=funnel["rerank"]["weight"],
+        i2i_k=funnel.get("i2i", {}).get("k"),
+    )
+    config["funnel"] = _jsonable(funnel)
+    return funnel
+
+
+def _jsonable(x):
+    """Dict keys as strings, numpy numbers as floats (the funnel's record in config.json)."""
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_jsonable(v) for v in x]
+    return x.item() if hasattr(x, "item") else x
 
 
 GOLDEN_REQUESTS, REFERENCE_REQUESTS = 200, 1000  # the golden set; the monitor's reference
