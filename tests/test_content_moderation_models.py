@@ -210,3 +210,26 @@ def test_predictor_serves_the_encoder_graph(tmp_path):
     assert np.allclose(pred.score_texts(texts), offline, atol=1e-5)
     out = pred.moderate_batch([{"text": t, "kind": "post"} for t in texts])
     assert all(o["action"] in ("allow", "review", "remove") for o in out)
+    # The review queue's priority (review.queue_priority): severity x reach x P of the policy
+    # with the largest severity x P among those that reached their review threshold.
+    from cases.content_moderation.data import severity
+
+    def ask(review_at, reach=None):
+        pred.thresholds = {p: {"review": review_at(p), "remove": 2.0} for p in pred.policies}
+        return pred.moderate_batch([{"text": texts[0], "kind": "post", "reach": reach}])[0]
+
+    a = ask(lambda p: 0.0, reach=2500.0)  # every policy due
+    scores = a["scores"]
+    top = max(scores, key=lambda p: severity(p) * scores[p])
+    assert (a["action"], a["priority_policy"], a["severity"]) == ("review", top, severity(top))
+    assert a["reach"] == 2500.0
+    assert a["priority"] == pytest.approx(severity(top) * 2500.0 * scores[top], abs=1e-3)
+    b = ask(lambda p: 0.0)  # no reach: the README's median, 100 views
+    assert b["reach"] == 100.0 and b["priority"] == pytest.approx(a["priority"] / 25, abs=1e-3)
+    low = min(scores, key=lambda p: severity(p) * scores[p])
+    assert low != top
+    c = ask(lambda p: 0.0 if p == low else 1.5)  # only `low` reached its review threshold
+    assert c["action"] == "review" and c["priority_policy"] == low
+    assert c["priority"] == pytest.approx(severity(low) * 100.0 * scores[low], abs=1e-3)
+    d = ask(lambda p: 1.5)  # allowed: not queued, no priority
+    assert d["action"] == "allow" and d["priority"] is None and d["severity"] is None

@@ -56,6 +56,23 @@ def test_good_post_ad_and_hash_match(url):
     known = _SCAM[0].format(amount="500 dollars", url="http://bit.ly/x").upper()
     r = requests.post(f"{url}/moderate", json={"text": known}, timeout=60)
     assert r.json()["action"] == "remove" and r.json()["reason"].startswith("hash match")
+    assert r.json()["priority"] is None  # removed: no reviewer slot, no queue priority
+
+
+def test_review_answers_the_queue_priority_at_the_requests_reach(url):
+    from cases.content_moderation.data import severity
+
+    text = "click here to win"  # sent to review by the tiny model
+    r = requests.post(f"{url}/moderate", json={"text": text, "reach": 2500}, timeout=60)
+    assert r.status_code == 200, r.text
+    a = r.json()
+    assert a["action"] == "review" and a["reach"] == 2500.0
+    policy, scores = a["priority_policy"], a["scores"]
+    assert scores[policy] >= a["thresholds"][policy]["review"]
+    assert a["severity"] == severity(policy)
+    assert a["priority"] == pytest.approx(severity(policy) * 2500 * scores[policy], abs=1e-3)
+    b = requests.post(f"{url}/moderate", json={"text": text}, timeout=60).json()
+    assert b["reach"] == 100.0 and b["priority"] == pytest.approx(a["priority"] / 25, abs=1e-3)
 
 
 def test_status_shows_the_monitor_after_requests(url):
@@ -100,6 +117,12 @@ def test_observation_follows_the_scores(registry):
         {"text": "hi", "image_b64": 12},  # wrong type
         {"text": "hi", "colour": "red"},  # unknown field
         {"text": "hi", "image_b64": "A" * 800_000},  # huge base64
+        {"text": "hi", "reach": 0},  # reach: a positive finite number of views, up to 1e12
+        {"text": "hi", "reach": -5},
+        {"text": "hi", "reach": 1e13},
+        {"text": "hi", "reach": "100"},
+        {"text": "hi", "reach": True},
+        {"text": "hi", "reach": None},
         {},  # missing text
     ],
 )
@@ -107,6 +130,17 @@ def test_bad_fields_get_422(url, body):
     r = requests.post(f"{url}/moderate", json=body, timeout=60)
     assert r.status_code == 422, r.text
     assert r.json()["error"]
+    if "reach" in body:  # the message names the field
+        assert "reach" in r.json()["error"]
+
+
+@pytest.mark.parametrize("raw", ["NaN", "Infinity", "-Infinity", "1e400"])
+def test_non_finite_reach_gets_422(url, raw):
+    body = b'{"text": "hi", "reach": ' + raw.encode() + b"}"
+    r = requests.post(f"{url}/moderate", data=body, timeout=60,
+                      headers={"content-type": "application/json"})  # fmt: skip
+    assert r.status_code == 422, r.text
+    assert "reach" in r.json()["error"]
 
 
 def _bomb_b64() -> str:

@@ -34,15 +34,36 @@ def apps(serve_port, tmp_path_factory, keyboard_trigram, moderation_tiny, smart_
         reg.promote(reg.register(art).name)
         return str(reg.root)
 
+    vr = reranking(video_tiny, tmp_path_factory.mktemp("pages-vr") / "artifact")
+
     for name, app in (
         ("kb", keyboard(registry(keyboard_trigram[0]), num_cpus=0)),
         ("cm", moderation(registry(moderation_tiny), num_cpus=0)),
         ("esr", smart_reply(registry(smart_reply_tiny[0]), num_cpus=0)),
-        ("vr", video(registry(video_tiny))),
+        ("vr", video(registry(vr))),
     ):
         serve.run(app, name=f"page-{name}", route_prefix=f"/{name}")
     base = f"http://127.0.0.1:{serve_port}"
     return {name: f"{base}/{name}" for name in ("kb", "cm", "esr", "vr")}  # serve_port deletes
+
+
+def reranking(art: Path, dest: Path, weight: float = 0.5) -> Path:
+    """A copy of the tiny video artifact that re-ranks with MMR weight `weight`, its golden set
+    recorded again. The tiny run's validation picks weight 0 (no re-ranking: no item moves), and
+    the page must show re-rank moves."""
+    import json
+    import shutil
+
+    from cases.video_recommendation.predictor import VideoRecPredictor
+    from shared.artifacts import rewrite_artifact
+    from shared.golden import finish_artifact
+
+    shutil.copytree(art, dest)
+    config = json.loads((dest / "config.json").read_text())
+    config["hparams"]["rerank_weight"] = weight
+    rewrite_artifact(dest, {"config.json": json.dumps(config).encode()})
+    golden = json.loads((dest / "golden.json").read_text())["requests"]
+    return finish_artifact(dest, VideoRecPredictor.load, golden, golden)
 
 
 def post(url: str, body: dict) -> dict:
@@ -179,10 +200,29 @@ def test_moderation_page_shows_scores_thresholds_and_action(browser, apps, scree
         th = want["thresholds"][policy]
         assert score == fixed4(want["scores"][policy])
         assert [review, remove] == [f"{th['review']:.3f}", f"{th['remove']:.3f}"]
+    assert want["priority"] is None  # not sent to review: no priority on the page
+    assert not browser.find_element("id", "queue-priority").is_displayed()
+    # A post sent to review: its queue priority at the reach typed on the page.
+    queued = "click here to win"
+    want = post(f"{url}/moderate", {"text": queued, "kind": "post", "reach": 2500})
+    assert want["action"] == "review"
+    box = browser.find_element("id", "post")
+    box.clear()
+    box.send_keys(queued)
+    reach = browser.find_element("id", "reach")
+    reach.clear()
+    reach.send_keys("2500")
+    browser.find_element("id", "moderate").click()
+    wait(browser, lambda d: text(d, "#action") == "review", "the review action")
+    policy = want["priority_policy"]
+    assert float(text(browser, "#priority")) == pytest.approx(want["priority"], abs=0.006)
+    assert text(browser, "#priority-policy") == policy
+    assert float(text(browser, "#severity")) == want["severity"]
+    assert text(browser, "#queue-reach") == "2,500"
+    assert text(browser, "#priority-p") == fixed4(want["scores"][policy])
     screenshot(browser, CASES / "content_moderation" / "page" / "screenshot.png")
     # A known-bad text is removed by the hash bank before any model.
     known = _SCAM[0].format(amount="500 dollars", url="http://bit.ly/x")
-    box = browser.find_element("id", "post")
     box.clear()
     box.send_keys(known)
     browser.find_element("id", "moderate").click()
@@ -198,6 +238,12 @@ def test_moderation_page_shows_scores_thresholds_and_action(browser, apps, scree
     browser.find_element("id", "moderate").click()
     assert "text is blank" in error_on_page(browser, "error")
     assert not browser.find_element("id", "result").is_displayed()
+    # A reach of 0 views is refused with the API's message.
+    box.send_keys("hello there")
+    reach.clear()
+    reach.send_keys("0")
+    browser.find_element("id", "moderate").click()
+    wait(browser, lambda d: "reach" in text(d, "#error .cb-error"), "the reach error")
 
 
 @pytest.mark.serve
@@ -230,23 +276,31 @@ def test_smart_reply_page_suggests_and_composes(browser, apps, screenshot):
 
 
 @pytest.mark.serve
-def test_video_page_shows_the_feed_with_sources_and_scores(browser, apps, screenshot):
+def test_video_page_shows_the_feed_with_sources_scores_and_moves(browser, apps, screenshot):
     url = apps["vr"]
     open_page(browser, url)
     browser.find_element("id", "recommend").click()
     want = post(f"{url}/recommend", {"user_id": 1, "k": 10})
 
     def feed(d):
-        return [r[1:4] for r in table(d, "#feed tbody tr")]  # video, source, score
+        return [r[1:5] for r in table(d, "#feed tbody tr")]  # video, source, score, move
 
-    rows = [[f"video {i['item']}", i["source"], fixed4(i["score"])] for i in want["items"]]
+    def shown(answer):
+        """The rows the page should show: the re-rank move is pre_rank minus the place served."""
+        return [[f"video {x['item']}", x["source"], fixed4(x["score"]),
+                 f"{x['pre_rank'] - i:+d}" if x["pre_rank"] != i else "="]
+                for i, x in enumerate(answer["items"])]  # fmt: skip
+
+    rows = shown(want)
     wait(browser, lambda d: feed(d) == rows, "the feed")
+    # The artifact re-ranks with weight 0.5 (`reranking`): some items moved.
+    assert {r[3] for r in rows} != {"="}, "no re-rank move to show"
     assert text(browser, "#model-version") == f"model {want['model_version']}"
     # Watching a video adds it to the history the next request carries.
     first = want["items"][0]["item"]
     browser.find_element("css selector", "#feed tbody tr button").click()
     want = post(f"{url}/recommend", {"user_id": 1, "k": 10, "history": [first]})
-    rows = [[f"video {i['item']}", i["source"], fixed4(i["score"])] for i in want["items"]]
+    rows = shown(want)
     wait(browser, lambda d: feed(d) == rows, "the feed after a click")
     assert text(browser, "#history") == str(first)
     screenshot(browser, CASES / "video_recommendation" / "page" / "screenshot.png")
@@ -254,7 +308,7 @@ def test_video_page_shows_the_feed_with_sources_and_scores(browser, apps, screen
     browser.find_element("id", "anonymous").click()
     want = post(f"{url}/recommend", {"k": 10, "history": []})
     assert want["cold_start"]
-    rows = [[f"video {i['item']}", i["source"], fixed4(i["score"])] for i in want["items"]]
+    rows = shown(want)
     wait(browser, lambda d: feed(d) == rows, "the cold-start feed")
     assert text(browser, "#flags").startswith("cold start")
     # Bad input: k = 0 is refused by the API, and the page says so.

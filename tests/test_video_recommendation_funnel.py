@@ -165,3 +165,21 @@ def test_i2i_scaling_reports_memory_within_the_budget():
     # 20 MB / (10,000 rows x 8 bytes) = 250 neighbours: the budget binds
     assert out[10_000]["k"] == 250 and out[10_000]["table_mb"] <= 20.0
     assert all(v["p99_ms"] > 0 and v["p99_ms_long"] > 0 for v in out.values())
+
+
+def test_a_shipped_popularity_list_gives_n_unwatched_candidates_however_long_it_is(video_tiny):
+    """The stored list is longer than n (so removing watched videos leaves n); a request reads
+    only its first n unwatched entries: the ranker scores n candidates from it, not the list."""
+    pred = VideoRecPredictor.load(video_tiny)
+    n = pred.n_candidates
+    pred.primary_list = np.arange(pred.n_items, dtype=np.int64)  # far longer than n
+    pred.shipped = "recent_popularity"
+    history = [1, 3, 5]
+    [c] = pred.retrieve([history])
+    mine = c.items[c.sources == "recent_popularity"]
+    assert len(mine) <= n
+    assert not set(history) & set(mine.tolist())
+    # the first n unwatched videos of the list, in its order (other sources may claim some)
+    first = [v for v in range(pred.n_items) if v not in history][:n]
+    assert set(mine.tolist()) <= set(first)
+    assert len(c.items) < pred.n_items

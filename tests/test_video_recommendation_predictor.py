@@ -236,3 +236,40 @@ def test_rerank_matches_the_full_mmr_scan_ties_caps_and_unknown_topics():
         s = (s - s.min()) / (s.max() - s.min() + 1e-12) if keep.size else s
         want = [int(keep[j]) for j in _mmr_scan(lam * s, topics[keep], k, lam, cap)]
         assert got == want, trial
+
+
+def test_ranked_positions_order_by_score_ties_by_position_and_skip_dropped():
+    from cases.video_recommendation.predictor import ranked_positions
+
+    scores = np.array([1.0, 3.0, 3.0, 2.0, 5.0], dtype=np.float32)
+    keep = np.array([True, True, True, True, False])
+    assert ranked_positions(scores, keep).tolist() == [3, 0, 1, 2, -1]
+    assert ranked_positions(scores, np.zeros(5, dtype=bool)).tolist() == [-1] * 5
+
+
+def test_pre_rank_is_the_position_before_the_rerank_and_weight_0_moves_nothing(tmp_path):
+    from cases.video_recommendation.predictor import VideoRecCandidates, rerank_settings
+
+    p = VideoRecPredictor(_artifact(tmp_path, with_i2i=False))  # topics of 0..3: 0, 1, 0, 1
+    items = np.array([0, 2, 1, 3])  # ranked 0, 2 (topic 0), then 1, 3 (topic 1)
+    zeros = np.zeros(4, np.float32)
+    c = VideoRecCandidates(items, zeros, np.array(["two_tower"] * 4), zeros)
+    scores = [np.array([4.0, 3.9, 1.0, 0.5], dtype=np.float32)]
+
+    def served(hist, cold=False, blocked=None):
+        [a] = p.finish([hist], [cold], [c], scores, False, 4, [blocked or []])
+        return [(x["item"], x["pre_rank"]) for x in a["items"]]
+
+    p.rerank_kw = {"freshness_boost": 0.0, "mmr_lambda": 0.5, "max_per_topic": 3}
+    # MMR lifts video 1 (a new topic) over video 2 (a second topic-0 video): moves 0, +1, -1, 0
+    assert served([]) == [(0, 0), (1, 2), (2, 1), (3, 3)]
+    # Watched and blocked videos are not in the list the re-rank starts from.
+    assert served([0]) == [(2, 0), (1, 1), (3, 2)]
+    assert served([], blocked=[2]) == [(0, 0), (1, 1), (3, 2)]
+    p.rerank_kw = rerank_settings(p.cfg["hparams"], 0.0)  # no re-ranking: no moves
+    assert served([]) == [(0, 0), (2, 1), (1, 2), (3, 3)]
+    # Cold start: the trending then fresh videos, as listed, start the re-rank.
+    sources = np.array(["two_tower", "trending", "trending", "fresh"])
+    cold = VideoRecCandidates(np.array([3, 2, 0, 1]), zeros, sources, zeros)
+    [a] = p.finish([[]], [True], [cold], None, False, 4, [[2]])
+    assert [(x["item"], x["pre_rank"]) for x in a["items"]] == [(0, 0), (1, 1)]

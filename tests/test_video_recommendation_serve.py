@@ -2,6 +2,7 @@
 
 from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
 import pytest
 import requests
 
@@ -31,8 +32,35 @@ def test_known_user_gets_k_ranked_items_with_sources(served):
     assert r.status_code == 200, r.text
     body = r.json()
     assert len(body["items"]) == 5 and not body["cold_start"] and not body["fallback"]
-    assert all({"item", "score", "source"} <= set(x) for x in body["items"])
+    assert all({"item", "score", "source", "pre_rank"} <= set(x) for x in body["items"])
     assert len({x["item"] for x in body["items"]}) == 5
+    assert len({x["pre_rank"] for x in body["items"]}) == 5  # distinct places in one list
+
+
+def test_pre_rank_is_the_place_in_the_ranked_list_before_the_rerank(served, artifact):
+    from cases.video_recommendation.predictor import VideoRecPredictor, rerank_settings
+
+    p = VideoRecPredictor.load(artifact)
+    hist = p.user_histories["1"]
+    [c] = p.retrieve([hist])
+    [s] = p.rank([hist], [c])
+    blocked = [int(c.items[int(np.argmax(s))])]  # the ranker's favourite, blocked
+    # The list the re-rank starts from: by ranker score, ties by candidate position, without
+    # the watched and blocked videos.
+    order = sorted(range(len(s)), key=lambda j: (-float(s[j]), j))
+    ranked = [int(c.items[j]) for j in order if int(c.items[j]) not in {*hist, *blocked}]
+    body = {"user_id": 1, "k": 10, "blocked": blocked}
+    r = requests.post(f"{served}/ok/recommend", json=body, timeout=30)
+    assert r.status_code == 200, r.text
+    items = r.json()["items"]
+    assert [x["pre_rank"] for x in items] == [ranked.index(x["item"]) for x in items]
+    # Weight 0 (what the tiny run chose on validation) only filters: every item keeps its
+    # place. Weight 0.5: MMR moves some.
+    for w in (0.0, 0.5):
+        p.rerank_kw = rerank_settings(p.cfg["hparams"], w)
+        got = p.recommend(1, None, 10, blocked)["items"]
+        assert [x["pre_rank"] for x in got] == [ranked.index(x["item"]) for x in got]
+        assert ([x["pre_rank"] for x in got] != list(range(10))) == (w > 0), w
 
 
 def test_history_in_the_request_and_watched_removed(served):
@@ -104,8 +132,8 @@ def test_concurrent_requests_are_batched_and_match_the_predictor(served, artifac
     after = requests.get(f"{served}/ok/status", timeout=30).json()
     for u, r in zip(users, answers, strict=True):
         assert r.status_code == 200, r.text
-        want = [x["item"] for x in p.recommend(u, None, 5)["items"]]
-        assert [x["item"] for x in r.json()["items"]] == want
+        want = [(x["item"], x["pre_rank"]) for x in p.recommend(u, None, 5)["items"]]
+        assert [(x["item"], x["pre_rank"]) for x in r.json()["items"]] == want
     assert after["batched_requests"] - before["batched_requests"] == len(users)
     assert after["batches"] - before["batches"] < len(users)  # some requests shared a batch
 

@@ -2,15 +2,20 @@
 
     pred = ModerationPredictor.load("runs/content-moderation/registry/versions/v0001")
     pred.score_texts(["you are an idiot"])          # (1, P) calibrated P(violates policy)
-    pred.moderate_batch([{"text": "...", "kind": "post", "image": None}])
+    pred.moderate_batch([{"text": "...", "kind": "post", "image": None, "reach": 100.0}])
     -> [{"action": "remove"|"review"|"allow", "reason": "...", "scores": {policy: p},
-         "thresholds": {policy: {"review": t, "remove": t}}, "kind": "post"}]
+         "thresholds": {policy: {"review": t, "remove": t}}, "kind": "post", "reach": 100.0,
+         "priority": 186.0, "severity": 2.0, "priority_policy": "offensive"}]
 
 Order of decisions for one item: (1) known-bad matching (normalized-text hash, perceptual image
 hash) -> remove, reason "hash match"; (2) the text policies (TF-IDF + LR and/or the MiniLM encoder
 in ONNX Runtime, calibrated, blended); (3) the image policy (a small CNN in ONNX Runtime) and, for
 ads, the late fusion of text and image scores; (4) per-policy thresholds from validation:
-remove at >= the remove threshold, review at >= the review threshold, else allow.
+remove at >= the remove threshold, review at >= the review threshold, else allow; (5) for an
+item sent to review, its review-queue priority: severity x reach x P(violate) of the policy with
+the largest severity x P among those that reached their review threshold (`review.queue_priority`;
+severities from `data.severity`, reach from the request, default `review.DEFAULT_REACH` = 100
+views). `priority`, `severity` and `priority_policy` are null for items not sent to review.
 
 `score_texts` is the one scoring function: the offline evaluation of the shipped model calls it
 on the saved artifact, and the server calls it per batch. No training imports, no tqdm.
@@ -27,7 +32,9 @@ import numpy as np
 from shared.artifacts import load_artifact, sanity_check
 from shared.errors import ArtifactError
 
+from .data import severity
 from .model import ModerationTfidf, apply_platt, load_tokenizer, onnx_logits, sigmoid
+from .review import DEFAULT_REACH, queue_priority
 
 PROBE_TEXTS = ["have a lovely day everyone", "you are a worthless idiot"]
 
@@ -131,7 +138,8 @@ class ModerationPredictor:
 
     def moderate_batch(self, reqs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Decide a batch. Each request: {"text": str, "kind": "post"|"ad", "image": uint8
-        (H, W, 3) array or None}. Returns one dict per request, in order."""
+        (H, W, 3) array or None, "reach": expected views if left up (> 0; absent or None:
+        DEFAULT_REACH)}. Returns one dict per request, in order (module doc)."""
         texts = [r["text"] for r in reqs]
         text_scores = self.score_texts(texts)  # (N, P)
         with_image = [i for i, r in enumerate(reqs) if r.get("image") is not None]
@@ -156,6 +164,11 @@ class ModerationPredictor:
                 action, reason = "remove", f"hash match: {match}"
             else:
                 action, reason = self._action(scores, th)
+            reach = float(DEFAULT_REACH if r.get("reach") is None else r["reach"])
+            queue = {"priority": None, "severity": None, "priority_policy": None}
+            if action == "review":
+                queue = queue_priority(scores, th, {p: severity(p) for p in scores}, reach)
+                queue["priority"] = round(queue["priority"], 4)  # as the scores are
             out.append(
                 {
                     "action": action,
@@ -164,6 +177,8 @@ class ModerationPredictor:
                     # what each score was held against: {policy: {"review": t, "remove": t}}
                     "thresholds": {p: dict(th[p]) for p in scores if p in th},
                     "kind": r.get("kind", "post"),
+                    "reach": reach,
+                    **queue,
                 }
             )
         return out

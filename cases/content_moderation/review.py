@@ -36,6 +36,9 @@ import math
 import numpy as np
 
 ORDERS = ("priority", "fifo", "score")
+# Expected lifetime views of an item whose client names none (`POST /moderate`'s `reach`): the
+# median of the simulated reach (log-normal, median 100 views; `main`, evaluate.py).
+DEFAULT_REACH = 100.0
 
 
 def priority(p, severity, reach) -> np.ndarray:
@@ -47,6 +50,25 @@ def priority(p, severity, reach) -> np.ndarray:
     if np.any(p < 0) or np.any(p > 1) or np.any(s < 0) or np.any(r < 0):
         raise ValueError("priority needs 0 <= p <= 1 and non-negative severity and reach")
     return s * r * p
+
+
+def queue_priority(
+    scores: dict[str, float],
+    thresholds: dict[str, dict[str, float]],
+    severity: dict[str, float],
+    reach: float = DEFAULT_REACH,
+) -> dict:
+    """The queue key of one item the model sends to review, as served (`POST /moderate`).
+
+    Over the policies whose score reached their review threshold (all scored policies if none
+    did), the one with the largest severity x P(violate); its priority is
+    `priority(P, severity, reach)` = severity x reach x P, the expected severity-weighted
+    harmful views if the item stays up. Returns {"priority", "severity", "priority_policy"}.
+    """
+    due = [p for p in scores if p in thresholds and scores[p] >= thresholds[p]["review"]]
+    policy = max(due or list(scores), key=lambda p: severity[p] * scores[p])  # ties: first
+    prio = float(priority(scores[policy], severity[policy], reach))
+    return {"priority": prio, "severity": float(severity[policy]), "priority_policy": policy}
 
 
 def capacity_items(reviewer_hours: float, items_per_hour: float) -> int:

@@ -1,17 +1,24 @@
 """Ray Serve app for content moderation: `POST /moderate`.
 
     curl -s 127.0.0.1:8000/moderate -H 'content-type: application/json' \
-         -d '{"text": "you are a worthless idiot", "kind": "post"}'
-    -> {"action": "remove"|"review"|"allow", "reason": "...", "scores": {"offensive": 0.97, ...}}
+         -d '{"text": "you are a worthless idiot", "kind": "post", "reach": 2500}'
+    -> {"action": "remove"|"review"|"allow", "reason": "...", "scores": {"offensive": 0.97, ...},
+        "thresholds": {...}, "kind": "post", "reach": 2500.0,
+        "priority": null | severity x reach x P, "severity": null | 2.0,
+        "priority_policy": null | "offensive"}
+
+An optional `reach` (expected views if the item stays up; default 100, the median of the
+simulated reach) sets the review-queue priority of an item sent to review (predictor.py, review.py
+`queue_priority`); it must be a number in (0, 1e12], else 422.
 
 An optional `image_b64` (a base64 JPEG/PNG/GIF/WEBP/BMP) is hash-matched against the known-bad
 bank and scored by the image CNN; for `"kind": "ad"` the text and image scores are fused.
 Requests are batched with `shared.batching.batch_when_free`: the model runs in a worker thread so
 the replica's event loop keeps accepting requests, and they form the next batch when the model
-is free. Bad input gets a 4xx with a
-one-line message: empty, blank or oversized text, control characters, wrong types, unknown
-fields (422); bad base64, bytes that are not an image, a truncated image, a decompression bomb
-(400); a body over 1 MiB (413). Plus the standard /health, /version, /reload and /status.
+is free. Bad input gets a 4xx with a one-line message: empty, blank or oversized text, control
+characters, wrong types, unknown fields, a reach that is not a positive finite number up to
+MAX_REACH (422); bad base64, bytes that are not an image, a truncated image, a decompression
+bomb (400); a body over 1 MiB (413). Plus the standard /health, /version, /reload and /status.
 """
 
 # No `from __future__ import annotations` here: Ray pickles the deployment class by value, and
@@ -21,16 +28,20 @@ import binascii
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictStr, field_validator
 
 from shared.errors import DataError
 
 from .predictor import ModerationPredictor
+from .review import DEFAULT_REACH
 
 MAX_TEXT_CHARS = 5_000  # a long post; anything longer is not a post
 MAX_IMAGE_BYTES = 512 * 1024  # decoded upload; its base64 is 4/3 of this
 MAX_IMAGE_B64_CHARS = (MAX_IMAGE_BYTES * 4) // 3 + 4
 MAX_IMAGE_PIXELS = 4_000_000  # decompression-bomb limit, read from the header before decoding
+# Views: 100 per person on Earth. Above it a priority (severity x reach x P) is no longer a
+# count of views, and a reach near float64's limit would make it infinite (not JSON).
+MAX_REACH = 1e12
 
 
 class ModerateRequest(BaseModel):
@@ -47,6 +58,14 @@ class ModerateRequest(BaseModel):
     text: StrictStr = Field(min_length=1, max_length=MAX_TEXT_CHARS)
     image_b64: StrictStr | None = Field(default=None, max_length=MAX_IMAGE_B64_CHARS)
     kind: Literal["post", "ad"] = "post"
+    # Strict: true or "100" is a client bug, not a reach of 1 or 100.
+    reach: StrictFloat = Field(
+        default=DEFAULT_REACH,
+        gt=0,
+        le=MAX_REACH,
+        allow_inf_nan=False,
+        description="expected views if the item stays up: the review-queue priority's reach",
+    )
 
     @field_validator("text")
     @classmethod
@@ -110,7 +129,8 @@ def build_app(artifact: str | Path, num_cpus: float = 1.0, max_batch_size: int =
             if req.image_b64 is not None:
                 loop = asyncio.get_running_loop()
                 image = await loop.run_in_executor(None, decode_request_image, req.image_b64)
-            return await self.batched({"text": req.text, "kind": req.kind, "image": image})
+            item = {"text": req.text, "kind": req.kind, "image": image, "reach": req.reach}
+            return await self.batched(item)
 
         # The monitor is fed on the event loop after the answers are out (not thread-safe).
         @batch_when_free(max_batch_size=max_batch_size, after=_observe)

@@ -5,7 +5,8 @@ weights, and runs the ranker through onnxruntime.
 
     p = VideoRecPredictor.load(Path("runs/video-recommendation/registry/versions/v0001"))
     p.recommend(user_id=12, history=None, k=10)
-    -> {"items": [{"item": 431, "score": 2.1, "source": "sasrec"}, ...], "cold_start": False, ...}
+    -> {"items": [{"item": 431, "score": 2.1, "source": "sasrec", "pre_rank": 2}, ...],
+        "cold_start": False, ...}
 
 Candidate sources: the learned retriever(s) via a faiss inner-product index
 (`shared.ann.build_index`: exact up to 50K videos, HNSW above), the shipped item-item model's
@@ -14,6 +15,11 @@ popularity) and fresh uploads. The shipped retriever's source is named `producti
 the artifact. Re-ranking: remove watched and blocked videos, a freshness bonus, then MMR over
 topics with a per-topic cap. An unknown user with no
 history gets the cold-start list (trending + fresh).
+
+Each served item carries `pre_rank`: its 0-based position in the list the re-rank stage starts
+from (`ranked_positions`: the ranker's order, or the fallback / cold-start list order, watched
+and blocked videos removed). Its re-rank move is pre_rank minus its position in `items`
+(positive: moved up); with re-rank weight 0 every move is 0.
 
 A predictor can hold only some stages (`stages=("retrieve",)`): each Ray Serve deployment loads
 the part it runs, so only the retrieval replica builds the faiss indexes (about 7 s each for
@@ -140,6 +146,19 @@ def rerank(
         if topic[j] >= 0:
             count[topic[j]] = count.get(topic[j], 0) + 1
     return [int(idx[j]) for j in chosen]
+
+
+def ranked_positions(scores: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """(N,) each kept candidate's 0-based position in the ranked list before re-ranking: by
+    score, best first, ties by position (the order `rerank` starts from); -1 where not kept.
+
+    One sort of the N candidates per request; no scoring.
+    """
+    idx = np.flatnonzero(keep)  # (n,)
+    order = idx[np.lexsort((idx, -np.asarray(scores, dtype=np.float64)[idx]))]  # best first
+    pos = np.full(len(keep), -1, dtype=np.int64)
+    pos[order] = np.arange(len(order))
+    return pos
 
 
 def _mmr_scan(
@@ -449,8 +468,14 @@ class VideoRecPredictor:
                     learned[i].append((items, scores, e["label"], True))  # last: its label wins
             if self.primary_list is not None:
                 p = self.primary_list
-                for i in has:  # scores fall with the rank: the list's own order
-                    learned[i].append((p, -np.arange(len(p), dtype=np.float32), self.shipped, True))
+                for i in has:  # the list's first n unwatched videos; scores fall with the rank
+                    # (the first n + len(history) entries hold them: the rest are not read, so
+                    # a request costs n candidates, not the whole stored list)
+                    head = p[: n + len(histories[i])]
+                    head = head[~np.isin(head, histories[i])][:n]
+                    learned[i].append(
+                        (head, -np.arange(len(head), dtype=np.float32), self.shipped, True)
+                    )
         row = {i: r for r, i in enumerate(has)}
         out = []
         for i in range(len(histories)):
@@ -573,8 +598,13 @@ class VideoRecPredictor:
         for i, c in enumerate(cands):
             items, sources = c.items, c.sources
             exclude = set(hists[i]) | set(blocked[i] if blocked else [])
+            keep = np.ones(len(items), dtype=bool)  # what the re-rank stage starts from, (N,)
+            if exclude:
+                keep = ~np.isin(items, np.fromiter(exclude, dtype=np.int64, count=len(exclude)))
             if cold[i]:  # cold start: trending then fresh, in list order, topic-diversified
-                src = np.flatnonzero((sources == "trending") | (sources == "fresh"))
+                listed = (sources == "trending") | (sources == "fresh")  # (N,)
+                keep &= listed
+                src = np.flatnonzero(listed)
                 s_final = -np.arange(len(items), dtype=np.float32)
                 pick = rerank(
                     items[src],
@@ -597,12 +627,14 @@ class VideoRecPredictor:
                     self.item_age_days[items],
                     **self.rerank_kw,
                 )
+            before = ranked_positions(s_final, keep)  # (N,) pre-re-rank positions
             out = []
             for j in chosen:
                 row = {
                     "item": int(items[j]),
                     "score": float(s_final[j]),
                     "source": "cold_start" if cold[i] else str(sources[j]),
+                    "pre_rank": int(before[j]),
                 }
                 if self.item_ids is not None:
                     row["external_id"] = self._external(int(items[j]))

@@ -9,8 +9,11 @@ topologies (`build_app(..., topology=...)`):
                                                  --handle-->  VideoRecRankerDeployment (ONNX)
 
     POST /recommend {"user_id": 12, "history": [3, 17]?, "k": 10, "blocked": [5]?}
-    -> {"items": [{"item": 431, "score": 2.1, "source": "sasrec"}, ...], "cold_start": false,
-        "fallback": false, "model_version": "v0001"}
+    -> {"items": [{"item": 431, "score": 2.1, "source": "sasrec", "pre_rank": 2}, ...],
+        "cold_start": false, "fallback": false, "model_version": "v0001"}
+
+`pre_rank`: the item's 0-based place in the ranked list before re-ranking (predictor.py); its
+re-rank move is pre_rank minus its index in `items`.
 
 Why one replica is the default (issue 18): on 2 cores the three-deployment app spends most of its
 CPU on Serve's plumbing (two handle round trips per batch, three processes' Ray threads). The
