@@ -120,6 +120,7 @@ def ui(runs):
 
 def test_ui_lists_opens_and_compares_runs_in_a_browser(browser, ui):
     import requests
+    from selenium.webdriver.support.ui import WebDriverWait
 
     url, (root, a, b) = ui
     assert make_server(root, 0).server_address[0] == "127.0.0.1"
@@ -136,6 +137,10 @@ def test_ui_lists_opens_and_compares_runs_in_a_browser(browser, ui):
     browser.find_element("css selector", f'tr[data-run$="{a.name}"] input[name=a]').click()
     browser.find_element("css selector", f'tr[data-run$="{b.name}"] input[name=b]').click()
     browser.find_element("id", "compare").click()
+    # The click navigates: wait for the comparison page, not the list still on screen.
+    WebDriverWait(browser, 20).until(
+        lambda d: d.find_elements("css selector", "table[data-table=next_word_test] tr")
+    )
     cells = browser.execute_script(
         "return Array.from(document.querySelectorAll('table[data-table=next_word_test] tr'),"
         " r => Array.from(r.cells, c => c.innerText.trim()))"
@@ -145,7 +150,9 @@ def test_ui_lists_opens_and_compares_runs_in_a_browser(browser, ui):
     # A run's report, with its figure loaded.
     browser.get(f"{url}/")
     browser.find_element("link text", a.name).click()
-    assert "next_word_test" in browser.find_element("tag name", "main").text
+    WebDriverWait(browser, 20).until(
+        lambda d: "next_word_test" in d.find_element("tag name", "main").text
+    )
     loaded = browser.execute_script(
         "const i = document.querySelector('img'); return i && i.complete && i.naturalWidth"
     )
