@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from cases.mobile_keyboard import cli
+from cases.mobile_keyboard.config import get_config
 from cases.mobile_keyboard.evaluate import choose_shipped
 from cases.mobile_keyboard.predictor import LSTM_FP32, LSTM_INT8, TRIGRAM, KeyboardPredictor
 from shared.artifacts import Registry, load_artifact
@@ -32,11 +33,17 @@ def test_run_ships_the_validation_winner(run_dir):
     assert set(val) == {"kn_full", "lstm_fp32", "lstm_int8", "mix"}
     shipped = doc["production_model"]
     assert shipped == doc["extra"]["shipped"]["name"]
-    # The decision follows the validation table: no candidate within the budget beats it.
-    assert shipped == choose_shipped(val, 2_000_000, 5.0)[0]
+    # The decision follows the validation table under the phone budget of the run's own config
+    # (saved in the artifact; the tiny preset's), and the report gives choose_shipped's reasons.
+    art = load_artifact(run_dir / "artifact")
+    cfg = get_config("tiny")
+    budget = (art.config["phone_budget_bytes"], art.config["phone_budget_ms"])
+    assert budget == (cfg.phone_budget_bytes, cfg.phone_budget_ms)
+    assert (shipped, doc["extra"]["shipped"]["why"]) == choose_shipped(val, *budget)
+    assert val[shipped]["model_bytes"] <= budget[0]
+    assert val[shipped]["ms_per_keystroke_p95"] <= budget[1]
     assert all(round(r["top1"], 3) <= round(val[shipped]["top1"], 3) for r in val.values())
     # The artifact holds exactly the shipped model's files, and the bytes the table counted.
-    art = load_artifact(run_dir / "artifact")
     assert art.config["shipped"] == shipped
     model_files = {n for n in art.files if n.endswith(".safetensors")} - {"weights.safetensors"}
     expect = {"kn_full": {TRIGRAM}, "lstm_fp32": {LSTM_FP32}, "lstm_int8": {LSTM_INT8},
@@ -139,23 +146,45 @@ def test_serve_without_a_model_is_a_clear_error(tmp_path):
 
 
 def test_choice_respects_the_budget():
+    cfg = get_config("tiny")
+    nbytes, ms = cfg.phone_budget_bytes, cfg.phone_budget_ms
     rows = {
-        "big": {"top1": 0.30, "ksr": 0.5, "model_bytes": 3_000_000, "ms_per_keystroke_p95": 1.0},
-        "slow": {"top1": 0.29, "ksr": 0.5, "model_bytes": 1_000, "ms_per_keystroke_p95": 9.0},
-        "a": {"top1": 0.2001, "ksr": 0.50, "model_bytes": 1_000, "ms_per_keystroke_p95": 1.0},
-        "b": {"top1": 0.2004, "ksr": 0.40, "model_bytes": 1_000, "ms_per_keystroke_p95": 1.0},
+        "big": {"top1": 0.30, "ksr": 0.5, "model_bytes": nbytes + 1, "ms_per_keystroke_p95": 1e-3},
+        "slow": {"top1": 0.29, "ksr": 0.5, "model_bytes": 1_000, "ms_per_keystroke_p95": ms * 1.01},
+        "a": {"top1": 0.2001, "ksr": 0.50, "model_bytes": nbytes, "ms_per_keystroke_p95": ms},
+        "b": {"top1": 0.2004, "ksr": 0.40, "model_bytes": 1_000, "ms_per_keystroke_p95": 1e-3},
     }
-    name, why = choose_shipped(rows, 2_000_000, 5.0)
-    # big and slow are better but over budget; a and b tie to 3 decimals: ksr decides.
+    name, why = choose_shipped(rows, nbytes, ms)
+    # big and slow are better but just over budget; a sits exactly on both limits (it fits);
+    # a and b tie to 3 decimals: ksr decides.
     assert name == "a" and "over budget" in why["big"] and "p95" in why["slow"]
+    assert f"{nbytes + 1:,} bytes > {nbytes:,}" in why["big"]
     with pytest.raises(CasebookError, match="no next-word candidate fits"):
-        choose_shipped({"big": rows["big"]}, 2_000_000, 5.0)
+        choose_shipped({"big": rows["big"]}, nbytes, ms)
+
+
+def test_train_ships_within_the_configured_budget(run_dir, tmp_path):
+    """A budget between the int8 and the fp32 LSTM (sizes from the run above, same preset,
+    seed and data): train() labels fp32 over that budget and ships a model within it."""
+    from cases.mobile_keyboard.data import builtin_corpus
+    from cases.mobile_keyboard.train import train
+
+    val = json.loads((run_dir / "metrics.json").read_text())["tables"]["candidates:builtin"]
+    fp32, int8 = val["lstm_fp32"]["model_bytes"], val["lstm_int8"]["model_bytes"]
+    budget = (fp32 + int8) // 2
+    cfg = get_config("tiny", phone_budget_bytes=budget)
+    corpus = builtin_corpus(cfg.n_messages, 0, cfg.split_fractions)
+    trained = train(cfg, corpus, tmp_path / "artifact", log=lambda _: None)
+    rows = trained.validation
+    assert rows["lstm_fp32"]["model_bytes"] == fp32 > budget
+    assert trained.why["lstm_fp32"].startswith(f"over budget: {fp32:,} bytes > {budget:,}")
+    assert trained.shipped != "lstm_fp32" and rows[trained.shipped]["model_bytes"] <= budget
+    assert load_artifact(trained.artifact).config["phone_budget_bytes"] == budget
 
 
 def test_trigram_ships_when_it_wins_on_validation(tmp_path):
     """A fixture where the trigram wins (one epoch of LSTM on 4K words, the mixture mostly
     LSTM): the trigram ships and the predictor serves it, with no LSTM in the artifact."""
-    from cases.mobile_keyboard.config import get_config
     from cases.mobile_keyboard.data import builtin_corpus
     from cases.mobile_keyboard.evaluate import NextWordScorer, test_stream
     from cases.mobile_keyboard.train import train

@@ -7,8 +7,9 @@
     casebook serve email-smart-reply --port 8000
 
 The run: data -> clean -> data gate -> split by thread and message (data.prepare) -> train
-(trigger, baselines, dual encoders, response set, compose) -> ONNX message tower (fp32, int8)
--> evaluate on test -> artifact -> registry and promotion -> report.
+(trigger, baselines, dual encoders, response set, compose) -> artifact (ONNX towers, the
+message tower's precision chosen on validation, train.build_artifact) -> evaluate on test, the
+served rows through the saved artifact's predictor -> registry and promotion -> report.
 """
 
 from __future__ import annotations
@@ -16,8 +17,6 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
-
-import numpy as np
 
 PRESETS = ("fast", "full", "tiny")
 SUMMARY = "Gmail-style smart reply and smart compose: trigger, response set, dual encoder"
@@ -94,79 +93,44 @@ def run(args: argparse.Namespace) -> Path:
 
 
 def _run(args, cfg, out: Path) -> Path:
-    from shared.artifacts import fingerprint_arrays
     from shared.lifecycle import register_and_promote, registry_root
     from shared.report import RunReport
 
     from . import data as D
-    from .evaluate import evaluate_run
+    from . import evaluate as ev
     from .predictor import SmartReplyPredictor
-    from .train import export_towers, finish_monitoring, save, train
+    from .train import build_artifact, train
 
     seed = int(getattr(args, "seed", 0) or 0)
     spec = getattr(args, "data", None) or "builtin"
-    report = RunReport(
-        case=CASE,
-        data=spec,
-        preset=getattr(args, "preset", None) or PRESETS[0],
-        seed=seed,
-        out_dir=out,
-    )
+    preset = getattr(args, "preset", None) or PRESETS[0]
+    report = RunReport(case=CASE, data=spec, preset=preset, seed=seed, out_dir=out)
     t0 = time.perf_counter()
     inputs = D.prepare(spec, cfg, seed, out, getattr(args, "test", None))
-    train_d, val_d, test, testset = inputs.train, inputs.val, inputs.test, inputs.testset
-    if cfg.context_turns and not any(train_d.contexts):
-        from dataclasses import replace
-
-        cfg = replace(cfg, context_turns=0)  # no threads in this format: the message alone
+    cfg = D.fit_context_turns(cfg, inputs.train)
     report.timing("data_s", time.perf_counter() - t0)
-    report.table(
-        "data_gate",
-        inputs.gate_rows,
-        note="Every input is checked in file-order batches, each against the rest of the data "
-        "(schema: empty, binary, oversized texts; duplicates; shift) before training; refused "
-        "batches are quarantined.",
-    )
-    report.section("Data", inputs.markdown)
-    print(f"  {len(train_d):,} train / {len(val_d):,} val / {len(test):,} test pairs", flush=True)
+    ev.report_data(inputs, report)
+    n = {k: f"{len(getattr(inputs, k)):,}" for k in ("train", "val", "test")}
+    print(f"  {n['train']} train / {n['val']} val / {n['test']} test pairs", flush=True)
 
-    models = train(cfg, train_d, val_d, seed)
+    models = train(cfg, inputs.train, inputs.val, seed)
     report.production_model = models.production
     for k, v in models.timings.items():
         report.timing(k, v)
-    fp32, int8 = export_towers(models, cfg, out / "onnx")
+    shipped = build_artifact(models, cfg, inputs.train, inputs.val, seed, out, inputs.testset)
     t0 = time.perf_counter()
-    res = evaluate_run(
-        models, test, val_d, cfg, seed, report, testset, {"fp32": fp32, "int8": int8}
-    )
+    res = ev.evaluate_run(models, shipped, inputs.test, cfg, seed, report, inputs.testset)
     report.timing("evaluate_s", time.perf_counter() - t0)
-    _batch_size_study(models, report)
+    ev.report_training(models, report)
 
-    fingerprint = fingerprint_arrays(
-        np.asarray(train_d.messages, dtype=object).astype(str),
-        np.asarray(train_d.replies, dtype=object).astype(str),
-    )
-    prod = res["table"][f"{models.production}_onnx_{res['served']}"]
-    art = save(
-        models,
-        cfg,
-        out / "artifact",
-        int8 if res["served"] == "int8" else fp32,
-        fingerprint,
-        {"1_of_100": prod["1_of_100"], "mrr": prod["mrr"]},
-        {"served_precision": res["served"], "testset": testset},
-    )
-    # The golden set and the monitor's reference (loads the artifact as the server will).
-    finish_monitoring(art, val_d, models.trigger.threshold, seed)
-    cand = {"all": prod["1_of_100"]}
     promotion = register_and_promote(
-        art,
+        shipped.artifact,
         registry_root(out, CASE),
         metric="1_of_100",
-        candidate=cand,
+        candidate={"all": res["served"]["1_of_100"]},
         baseline={"all": res["table"]["bm25"]["1_of_100"]},
-        fingerprint=fingerprint,
-        preset=report.preset,
+        fingerprint=shipped.fingerprint,
+        preset=preset,
         seed=seed,
         loader=SmartReplyPredictor.load,
     )
@@ -175,27 +139,9 @@ def _run(args, cfg, out: Path) -> Path:
     if getattr(args, "load_test", False):
         from .serve import load_test
 
-        load_test(art, report, seed)
-    for line in (f"{n}: 1-of-100 {r['1_of_100']:.3f}" for n, r in res["table"].items()):
-        print("  " + line, flush=True)
+        load_test(shipped.artifact, report, seed)
+    ev.print_summary(res["table"])
     return report.write()
-
-
-def _batch_size_study(models, report) -> None:
-    rows = {}
-    for name, f in models.fits.items():
-        rows[name] = {
-            "batch_size": f["batch_size"],
-            "val_1_of_100": f["best"],
-            "steps": f["steps"],
-            "seconds": f["seconds"],
-        }
-    report.table(
-        "training",
-        rows,
-        note="In-batch softmax: each message's negatives are the "
-        "other B - 1 replies of its batch. Validation 1-of-100 at the best checkpoint.",
-    )
 
 
 def serve(artifact: Path | None, host: str, port: int) -> None:

@@ -593,7 +593,6 @@ def train_compose(
         ValueError: no pair with a non-empty reply.
     """
     import torch
-    import torch.nn.functional as F
 
     from shared.lifecycle import torch_threads
 
@@ -606,49 +605,23 @@ def train_compose(
     if ngram is not None and kind == "ngram":
         return ngram
     torch.manual_seed(seed)
-    start = time.perf_counter()
     with torch_threads(threads):
         model = _torch_module(len(vocab), embed_dim, hidden_dim, dropout)
-        opt = torch.optim.Adam(model.parameters(), lr=lr)
-        best, best_loss, bad = model.to_arrays(), float("inf"), 0
         # Progress is a callback (epoch, epochs, best validation loss) from the caller, so this
         # module, which the predictor imports, never pulls in tqdm.
-        report = progress if callable(progress) else None
-        for _epoch in range(epochs):
-            model.train()
-            perm = rng.permutation(len(train))
-            for s in range(0, len(train), batch_size):
-                msg, mask, inp, tgt = _batch(vocab, [train[i] for i in perm[s : s + batch_size]])
-                logits = model(msg, mask, inp)  # (B, T, V)
-                loss = F.cross_entropy(logits.flatten(0, 1), tgt.flatten(), ignore_index=-100)
-                opt.zero_grad()
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-                opt.step()
-                if time.perf_counter() - start > time_cap_s:
-                    break
-            if val:
-                model.eval()
-                tot, n = 0.0, 0
-                with torch.no_grad():
-                    for s in range(0, len(val), 256):
-                        msg, mask, inp, tgt = _batch(vocab, val[s : s + 256])
-                        logits = model(msg, mask, inp)
-                        tot += float(
-                            F.cross_entropy(logits.flatten(0, 1), tgt.flatten(), reduction="sum")
-                        )
-                        n += int((tgt != -100).sum())
-                v_loss = tot / max(n, 1)
-                if v_loss < best_loss:
-                    best, best_loss, bad = model.to_arrays(), v_loss, 0
-                else:
-                    bad += 1
-            else:
-                best = model.to_arrays()
-            if report is not None:
-                report(_epoch + 1, epochs, best_loss)
-            if bad >= patience or time.perf_counter() - start > time_cap_s:
-                break
+        best = _fit_lstm(
+            model,
+            vocab,
+            train,
+            val,
+            rng,
+            epochs=epochs,
+            batch_size=batch_size,
+            lr=lr,
+            patience=patience,
+            time_cap_s=time_cap_s,
+            progress=progress if callable(progress) else None,
+        )
     lstm = ComposeModel(vocab, best, threshold)
     if ngram is None or not val:
         return lstm
@@ -659,6 +632,62 @@ def train_compose(
     chosen = lstm if sel["lstm"] > sel["ngram"] else ngram
     chosen.selection = sel
     return chosen
+
+
+def _fit_lstm(
+    model, vocab, train, val, rng, *, epochs, batch_size, lr, patience, time_cap_s, progress
+) -> dict:
+    """Adam on the next-token loss, batches in `rng` order, early stopping on the held-out
+    pairs' mean token loss (patience in epochs) and a time cap checked after every batch;
+    returns the best epoch's arrays (the last epoch's without held-out pairs)."""
+    import torch
+    import torch.nn.functional as F
+
+    start = time.perf_counter()
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    best, best_loss, bad = model.to_arrays(), float("inf"), 0
+    for _epoch in range(epochs):
+        model.train()
+        perm = rng.permutation(len(train))
+        for s in range(0, len(train), batch_size):
+            msg, mask, inp, tgt = _batch(vocab, [train[i] for i in perm[s : s + batch_size]])
+            logits = model(msg, mask, inp)  # (B, T, V)
+            loss = F.cross_entropy(logits.flatten(0, 1), tgt.flatten(), ignore_index=-100)
+            opt.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            if time.perf_counter() - start > time_cap_s:
+                break
+        if val:
+            v_loss = _held_out_loss(model, vocab, val)
+            if v_loss < best_loss:
+                best, best_loss, bad = model.to_arrays(), v_loss, 0
+            else:
+                bad += 1
+        else:
+            best = model.to_arrays()
+        if progress is not None:
+            progress(_epoch + 1, epochs, best_loss)
+        if bad >= patience or time.perf_counter() - start > time_cap_s:
+            break
+    return best
+
+
+def _held_out_loss(model, vocab, val) -> float:
+    """Mean next-token cross-entropy over the held-out pairs (eval mode, batches of 256)."""
+    import torch
+    import torch.nn.functional as F
+
+    model.eval()
+    tot, n = 0.0, 0
+    with torch.no_grad():
+        for s in range(0, len(val), 256):
+            msg, mask, inp, tgt = _batch(vocab, val[s : s + 256])
+            logits = model(msg, mask, inp)
+            tot += float(F.cross_entropy(logits.flatten(0, 1), tgt.flatten(), reduction="sum"))
+            n += int((tgt != -100).sum())
+    return tot / max(n, 1)
 
 
 # ------------------------------------------------------------------------------------------------

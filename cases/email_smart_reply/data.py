@@ -922,3 +922,22 @@ def prepare(spec: str, cfg, seed: int, out: Path, test_spec: str | None = None) 
     if test_log is not None:
         markdown += "\n\nThe --test file:\n\n" + test_log.markdown()
     return SmartReplyInputs(data, train, val, test, testset, gate_rows, failures, markdown)
+
+
+def fit_context_turns(cfg, train: SmartReplyData):
+    """The config the run trains with: `context_turns` 0 when the format has no threads (the
+    message alone), else `cfg` unchanged."""
+    if cfg.context_turns and not any(train.contexts):
+        from dataclasses import replace
+
+        return replace(cfg, context_turns=0)
+    return cfg
+
+
+def trigger_labels(data: SmartReplyData, cfg) -> tuple[list[str], np.ndarray]:
+    """Messages and labels: 1 when the reply is short enough for a suggestion to stand in
+    (<= short_reply_words words; Kannan et al. 2016 trigger on "will a short reply do"), 0 for
+    long replies and for messages that got no reply at all."""
+    texts = list(data.messages) + list(data.no_reply)
+    y = [len(r.split()) <= cfg.short_reply_words for r in data.replies] + [0] * len(data.no_reply)
+    return texts, np.asarray(y, dtype=np.int64)

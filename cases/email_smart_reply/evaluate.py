@@ -180,83 +180,152 @@ def plot_diversity(rows: dict[str, dict]):
 # ----------------------------------------------------------------------------- the whole run
 
 
-def evaluate_run(models, test, val, cfg, seed: int, report, testset: str, onnx: dict) -> dict:
-    """Every table of the report on the test pairs; returns per-example arrays for cohorts and
-    the promotion check ({"hit": production's per-row hits, "rows": rows, ...}).
+def report_data(inputs, report) -> None:
+    """The data gate's table and the Data section (`data.prepare`)."""
+    report.table(
+        "data_gate",
+        inputs.gate_rows,
+        note="Every input is checked in file-order batches, each against the rest of the data "
+        "(schema: empty, binary, oversized texts; duplicates; shift) before training; refused "
+        "batches are quarantined.",
+    )
+    report.section("Data", inputs.markdown)
 
-    `onnx` maps "fp32"/"int8" to ONNX message-tower paths; int8 is kept (returned as
-    "served") when its validation 1-of-100 is within `cfg.int8_max_drop` of fp32.
-    """
-    import time
 
-    from .predictor import encode_texts
-    from .responses import normalize_reply
-    from .train import embed, suggestions_for
+def evaluate_run(models, shipped, test, cfg, seed: int, report, testset: str) -> dict:
+    """Every table of the report on the test pairs. The `served` rows come from the saved
+    artifact (`shipped.artifact`) through `SmartReplyPredictor`'s own batch path; the others
+    from the trained models. Returns {"table": reply_selection rows, "served": the served
+    row, "masks": cohort masks}."""
+    from .predictor import SmartReplyPredictor
 
+    pred = SmartReplyPredictor.load(shipped.artifact)
     rows, cands = candidate_table(len(test), cfg.n_candidates, cfg.max_eval_pairs, seed)
     # What the scorers read: each message with its earlier turns (cfg.context_turns).
-    test_in, val_in = test.model_messages(cfg.context_turns), val.model_messages(cfg.context_turns)
+    test_in = test.model_messages(cfg.context_turns)
+    requests = suggest_requests(test, rows)
+    table, results = score_scorers(models, test_in, test.replies, rows, cands)
+    table.update(score_onnx_towers(models, shipped, test_in, test.replies, rows, cands, cfg))
+    results["served"] = one_of_100(served_score_matrix(pred), requests, test.replies, rows, cands)
+    table["served"] = {
+        **summary(results["served"]),
+        "val_1_of_100": shipped.onnx_val[shipped.precision],
+    }
+    table.update(score_seq2seq(models, test, rows, cands, cfg))
+    for name in table:
+        table[name].setdefault("pairs", len(rows))
+    report_reply_selection(report, table, models, shipped, rows, cands, cfg, seed, testset)
+    hit3 = report_response_set(report, pred, models, test, rows, requests, cfg, testset)
+    report_trigger(report, models, test, cfg)
+    report.table(
+        "scoring_cost",
+        scoring_cost(models, [test_in[i] for i in rows][:20], shipped.onnx[shipped.precision], cfg),
+        baseline="dual_encoder_onnx",
+        note="One suggestion = one incoming message scored against the whole response "
+        "set (R replies), one message at a time, one thread, under the shared machine's "
+        "load. The dual encoder embeds the message once (ONNX) and takes R dot products "
+        "against precomputed reply vectors; the seq2seq decoder reads all R replies "
+        "with a full-vocabulary softmax per word (Kannan et al. 2016). FLOPs analytic.",
+    )
+    report_compose(report, models, test, rows, cfg)
+    masks = report_cohorts(report, results["served"], hit3, test, rows, cands, cfg, seed)
+    report.figure(
+        plot_curves({n: f["history"] for n, f in models.fits.items()}),
+        "validation_curves.png",
+        "Validation 1-of-100 during training",
+    )
+    return {"table": table, "served": table["served"], "masks": masks}
+
+
+def suggest_requests(test, rows: np.ndarray) -> list[dict]:
+    """The /suggest bodies of the test messages at `rows`: the message and its earlier turns."""
+    ctx = test.contexts or [()] * len(test)
+    return [{"message": test.messages[i], "context": list(ctx[i]), "k": 3} for i in rows]
+
+
+def served_score_matrix(pred):
+    """score_matrix for the served artifact: its ONNX message tower on /suggest bodies against
+    its ONNX reply tower, both through the predictor."""
+
+    def score(requests: list[dict], replies: list[str]) -> np.ndarray:
+        return pred.embed_requests(requests) @ pred.embed_replies(replies).T  # (N, R)
+
+    return score
+
+
+def score_scorers(models, test_in, replies, rows, cands) -> tuple[dict, dict]:
+    """1-of-100 of every trained scorer (torch and the baselines): (table rows, per-row results)."""
+    import time
+
     table, results = {}, {}
     for name, scorer in models.scorers.items():
         t0 = time.perf_counter()
-        res = one_of_100(scorer.score_matrix, test_in, test.replies, rows, cands)
+        res = one_of_100(scorer.score_matrix, test_in, replies, rows, cands)
         results[name] = res
         table[name] = {
             **summary(res),
             "val_1_of_100": models.val_1of100.get(name, float("nan")),
             "score_s": time.perf_counter() - t0,
         }
-    # The served path: ONNX message tower (fp32 and int8) against the production reply tower.
+    return table, results
+
+
+def score_onnx_towers(models, shipped, test_in, replies, rows, cands, cfg) -> dict:
+    """The exported message towers (fp32 and int8) against the production torch reply tower:
+    the precision study behind `shipped.precision`."""
     from shared.onnx_utils import make_session
 
-    inp = models.inputs[models.production]
-    r_test = embed(inp, inp.prepare(test.replies), "reply")
+    from .predictor import encode_texts
 
-    def onnx_scores(path, texts):
+    r_test = models.scorers[models.production].embed(replies, "reply")  # (N, D)
+    out = {}
+    for kind, path in shipped.onnx.items():
         sess = make_session(path, threads=1)
-        out = []
-        for s in range(0, len(texts), 64):
-            ids, mask = encode_texts(models.tokenizer, texts[s : s + 64], cfg.max_len)
-            out.append(sess.run(None, {"input_ids": ids, "attention_mask": mask})[0])
-        return np.concatenate(out)
-
-    vrows, vcands = candidate_table(len(val), cfg.n_candidates, cfg.max_val_pairs, seed + 1)
-    r_val = embed(inp, inp.prepare(val.replies), "reply")
-    onnx_val = {}
-    for kind, path in onnx.items():
-        m = onnx_scores(path, [test_in[i] for i in rows])
-        hit, rr = rank_metrics(np.einsum("pd,pcd->pc", m, r_test[cands]))
-        mv = onnx_scores(path, [val_in[i] for i in vrows])
-        onnx_val[kind] = float(rank_metrics(np.einsum("pd,pcd->pc", mv, r_val[vcands]))[0].mean())
-        table[f"{models.production}_onnx_{kind}"] = {
+        m = []
+        for s in range(0, len(rows), 64):
+            texts = [test_in[i] for i in rows[s : s + 64]]
+            ids, mask = encode_texts(models.tokenizer, texts, cfg.max_len)
+            m.append(sess.run(None, {"input_ids": ids, "attention_mask": mask})[0])
+        hit, rr = rank_metrics(np.einsum("pd,pcd->pc", np.concatenate(m), r_test[cands]))
+        out[f"{models.production}_onnx_{kind}"] = {
             "1_of_100": float(hit.mean()),
             "mrr": float(rr.mean()),
-            "val_1_of_100": onnx_val[kind],
+            "val_1_of_100": shipped.onnx_val[kind],
         }
-    served = "int8" if onnx_val["fp32"] - onnx_val["int8"] <= cfg.int8_max_drop else "fp32"
-    if models.seq2seq is not None:  # the LSTM scores 100 teacher-forced replies per message
-        n = min(cfg.seq2seq_eval_pairs, len(rows))
-        t0 = time.perf_counter()
-        s = models.seq2seq.score_candidates(
-            [test.messages[i] for i in rows[:n]],
-            [[test.replies[j] for j in c] for c in cands[:n]],
-        )
-        # Raw log P(reply | message) ranks short replies first whatever the message (measured on
-        # DailyDialog: 1-of-100 0.003, below chance); per decoded token it compares lengths fairly.
-        from .compose import MAX_REPLY_WORDS, tokenize
+    return out
 
-        steps = [
-            [min(len(tokenize(test.replies[j])), MAX_REPLY_WORDS) + 1 for j in c] for c in cands[:n]
-        ]  # noqa: E501
-        hit, rr = rank_metrics(s / np.asarray(steps, dtype=np.float32))
-        table["lstm_seq2seq"] = {
+
+def score_seq2seq(models, test, rows, cands, cfg) -> dict:
+    """The LSTM seq2seq's row: 100 teacher-forced replies per message, per decoded token."""
+    import time
+
+    if models.seq2seq is None:
+        return {}
+    n = min(cfg.seq2seq_eval_pairs, len(rows))
+    t0 = time.perf_counter()
+    s = models.seq2seq.score_candidates(
+        [test.messages[i] for i in rows[:n]],
+        [[test.replies[j] for j in c] for c in cands[:n]],
+    )
+    # Raw log P(reply | message) ranks short replies first whatever the message (measured on
+    # DailyDialog: 1-of-100 0.003, below chance); per decoded token it compares lengths fairly.
+    from .compose import MAX_REPLY_WORDS, tokenize
+
+    steps = [
+        [min(len(tokenize(test.replies[j])), MAX_REPLY_WORDS) + 1 for j in c] for c in cands[:n]
+    ]
+    hit, rr = rank_metrics(s / np.asarray(steps, dtype=np.float32))
+    return {
+        "lstm_seq2seq": {
             "1_of_100": float(hit.mean()),
             "mrr": float(rr.mean()),
             "score_s": time.perf_counter() - t0,
             "pairs": n,
         }
-    for name in table:
-        table[name].setdefault("pairs", len(rows))
+    }
+
+
+def report_reply_selection(report, table, models, shipped, rows, cands, cfg, seed, testset):
     report.table(
         f"reply_selection:{testset}",
         table,
@@ -265,24 +334,27 @@ def evaluate_run(models, test, val, cfg, seed: int, report, testset: str, onnx: 
         f"distractors: random replies of other test pairs, seed {seed}). `val_1_of_100` is on "
         f"validation; the production model (`{models.production}`) is the best encoder there, "
         "or the scratch encoder when the best is within noise of it (`train.choose_production`). "
-        f"The `_onnx_` rows are the served message tower; `{served}` is shipped (int8 only "
-        f"when its validation 1-of-100 is within {cfg.int8_max_drop:g} of fp32).",
+        f"The `_onnx_` rows are the exported message towers against the torch reply tower; "
+        f"`{shipped.precision}` is shipped (int8 only when its validation 1-of-100 is within "
+        f"{cfg.int8_max_drop:g} of fp32). `served` is the saved artifact scored through "
+        "`SmartReplyPredictor` (its message tower on the /suggest bodies, its ONNX reply tower "
+        "on the candidates): the figure promotion compares.",
     )
 
-    # --- the response set, as shown: three diverse suggestions ---
-    true_index = np.array([models.responses.index_of(r) for r in test.replies])
-    msgs = [test.messages[i] for i in rows]
-    msgs_in = [test_in[i] for i in rows]
-    shown = suggestions_for(models, msgs_in)
+
+def report_response_set(report, pred, models, test, rows, requests, cfg, testset) -> np.ndarray:
+    """recall@3 of the three suggestions the artifact shows (`pred.pick_batch`, the trigger
+    aside), of the plain top three by cosine and of the three most frequent replies; returns
+    the shown suggestions' per-message hits (N,)."""
+    true_index = np.array([models.responses.index_of(test.replies[i]) for i in rows])
+    emb = pred.reply_emb
+    shown, _, _ = pred.pick_batch(requests)
     rs_rows = {}
-    rs_rows["diverse_top3"], hit3 = response_set_metrics(shown, true_index[rows], models.reply_emb)
-    m = embed(inp, inp.prepare(msgs_in), "message")
-    plain = [list(np.argsort(-s)[:3]) for s in m @ models.reply_emb.T]
-    rs_rows["plain_top3"], _ = response_set_metrics(plain, true_index[rows], models.reply_emb)
+    rs_rows["diverse_top3"], hit3 = response_set_metrics(shown, true_index, emb)
+    plain = [list(np.argsort(-s)[:3]) for s in pred.embed_requests(requests) @ emb.T]
+    rs_rows["plain_top3"], _ = response_set_metrics(plain, true_index, emb)
     freq = list(np.argsort(-models.responses.n_threads, kind="stable")[:3])
-    rs_rows["most_frequent_top3"], _ = response_set_metrics(
-        [freq] * len(rows), true_index[rows], models.reply_emb
-    )
+    rs_rows["most_frequent_top3"], _ = response_set_metrics([freq] * len(shown), true_index, emb)
     report.table(
         f"response_set:{testset}",
         rs_rows,
@@ -290,14 +362,20 @@ def evaluate_run(models, test, val, cfg, seed: int, report, testset: str, onnx: 
         note=f"{len(models.responses):,} replies, each used by >= {cfg.k_anon} distinct training "
         f"threads (k-anonymity), in {len(set(models.clusters.tolist()))} clusters. recall@3: "
         "the true reply's normalised text is among the three shown; `coverage`: the share of "
-        "test replies in the set at all; diversity: 1 - mean pairwise cosine of the three.",
+        "test replies in the set at all; diversity: 1 - mean pairwise cosine of the three. "
+        "Scored on the saved artifact through `SmartReplyPredictor.pick_batch` (what /suggest "
+        "shows when the trigger fires).",
     )
     report.figure(
         plot_diversity(rs_rows), "diversity.png", "recall@3 and diversity of the three suggestions"
     )
+    return hit3
 
-    # --- trigger ---
-    texts, y = _trigger_set(test, cfg)
+
+def report_trigger(report, models, test, cfg) -> None:
+    from .data import trigger_labels
+
+    texts, y = trigger_labels(test, cfg)
     report.table(
         "trigger",
         trigger_metrics(y, models.trigger.proba(texts), models.trigger.threshold),
@@ -307,19 +385,8 @@ def evaluate_run(models, test, val, cfg, seed: int, report, testset: str, onnx: 
         "with long or no replies are negatives. Threshold: best F0.5 on validation.",
     )
 
-    # --- cost per suggestion: dual encoder (served path) against the LSTM seq2seq ---
-    report.table(
-        "scoring_cost",
-        scoring_cost(models, msgs_in[:20], onnx[served], cfg),
-        baseline="dual_encoder_onnx",
-        note="One suggestion = one incoming message scored against the whole response "
-        "set (R replies), one message at a time, one thread, under the shared machine's "
-        "load. The dual encoder embeds the message once (ONNX) and takes R dot products "
-        "against precomputed reply vectors; the seq2seq decoder reads all R replies "
-        "with a full-vocabulary softmax per word (Kannan et al. 2016). FLOPs analytic.",
-    )
 
-    # --- smart compose ---
+def report_compose(report, models, test, rows, cfg) -> None:
     from .compose import evaluate_compose
 
     cpairs = [(test.messages[i], test.replies[i]) for i in rows[: cfg.compose_eval_pairs]]
@@ -336,32 +403,45 @@ def evaluate_run(models, test, val, cfg, seed: int, report, testset: str, onnx: 
         f"exact match: {getattr(models.compose, 'selection', {})}.",
     )
 
-    # --- cohorts and error analysis on the production scorer ---
+
+def report_cohorts(report, served, hit3, test, rows, cands, cfg, seed: int) -> dict:
+    """Cohorts and error analysis of the served artifact; returns the cohort masks."""
     from shared.cohorts import cohort_markdown, cohort_table
 
-    prod = results[models.production]
+    msgs = [test.messages[i] for i in rows]
     masks = cohort_masks(msgs, [test.intents[i] for i in rows])
     cohorts = cohort_table(
-        {"1_of_100": prod["hit"], "mrr": prod["rr"], "recall@3": hit3}, masks, cfg.n_boot, seed
+        {"1_of_100": served["hit"], "mrr": served["rr"], "recall@3": hit3}, masks, cfg.n_boot, seed
     )
     report.cohort("reply_selection", cohorts, cohort_markdown(cohorts))
     report.section(
-        "Error analysis: misses of the production model",
-        error_examples(prod, test.messages, test.replies, rows, cands),
+        "Error analysis: misses of the served model",
+        error_examples(served, test.messages, test.replies, rows, cands),
     )
-    report.figure(
-        plot_curves({n: f["history"] for n, f in models.fits.items()}),
-        "validation_curves.png",
-        "Validation 1-of-100 during training",
+    return masks
+
+
+def report_training(models, report) -> None:
+    """The batch-size study: each encoder's batch, best validation 1-of-100, steps, seconds."""
+    rows = {}
+    for name, f in models.fits.items():
+        rows[name] = {
+            "batch_size": f["batch_size"],
+            "val_1_of_100": f["best"],
+            "steps": f["steps"],
+            "seconds": f["seconds"],
+        }
+    report.table(
+        "training",
+        rows,
+        note="In-batch softmax: each message's negatives are the "
+        "other B - 1 replies of its batch. Validation 1-of-100 at the best checkpoint.",
     )
-    _ = normalize_reply
-    return {
-        "hit": prod["hit"],
-        "masks": masks,
-        "served": served,
-        "onnx_val": onnx_val,
-        "table": table,
-    }
+
+
+def print_summary(table: dict) -> None:
+    for name, r in table.items():
+        print(f"  {name}: 1-of-100 {r['1_of_100']:.3f}", flush=True)
 
 
 def scoring_cost(models, messages: list[str], onnx_path, cfg) -> dict[str, dict]:
@@ -406,9 +486,3 @@ def scoring_cost(models, messages: list[str], onnx_path, cfg) -> dict[str, dict]
         }
         rows["lstm_seq2seq"]["output_layer_share"] = c["output_layer_share"]
     return rows
-
-
-def _trigger_set(data, cfg):
-    from .train import trigger_labels
-
-    return trigger_labels(data, cfg)

@@ -183,21 +183,34 @@ def in_batch_loss(m: torch.Tensor, r: torch.Tensor, scale: float, symmetric: boo
 class MessageTower(nn.Module):
     """The serving half: (B, T) ids, (B, T) mask -> (B, D) unit message embeddings."""
 
+    tower = "message"
+
     def __init__(self, model: nn.Module):
         super().__init__()
         self.model = model
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        return self.model.encode(input_ids, attention_mask, "message")
+        return self.model.encode(input_ids, attention_mask, self.tower)
 
 
-def export_message_tower(model: nn.Module, tokenizer, path: Path, max_len: int) -> Path:
-    """Export the message tower to ONNX with dynamic batch and sequence axes."""
+class ReplyTower(MessageTower):
+    """The other half: (B, T) ids, (B, T) mask -> (B, D) unit reply embeddings. Shipped so
+    that the artifact can embed any reply: offline scoring of the served model (1-of-100 over
+    test replies) and a response set rebuilt without the training code."""
+
+    tower = "reply"
+
+
+def export_message_tower(
+    model: nn.Module, tokenizer, path: Path, max_len: int, tower: str = "message"
+) -> Path:
+    """Export the message (or reply) tower to ONNX with dynamic batch and sequence axes."""
     from shared.onnx_utils import export_onnx
 
     ex = tokenize(tokenizer, ["Can we meet on Tuesday at 3pm?", "Thanks!"], max_len)
+    module = MessageTower(model) if tower == "message" else ReplyTower(model)
     return export_onnx(
-        MessageTower(model).eval(),
+        module.eval(),
         ex,
         path,
         ["input_ids", "attention_mask"],

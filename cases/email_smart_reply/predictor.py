@@ -95,6 +95,18 @@ def choose_suggestions(
     return [int(top[i]) for i in pick]
 
 
+def _onnx_session(onnx: bytes):
+    """One-thread ONNX Runtime session, no spinning (the shared cores)."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    so.inter_op_num_threads = 1
+    so.log_severity_level = 3
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(onnx, so, providers=["CPUExecutionProvider"])
+
+
 class SmartReplyPredictor:
     """The served model: ONNX message tower + reply embeddings + trigger + compose."""
 
@@ -119,6 +131,8 @@ class SmartReplyPredictor:
         self.texts: list[str] = meta["texts"]
         self.trigger_vocab: dict[str, int] = {w: i for i, w in enumerate(meta["trigger_vocab"])}
         self.compose = compose
+        self._reply_onnx = art.files.get("reply_tower.onnx")  # artifacts before it have none
+        self._reply_session = None
         from shared.ann import build_index, set_threads
 
         self.index = build_index(self.reply_emb, "ip")  # exact below 50K replies
@@ -130,7 +144,6 @@ class SmartReplyPredictor:
     @classmethod
     def load(cls, path: str | Path) -> SmartReplyPredictor:
         """Verify (sha256 manifest) and load; ArtifactError on any corrupt or missing part."""
-        import onnxruntime as ort
         from tokenizers import Tokenizer
 
         from shared.artifacts import load_artifact
@@ -140,14 +153,7 @@ class SmartReplyPredictor:
             if name not in art.files:
                 raise ArtifactError(f"artifact {path}: {name} is missing")
         try:
-            so = ort.SessionOptions()
-            so.intra_op_num_threads = 1
-            so.inter_op_num_threads = 1
-            so.log_severity_level = 3
-            so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-            session = ort.InferenceSession(
-                art.files["message_tower.onnx"], so, providers=["CPUExecutionProvider"]
-            )
+            session = _onnx_session(art.files["message_tower.onnx"])
             tokenizer = Tokenizer.from_str(art.files["tokenizer.json"].decode("utf-8"))
         except Exception as e:  # onnxruntime / tokenizers raise their own types
             raise ArtifactError(f"artifact {path}: cannot load the model ({e})") from None
@@ -171,6 +177,54 @@ class SmartReplyPredictor:
         ids, mask = encode_texts(self.tokenizer, messages, self.max_len)
         return self.session.run(None, {"input_ids": ids, "attention_mask": mask})[0]
 
+    def embed_requests(self, requests: list[dict]) -> np.ndarray:
+        """(N, D) message embeddings of /suggest bodies: each message with its earlier turns
+        (`model_text`, `context_turns` of the artifact), through the ONNX message tower."""
+        texts = [
+            model_text(r["message"], r.get("context") or (), self.context_turns) for r in requests
+        ]
+        return self.embed_messages(texts)
+
+    def embed_replies(self, replies: list[str]) -> np.ndarray:
+        """(N, D) unit reply embeddings from the artifact's ONNX reply tower (loaded on first
+        use: serving never calls it). CasebookError for an artifact without one."""
+        if self._reply_session is None:
+            onnx = self._reply_onnx
+            if onnx is None:
+                raise CasebookError(f"artifact {self.path} has no reply tower")
+            try:
+                self._reply_session = _onnx_session(onnx)
+            except Exception as e:  # onnxruntime raises its own types
+                raise ArtifactError(
+                    f"artifact {self.path}: cannot load the reply tower ({e})"
+                ) from None
+        out = []
+        for s in range(0, len(replies), 64):
+            ids, mask = encode_texts(self.tokenizer, replies[s : s + 64], self.max_len)
+            out.append(self._reply_session.run(None, {"input_ids": ids, "attention_mask": mask})[0])
+        return np.concatenate(out) if out else np.zeros((0, self.reply_emb.shape[1]), np.float32)
+
+    def pick_batch(
+        self, requests: list[dict]
+    ) -> tuple[list[list[int]], list[list[float]], np.ndarray]:
+        """The suggestions shown when the trigger fires, for every request whatever the trigger
+        says: per request the indices into the response set (the faiss shortlist, then the
+        diverse pick) and their cosines, with the (N,) best-reply cosines."""
+        emb = self.embed_requests(requests)  # (N, D)
+        n_short = min(self.shortlist, len(self.texts))
+        sims, idx = self.index.search(np.ascontiguousarray(emb, dtype=np.float32), n_short)
+        picks, cosines = [], []
+        for i, r in enumerate(requests):
+            # Scores over the shortlist only; the rest of the set cannot be picked anyway.
+            scores = np.full(len(self.texts), -np.inf, dtype=np.float32)
+            scores[idx[i]] = sims[i]
+            pick = choose_suggestions(
+                scores, self.clusters, self.polarities, int(r.get("k", 3)), n_short
+            )
+            picks.append(pick)
+            cosines.append([float(scores[j]) for j in pick])
+        return picks, cosines, sims[:, 0].astype(np.float64)
+
     def trigger_proba(self, messages: list[str]) -> np.ndarray:
         """(N,) probability that a short suggested reply fits the message."""
         x = trigger_features(messages, self.trigger_vocab, self.trigger_idf)
@@ -189,25 +243,16 @@ class SmartReplyPredictor:
             return [], np.zeros(0), np.zeros(0)
         messages = [r["message"] for r in requests]
         p = self.trigger_proba(messages)  # the trigger reads the message alone
-        texts = [
-            model_text(r["message"], r.get("context") or (), self.context_turns) for r in requests
-        ]
-        emb = self.embed_messages(texts)  # (N, D)
-        n_short = min(self.shortlist, len(self.texts))
-        sims, idx = self.index.search(np.ascontiguousarray(emb, dtype=np.float32), n_short)
-        top = sims[:, 0].astype(np.float64)  # (N,) faiss returns the best first
+        picks, cosines, top = self.pick_batch(requests)  # top: faiss returns the best first
         out = []
-        for i, r in enumerate(requests):
+        for i, pick in enumerate(picks):
             triggered = bool(p[i] >= self.threshold)
             sugg = []
             if triggered:
-                # Scores over the shortlist only; the rest of the set cannot be picked anyway.
-                scores = np.full(len(self.texts), -np.inf, dtype=np.float32)
-                scores[idx[i]] = sims[i]
-                pick = choose_suggestions(
-                    scores, self.clusters, self.polarities, int(r.get("k", 3)), n_short
-                )
-                sugg = [{"text": self.texts[j], "score": round(float(scores[j]), 4)} for j in pick]
+                sugg = [
+                    {"text": self.texts[j], "score": round(s, 4)}
+                    for j, s in zip(pick, cosines[i], strict=True)
+                ]
             out.append(
                 {
                     "suggestions": sugg,

@@ -1,7 +1,7 @@
 """Training: the trigger, the response set, the dual encoders, compose; ends in an artifact.
 
     models = train(cfg, train_data, val_data, seed)     # every scorer, chosen on validation
-    art = save(models, cfg, out / "artifact", fingerprint, metrics, val_data)
+    shipped = build_artifact(models, cfg, train_data, val_data, seed, out)  # precision on val
 
 MiniLM on two shared CPU cores is the expensive part, so by default (`fast`) it is frozen:
   - its pooled embedding of every text is computed once (`PooledInputs`), and only the two
@@ -31,6 +31,7 @@ from tqdm import tqdm
 
 from . import evaluate as ev
 from .baseline import BM25Scorer, MostFrequentScorer
+from .data import trigger_labels
 from .model import (
     SmartReplyMiniLM,
     SmartReplyScratch,
@@ -41,7 +42,7 @@ from .model import (
     minilm_dir,
     tokenize,
 )
-from .predictor import choose_suggestions, polarity, trigger_features, trigger_tokens
+from .predictor import encode_texts, polarity, trigger_features, trigger_tokens
 from .responses import build_response_set, cluster_responses
 
 # ----------------------------------------------------------------------------- encoder inputs
@@ -171,10 +172,12 @@ class EncoderScorer:
     def __init__(self, inputs):
         self.inputs = inputs
 
+    def embed(self, texts: list[str], tower: str) -> np.ndarray:
+        """(N, D) unit embeddings of raw texts by one tower (torch, eval mode)."""
+        return embed(self.inputs, self.inputs.prepare(texts), tower)
+
     def score_matrix(self, messages: list[str], replies: list[str]) -> np.ndarray:
-        m = embed(self.inputs, self.inputs.prepare(messages), "message")
-        r = embed(self.inputs, self.inputs.prepare(replies), "reply")
-        return m @ r.T  # (N, R)
+        return self.embed(messages, "message") @ self.embed(replies, "reply").T  # (N, R)
 
 
 # ----------------------------------------------------------------------------- fine-tuning
@@ -242,20 +245,15 @@ def fit_encoder(
     "stopped": "patience" | "time cap" | "epochs"}; the model ends with its best weights.
     """
     model = inputs.model
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
+    n = len(train_m)
+    steps_per_epoch = max(1, n // batch_size)
+    opt, sched = _adamw_with_warmup(model, lr, warmup, steps_per_epoch)
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
     best = val.score(inputs)
     history = [(0.0, best)]
     best_state = copy.deepcopy({k: v for k, v in model.state_dict().items()})
     t0, step, bad, stopped = time.perf_counter(), 0, 0, "epochs"
-    n = len(train_m)
-    steps_per_epoch = max(1, n // batch_size)
-    # Linear warm-up over the first `warmup` share of an epoch (sentence-transformers' 10%):
-    # the first steps' large, noisy updates would otherwise undo the pre-trained geometry.
-    ramp = max(1, round(warmup * steps_per_epoch))
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / ramp))
     bar = tqdm(total=epochs * steps_per_epoch, desc=desc, leave=False)
     for _epoch in range(epochs):
         perm = rng.permutation(n)
@@ -299,6 +297,16 @@ def fit_encoder(
     model.load_state_dict(best_state)
     model.eval()
     return _fit_record(history, best, step, t0, stopped)
+
+
+def _adamw_with_warmup(model, lr: float, warmup: float, steps_per_epoch: int):
+    """AdamW over the trainable weights, with a linear warm-up over the first `warmup` share of
+    an epoch (sentence-transformers' 10%): the first steps' large, noisy updates would otherwise
+    undo the pre-trained geometry."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
+    ramp = max(1, round(warmup * steps_per_epoch))
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / ramp))
 
 
 def _fit_record(history, best: float, steps: int, t0: float, stopped: str, **extra) -> dict:
@@ -384,15 +392,6 @@ class Trigger:
         return 1.0 / (1.0 + np.exp(-(x @ self.w + self.b)))
 
 
-def trigger_labels(data, cfg) -> tuple[list[str], np.ndarray]:
-    """Messages and labels: 1 when the reply is short enough for a suggestion to stand in
-    (<= short_reply_words words; Kannan et al. 2016 trigger on "will a short reply do"), 0 for
-    long replies and for messages that got no reply at all."""
-    texts = list(data.messages) + list(data.no_reply)
-    y = [len(r.split()) <= cfg.short_reply_words for r in data.replies] + [0] * len(data.no_reply)
-    return texts, np.asarray(y, dtype=np.int64)
-
-
 def train_trigger(train, val, cfg, seed: int) -> Trigger:
     """Fit on train; the threshold maximises F0.5 on validation (precision counts double: a
     wrong suggestion costs attention, a missing one only a few keystrokes)."""
@@ -468,42 +467,67 @@ def _train(cfg, train_data, val_data, seed: int, log) -> SmartReplyModels:
     # The scorers read each message with its earlier turns (cfg.context_turns); the trigger and
     # compose read the message alone.
     tm, tr_ = train_data.model_messages(cfg.context_turns), train_data.replies
-    t0 = time.perf_counter()
-    out.trigger = train_trigger(train_data, val_data, cfg, seed)
-    out.timings["trigger_s"] = time.perf_counter() - t0
-    for name, scorer in (("most_frequent", MostFrequentScorer()), ("bm25", BM25Scorer())):
-        out.scorers[name] = scorer.fit(tm, tr_, train_data.threads)
+    _train_trigger_and_baselines(out, cfg, train_data, val_data, tm, seed)
     out.tokenizer = load_tokenizer(minilm_dir() if cfg.use_minilm else None)
-
-    # --- MiniLM: zero-shot; frozen with trained adapters; (full) top layers fine-tuned ---
     if cfg.use_minilm:
-        t0 = time.perf_counter()
-        torch.manual_seed(seed)
-        zero = SmartReplyMiniLM(pool_layers=tuple(cfg.pool_layers))
-        pooled = PooledInputs(zero, out.tokenizer, cfg.max_len)
-        pm = pooled.prepare(tm, "MiniLM embeddings (messages)")  # (N, L * 384)
-        pr = pooled.prepare(tr_, "MiniLM embeddings (replies)")  # (N, L * 384)
-        val = _val_set(pooled, val_data, cfg, seed)
-        out.timings["minilm_embed_s"] = time.perf_counter() - t0
-        out.inputs["minilm_zero_shot"] = pooled
-        out.val_1of100["minilm_zero_shot"] = val.score(pooled)
-        adapted = PooledInputs(copy.deepcopy(zero), out.tokenizer, cfg.max_len, pooled.cache)
-        log(f"  training minilm_adapter: batch {cfg.adapter_batch_size}")
-        rec = fit_adapter(adapted, pm, pr, val, cfg, seed)
-        rec["batch_size"] = min(cfg.adapter_batch_size, len(tm))
-        out.fits["minilm_adapter"], out.inputs["minilm_adapter"] = rec, adapted
-        out.timings["fit_minilm_adapter_s"] = rec["seconds"]
-        log(
-            f"  minilm_adapter: val 1-of-100 {rec['history'][0][1]:.3f} -> {rec['best']:.3f} "
-            f"({rec['steps']} steps, {rec['seconds']:.0f} s, stopped: {rec['stopped']})"
-        )
+        zero, adapted = _train_minilm_adapter(out, tm, tr_, val_data, cfg, seed, log)
     if cfg.use_minilm and cfg.finetune:
         # The top-layer fine-tuning reads the last layer only (its cache holds no lower pools):
         # it starts from the adapters when they read the last layer only too, else zero-shot.
         start = adapted.model if not zero.pool_layers else SmartReplyMiniLM(zero.body)
         _finetune_minilm(out, start, tm, tr_, val_data, cfg, seed, log)
+    _train_scratch(out, tm, tr_, val_data, cfg, seed, log)
+    for name, rec in out.fits.items():
+        out.val_1of100[name] = rec["best"]
+    for name, inp in out.inputs.items():
+        out.scorers[name] = EncoderScorer(inp)
+    # The shipped scorer: best validation 1-of-100 among the encoders trained at the main batch
+    # size (the study's other batch sizes are measurements, not candidates), unless the cheap
+    # scratch encoder is within noise of it.
+    candidates = {n: v for n, v in out.val_1of100.items() if "_b" not in n}
+    n_val = min(len(val_data), cfg.max_val_pairs)
+    out.production = choose_production(candidates, n_val, cheapest="scratch_dual_encoder")
+    _build_responses(out, tr_, train_data.threads, cfg, seed)
+    _train_compose_and_seq2seq(out, train_data, cfg, seed)
+    return out
 
-    # --- the small encoder from scratch, at each batch size of the study ---
+
+def _train_trigger_and_baselines(out, cfg, train_data, val_data, tm, seed: int) -> None:
+    """The trigger (threshold on validation) and the two baseline scorers."""
+    t0 = time.perf_counter()
+    out.trigger = train_trigger(train_data, val_data, cfg, seed)
+    out.timings["trigger_s"] = time.perf_counter() - t0
+    for name, scorer in (("most_frequent", MostFrequentScorer()), ("bm25", BM25Scorer())):
+        out.scorers[name] = scorer.fit(tm, train_data.replies, train_data.threads)
+
+
+def _train_minilm_adapter(out, tm, tr_, val_data, cfg, seed: int, log):
+    """MiniLM zero-shot, and frozen with trained adapters; returns both models' inputs."""
+    t0 = time.perf_counter()
+    torch.manual_seed(seed)
+    zero = SmartReplyMiniLM(pool_layers=tuple(cfg.pool_layers))
+    pooled = PooledInputs(zero, out.tokenizer, cfg.max_len)
+    pm = pooled.prepare(tm, "MiniLM embeddings (messages)")  # (N, L * 384)
+    pr = pooled.prepare(tr_, "MiniLM embeddings (replies)")  # (N, L * 384)
+    val = _val_set(pooled, val_data, cfg, seed)
+    out.timings["minilm_embed_s"] = time.perf_counter() - t0
+    out.inputs["minilm_zero_shot"] = pooled
+    out.val_1of100["minilm_zero_shot"] = val.score(pooled)
+    adapted = PooledInputs(copy.deepcopy(zero), out.tokenizer, cfg.max_len, pooled.cache)
+    log(f"  training minilm_adapter: batch {cfg.adapter_batch_size}")
+    rec = fit_adapter(adapted, pm, pr, val, cfg, seed)
+    rec["batch_size"] = min(cfg.adapter_batch_size, len(tm))
+    out.fits["minilm_adapter"], out.inputs["minilm_adapter"] = rec, adapted
+    out.timings["fit_minilm_adapter_s"] = rec["seconds"]
+    log(
+        f"  minilm_adapter: val 1-of-100 {rec['history'][0][1]:.3f} -> {rec['best']:.3f} "
+        f"({rec['steps']} steps, {rec['seconds']:.0f} s, stopped: {rec['stopped']})"
+    )
+    return zero, adapted
+
+
+def _train_scratch(out, tm, tr_, val_data, cfg, seed: int, log) -> None:
+    """The small encoder from scratch, at each batch size of the study."""
     for k, bs in enumerate(cfg.scratch_batch_sizes):
         name = "scratch_dual_encoder" + ("" if k == 0 else f"_b{bs}")
         torch.manual_seed(seed)
@@ -531,21 +555,13 @@ def _train(cfg, train_data, val_data, seed: int, log) -> SmartReplyModels:
         out.fits[name], out.inputs[name] = rec, inp
         out.timings[f"fit_{name}_s"] = rec["seconds"]
         log(f"  {name}: val 1-of-100 {rec['best']:.3f} ({rec['seconds']:.0f} s)")
-    for name, rec in out.fits.items():
-        out.val_1of100[name] = rec["best"]
-    for name, inp in out.inputs.items():
-        out.scorers[name] = EncoderScorer(inp)
-    # The shipped scorer: best validation 1-of-100 among the encoders trained at the main batch
-    # size (the study's other batch sizes are measurements, not candidates), unless the cheap
-    # scratch encoder is within noise of it.
-    candidates = {n: v for n, v in out.val_1of100.items() if "_b" not in n}
-    n_val = min(len(val_data), cfg.max_val_pairs)
-    out.production = choose_production(candidates, n_val, cheapest="scratch_dual_encoder")
 
-    # --- the response set, embedded by the production reply tower ---
+
+def _build_responses(out, replies, threads, cfg, seed: int) -> None:
+    """The response set, embedded by the production reply tower, clustered, with polarities."""
     rs = build_response_set(
-        tr_,
-        train_data.threads,
+        replies,
+        threads,
         k_anon=cfg.k_anon,
         max_size=cfg.max_responses,
         max_words=cfg.short_reply_words,
@@ -560,11 +576,13 @@ def _train(cfg, train_data, val_data, seed: int, log) -> SmartReplyModels:
     out.clusters = cluster_responses(out.reply_emb, cfg.n_clusters, seed)
     out.polarities = np.array([polarity(t) for t in rs.texts], dtype=np.int64)
 
-    # --- smart compose and the seq2seq scorer (the compose engineer's modules) ---
+
+def _train_compose_and_seq2seq(out, train_data, cfg, seed: int) -> None:
+    """Smart compose and the seq2seq scorer (the compose engineer's modules)."""
     from .compose import train_compose
 
     t0 = time.perf_counter()
-    pairs = list(zip(train_data.messages, tr_, strict=True))
+    pairs = list(zip(train_data.messages, train_data.replies, strict=True))
     # kind="auto": the LSTM and the message-cued trigram both fit, the better on held-out next-word
     # exact match ships (on DailyDialog the trigram: 0.148 against 0.053, see compose.py).
     out.compose = train_compose(
@@ -572,7 +590,6 @@ def _train(cfg, train_data, val_data, seed: int, log) -> SmartReplyModels:
     )
     out.timings["fit_compose_s"] = time.perf_counter() - t0
     out.seq2seq = _train_seq2seq(pairs, cfg, seed, out.timings)
-    return out
 
 
 def _finetune_minilm(out, start, tm, tr_, val_data, cfg, seed, log) -> None:
@@ -640,14 +657,6 @@ def _train_seq2seq(pairs, cfg, seed, timings):
 # ----------------------------------------------------------------------------- artifact
 
 
-def suggestions_for(models: SmartReplyModels, messages: list[str], k: int = 3) -> list[list[int]]:
-    """The served suggestion logic on the production encoder (torch), for offline recall@3."""
-    inp = models.inputs[models.production]
-    m = embed(inp, inp.prepare(messages), "message")
-    scores = m @ models.reply_emb.T  # (N, R)
-    return [choose_suggestions(s, models.clusters, models.polarities, k, 20) for s in scores]
-
-
 def export_towers(models: SmartReplyModels, cfg, folder: Path) -> tuple[Path, Path]:
     """The production message tower as ONNX fp32 and int8 (dynamic, per-channel scales)."""
     from shared.onnx_utils import check_parity, quantize_dynamic_onnx
@@ -670,6 +679,91 @@ def export_towers(models: SmartReplyModels, cfg, folder: Path) -> tuple[Path, Pa
     return fp32, int8
 
 
+def export_reply_tower(models: SmartReplyModels, cfg, folder: Path) -> Path:
+    """The production reply tower as ONNX fp32, checked against torch (1e-4): the artifact's
+    reply vectors for replies outside the response set (offline scoring of what is served)."""
+    from shared.onnx_utils import check_parity
+
+    from .model import ReplyTower
+
+    model = models.inputs[models.production].model.eval()
+    path = export_message_tower(
+        model, models.tokenizer, Path(folder) / "reply_tower_fp32.onnx", cfg.max_len, "reply"
+    )
+    ex = tokenize(models.tokenizer, ["Sounds good, see you then.", "No."], cfg.max_len)
+    check_parity(ReplyTower(model), path, ex, atol=1e-4)
+    return path
+
+
+def choose_precision(models: SmartReplyModels, val, cfg, seed: int, onnx: dict) -> tuple:
+    """The message tower's served precision, chosen on validation: int8 when its 1-of-100 is
+    within `cfg.int8_max_drop` of fp32, else fp32. `onnx` maps "fp32"/"int8" to ONNX paths;
+    returns (the chosen key, {key: validation 1-of-100}), on the validation candidates that
+    chose production (`_val_set`), against the production reply tower."""
+    from shared.onnx_utils import make_session
+
+    rows, cands = ev.candidate_table(len(val), cfg.n_candidates, cfg.max_val_pairs, seed + 1)
+    val_in = val.model_messages(cfg.context_turns)
+    r_val = models.scorers[models.production].embed(val.replies, "reply")  # (N, D)
+    onnx_val = {}
+    for kind, path in onnx.items():
+        sess = make_session(path, threads=1)
+        m = []
+        for s in range(0, len(rows), 64):
+            ids, mask = encode_texts(
+                models.tokenizer, [val_in[i] for i in rows[s : s + 64]], cfg.max_len
+            )
+            m.append(sess.run(None, {"input_ids": ids, "attention_mask": mask})[0])
+        s = np.einsum("pd,pcd->pc", np.concatenate(m), r_val[cands])  # (P, C)
+        onnx_val[kind] = float(ev.rank_metrics(s)[0].mean())
+    served = "int8" if onnx_val["fp32"] - onnx_val["int8"] <= cfg.int8_max_drop else "fp32"
+    return served, onnx_val
+
+
+def data_fingerprint(train_data) -> str:
+    """The training pairs' fingerprint (the registry compares it across versions)."""
+    from shared.artifacts import fingerprint_arrays
+
+    return fingerprint_arrays(
+        np.asarray(train_data.messages, dtype=object).astype(str),
+        np.asarray(train_data.replies, dtype=object).astype(str),
+    )
+
+
+@dataclass
+class SmartReplyShipped:
+    """What `build_artifact` shipped: the artifact, the message tower's precision and why."""
+
+    artifact: Path
+    precision: str  # "fp32" | "int8"
+    onnx: dict  # "fp32"/"int8" -> the exported message towers (both scored on test)
+    onnx_val: dict  # "fp32"/"int8" -> validation 1-of-100
+    fingerprint: str
+
+
+def build_artifact(
+    models: SmartReplyModels, cfg, train_data, val_data, seed: int, out: Path, testset: str = ""
+) -> SmartReplyShipped:
+    """Export the towers, choose the served precision on validation, save the artifact under
+    out/artifact and add its golden set and monitor reference: all before the test set is read.
+    `testset` names the test data in the artifact's config."""
+    fp32, int8 = export_towers(models, cfg, Path(out) / "onnx")
+    onnx = {"fp32": fp32, "int8": int8}
+    precision, onnx_val = choose_precision(models, val_data, cfg, seed, onnx)
+    fingerprint = data_fingerprint(train_data)
+    art = save(
+        models,
+        cfg,
+        Path(out) / "artifact",
+        onnx[precision],
+        fingerprint,
+        {"val_1_of_100": onnx_val[precision]},
+        {"served_precision": precision, "testset": testset},
+    )
+    art = finish_monitoring(art, val_data, models.trigger.threshold, seed)
+    return SmartReplyShipped(art, precision, onnx, onnx_val, fingerprint)
+
+
 def save(
     models: SmartReplyModels,
     cfg,
@@ -680,7 +774,8 @@ def save(
     extra_config: dict,
 ) -> Path:
     """The artifact the server loads: ONNX message tower, tokenizer, response set with its
-    embeddings, clusters and polarities, the trigger and the compose model."""
+    embeddings, clusters and polarities, the trigger and the compose model; and the ONNX reply
+    tower (fp32), which serving does not read: offline scoring does."""
     from dataclasses import asdict
 
     from shared.artifacts import save_artifact
@@ -713,8 +808,10 @@ def save(
         "k_anon": cfg.k_anon,
         "trigger_vocab": models.trigger.vocab,
     }
+    reply_tower = export_reply_tower(models, cfg, Path(onnx_path).parent)
     files = {
         "message_tower.onnx": Path(onnx_path).read_bytes(),
+        "reply_tower.onnx": reply_tower.read_bytes(),
         "tokenizer.json": models.tokenizer.to_str().encode("utf-8"),
         "responses.json": json.dumps(responses).encode("utf-8"),
     }
