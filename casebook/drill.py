@@ -14,7 +14,9 @@ bound to 127.0.0.1, then the drills, in this order:
                  cases (empty, not JSON, wrong types, missing/extra fields, 1e400, 2**64, NaN,
                  deep nesting, 10 MB, invalid UTF-8, wrong content type). Pass: no 5xx, no hang,
                  every hand-written case a 4xx with a message, every generated 4xx has a
-                 message, and a good request still answers 200 afterwards.
+                 message, and a good request still answers 200 afterwards. hypothesis comes
+                 with the dev extra only; without it the generated part is a fixed built-in
+                 set (`builtin_fuzz_bodies`, a few dozen per route) and the figure says so.
   corrupt_model  a registered copy of the champion with one flipped byte is promoted and
                  /reload called while requests flow. Pass: 409 with a reason, the served hash
                  unchanged, no request failed.
@@ -227,10 +229,62 @@ def hostile_cases(schema: dict, good: dict) -> list[tuple[str, bytes, str]]:
     return cases
 
 
+def fuzz_source() -> str:
+    """Where the generated bad requests come from: "hypothesis" when it is installed (the dev
+    extra: `pip install -e '.[dev]'`), else "built-in" (`builtin_fuzz_bodies`)."""
+    try:
+        import hypothesis  # noqa: F401
+    except ImportError:
+        return "built-in"
+    return "hypothesis"
+
+
 def fuzz_bodies(schema: dict, good: dict, n: int = FUZZ_PER_ROUTE) -> list[tuple[str, bytes]]:
     """`fuzz_bodies_uncached`, remembered per (schema, good request, n): generation is the
-    slow part (seconds for 200 on a busy 2-core machine) and its result never changes."""
+    slow part (seconds for 200 on a busy 2-core machine) and its result never changes. Without
+    hypothesis: `builtin_fuzz_bodies` (at most n)."""
+    if fuzz_source() != "hypothesis":
+        return builtin_fuzz_bodies(schema, good)[:n]
     return list(_fuzz_cached(json.dumps(schema, sort_keys=True), json.dumps(good), n))
+
+
+# Values a field is replaced by when hypothesis is missing: each JSON type, its extremes, and
+# strings a parser or a tokenizer may choke on.
+_BUILTIN_VALUES: tuple[Any, ...] = (
+    None,
+    True,
+    0,
+    -1,
+    2**70,
+    -(2**70),
+    1e308,
+    -1e308,
+    "",
+    "ab " * 2000,
+    "\u0000\u202e\ufeff",
+    "\u00e9\u4e2d\U0001f600",
+    [],
+    [None, [1, [2.5]]],
+    {},
+    {"a": {"b": [None]}},
+)
+
+
+def builtin_fuzz_bodies(schema: dict, good: dict) -> list[tuple[str, bytes]]:
+    """A fixed set of malformed bodies, for when hypothesis is not installed: the good request
+    with each field replaced by each of `_BUILTIN_VALUES`, each field dropped, extra fields, and
+    whole bodies of every other JSON type. Deterministic; the same labels as the generated ones.
+    """
+    props = list(schema.get("properties", {}))
+    cases: list[tuple[str, Any]] = []
+    for name in props:
+        cases += [(f"{name} replaced", {**good, name: v}) for v in _BUILTIN_VALUES]
+        cases.append((f"{name} dropped", {k: v for k, v in good.items() if k != name}))
+    for key in ("zz", "", "__proto__"):
+        cases.append(("extra field", {**good, key: {"x": 1}}))
+    for v in (None, [], [good], 0, "text", 2**70, {"a": 1}):
+        cases.append(("any JSON body", v))
+    return [(label, json.dumps(v).encode()) for label, v in cases]
 
 
 @functools.lru_cache(maxsize=32)
@@ -382,6 +436,7 @@ def drill_bad_input(url: str, routes: dict[str, tuple[dict, dict]], n: int) -> D
     session = _session()
     per_route, failures = {}, []
     total = 0
+    source = fuzz_source()
     for path, (schema, good) in routes.items():
         counts: Counter[str] = Counter()
         for label, data, ctype in hostile_cases(schema, good):
@@ -416,9 +471,13 @@ def drill_bad_input(url: str, routes: dict[str, tuple[dict, dict]], n: int) -> D
         f"{total} malformed requests over {len(routes)} route(s): {fives} 5xx, {hangs} hangs, "
         f"{len(failures)} failures; good request 200 after"
     )
-    return DrillResult(
-        "bad_input", not failures, figure, {"per_route": per_route, "failures": failures[:50]}
-    )
+    if source != "hypothesis":
+        figure += (
+            "; generated part: the built-in set, not hypothesis (not installed; "
+            "`pip install -e '.[dev]'` for the generated requests)"
+        )
+    details = {"per_route": per_route, "failures": failures[:50], "generated_by": source}
+    return DrillResult("bad_input", not failures, figure, details)
 
 
 def _flip_byte(path: Path) -> None:

@@ -25,10 +25,17 @@ A registry is a folder of versions plus two aliases written atomically:
 
     <root>/versions/<name>/   artifacts (never modified once registered)
     <root>/aliases.json       {"champion": name, "previous": name}
+    <root>/registry.lock      the lock writers take (`Registry.lock`); empty
 
 A version is copied file by file (each fsynced) into a hidden `.<name>.tmp-*` folder, verified,
 renamed into place and the folder fsynced: a crash leaves either the whole version or a hidden
 staging folder that `Registry.versions` never lists and `Registry.recover` removes.
+
+Two runs may write one registry at once (`runs/<case>/registry` is shared by default runs): every
+write (`register`, `promote`, `rollback`) holds an OS file lock on `registry.lock` (filelock:
+flock on POSIX, released by the kernel if the holder dies), so two registrations get two
+names and no alias update is lost. Readers (`aliases`, `resolve`, serving) take no lock: every
+file they read is replaced atomically.
 
 `Registry.promote` moves the champion to `previous`; `Registry.rollback` swaps them back.
 `load_with_fallback` loads the champion and, if it is refused, `previous`, logging why.
@@ -38,6 +45,7 @@ the champion's recorded figures, promote); cases call that rather than these pie
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -47,12 +55,13 @@ import re
 import secrets
 import shutil
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
+from filelock import FileLock, Timeout
 
 from shared.errors import ArtifactError, CasebookError, first_line
 from shared.io import (
@@ -80,6 +89,9 @@ _FORMAT = 1
 # A hidden staging folder older than this is a crashed save's leftover, not a save in progress:
 # the largest artifact in the cases (MiniLM fine-tuned, ~90 MB) is written in seconds.
 STALE_TMP_S = 600.0
+# How long a registry write waits for another run's (register_and_promote holds the lock while it
+# loads and golden-checks the new version: seconds to a minute for the largest case).
+REGISTRY_LOCK_TIMEOUT_S = 600.0
 
 
 def _json_bytes(obj: Any) -> bytes:
@@ -461,10 +473,40 @@ class Registry:
 
     ALIASES = ("champion", "previous")
 
-    def __init__(self, root: str | os.PathLike) -> None:
+    LOCK = "registry.lock"
+
+    def __init__(self, root: str | os.PathLike, lock_timeout_s: float = REGISTRY_LOCK_TIMEOUT_S):
         self.root = Path(root)
         self.versions_dir = self.root / "versions"
         self.aliases_path = self.root / "aliases.json"
+        self.lock_timeout_s = lock_timeout_s
+        self._lock: FileLock | None = None
+        self._lock_pid = 0
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold the registry's write lock (another process or thread waits, up to
+        `lock_timeout_s`, then ArtifactError). Re-entrant within a thread, so a caller can hold
+        it across register + compare + promote (`shared.lifecycle.register_and_promote`)."""
+        if self._lock is None or self._lock_pid != os.getpid():  # filelock refuses a forked copy
+            self.root.mkdir(parents=True, exist_ok=True)
+            # thread_local: each thread holds its own descriptor, so two threads sharing this
+            # Registry exclude each other as two processes do.
+            self._lock = FileLock(
+                self.root / self.LOCK, timeout=self.lock_timeout_s, thread_local=True
+            )
+            self._lock_pid = os.getpid()
+        try:
+            self._lock.acquire()
+        except Timeout:
+            raise ArtifactError(
+                f"registry {self.root}: another run has held {self.LOCK} for over "
+                f"{self.lock_timeout_s:g} s"
+            ) from None
+        try:
+            yield
+        finally:
+            self._lock.release()
 
     def versions(self) -> list[str]:
         """Registered version names, sorted (hidden staging folders are never versions)."""
@@ -516,6 +558,10 @@ class Registry:
         """
         src = Path(artifact_dir)
         verify_artifact(src)
+        with self.lock():  # the next name is taken and filled under one lock
+            return self._register_locked(src, name)
+
+    def _register_locked(self, src: Path, name: str | None) -> Path:
         name = name or self._next_name()
         if not _SAFE_NAME.match(name) or name in self.ALIASES:
             raise ArtifactError(f"bad version name {name!r}")
@@ -552,9 +598,13 @@ class Registry:
         plain promote clears the mark.
         """
         path = self.versions_dir / version
-        if not path.is_dir():
+        if not path.is_dir():  # a registered version is never removed: safe to ask unlocked
             raise ArtifactError(f"registry {self.root}: no version {version!r}")
         verify_artifact(path)
+        with self.lock():  # read, change and write aliases.json as one step
+            self._promote_locked(version, force)
+
+    def _promote_locked(self, version: str, force: bool) -> None:
         aliases = self.aliases()
         old = aliases.get("champion")
         marked = aliases.get("forced") == version
@@ -573,6 +623,10 @@ class Registry:
 
     def rollback(self) -> str:
         """Swap champion and previous; return the new champion's name."""
+        with self.lock():
+            return self._rollback_locked()
+
+    def _rollback_locked(self) -> str:
         aliases = self.aliases()
         prev, champ = aliases.get("previous"), aliases.get("champion")
         if not prev:

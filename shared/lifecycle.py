@@ -243,6 +243,8 @@ def register_and_promote(
       5. `shared.artifacts.promotion_check`: the candidate must strictly beat the baseline on
          "all" and lose at most `tolerance` (absolute) to the champion on each of its cohorts.
       6. If the checks pass the version becomes the champion (the old one `previous`).
+    All six hold the registry's lock (`Registry.lock`): a second run registering into the same
+    registry at the same time waits, then compares with whatever this one promoted.
 
     Args:
         artifact_dir: the artifact this run built and evaluated (the one that will be served).
@@ -267,53 +269,60 @@ def register_and_promote(
     cand = _cohorts("candidate", candidate)
     base = _cohorts("baseline", baseline)
     registry = Registry(registry_root)
-    champion = registry.aliases().get("champion")
-    path = registry.register(artifact_dir)
-    record = {
-        "format": _RECORD_FORMAT,
-        "version": path.name,
-        "registry": str(registry.root),
-        "metric": metric,
-        "higher_is_better": bool(higher_is_better),
-        "candidate": cand,
-        "baseline": base,
-        "fingerprint": str(fingerprint),
-        "preset": str(preset),
-        "seed": int(seed),
-        "artifact_sha256": artifact_hash(path),
-        "registered_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }
-    atomic_write_json(record_path(registry.root, path.name), to_jsonable(record))
-    promotion = Promotion(path.name, False, [], champion=champion, record=record)
+    # One lock from reading the champion to promoting: another run cannot promote in
+    # between (this decision would then compare with a champion that is no longer served).
+    with registry.lock():
+        champion = registry.aliases().get("champion")
+        path = registry.register(artifact_dir)
+        record = {
+            "format": _RECORD_FORMAT,
+            "version": path.name,
+            "registry": str(registry.root),
+            "metric": metric,
+            "higher_is_better": bool(higher_is_better),
+            "candidate": cand,
+            "baseline": base,
+            "fingerprint": str(fingerprint),
+            "preset": str(preset),
+            "seed": int(seed),
+            "artifact_sha256": artifact_hash(path),
+            "registered_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+        atomic_write_json(record_path(registry.root, path.name), to_jsonable(record))
+        promotion = Promotion(path.name, False, [], champion=champion, record=record)
 
-    if loader is not None:
+        if loader is not None:
+            try:
+                model = loader(path)
+            except Exception as e:
+                return _refuse(
+                    promotion, f"the new version {path.name} does not load: {first_line(e)}"
+                )
+            try:
+                line = golden_line(model, path)
+            except Exception as e:
+                return _refuse(
+                    promotion, f"the new version {path.name} is refused: {first_line(e)}"
+                )
+            promotion.reasons.append(line)
         try:
-            model = loader(path)
+            champ_cohorts = _comparable_champion(registry, promotion, loader)
         except Exception as e:
-            return _refuse(promotion, f"the new version {path.name} does not load: {first_line(e)}")
-        try:
-            line = golden_line(model, path)
-        except Exception as e:
-            return _refuse(promotion, f"the new version {path.name} is refused: {first_line(e)}")
-        promotion.reasons.append(line)
-    try:
-        champ_cohorts = _comparable_champion(registry, promotion, loader)
-    except Exception as e:
-        return _refuse(
-            promotion,
-            f"the champion {champion} is unreadable ({first_line(e)}); {path.name} is not "
-            f"promoted: roll back (Registry({str(registry.root)!r}).rollback()) or promote "
-            f"a version by hand (.promote({path.name!r}))",
-        )
-    decision = promotion_check(cand, base, champ_cohorts, tolerance, higher_is_better)
-    reasons = decision.reasons
-    if champion is not None:  # a champion not compared is not "no champion"
-        reasons = [r for r in reasons if r != "no champion yet"]
-    promotion.reasons.extend(f"{metric}: {r}" for r in reasons)
-    if decision.promote:
-        registry.promote(path.name)
-        promotion.promoted = True
-    return promotion
+            return _refuse(
+                promotion,
+                f"the champion {champion} is unreadable ({first_line(e)}); {path.name} is not "
+                f"promoted: roll back (Registry({str(registry.root)!r}).rollback()) or promote "
+                f"a version by hand (.promote({path.name!r}))",
+            )
+        decision = promotion_check(cand, base, champ_cohorts, tolerance, higher_is_better)
+        reasons = decision.reasons
+        if champion is not None:  # a champion not compared is not "no champion"
+            reasons = [r for r in reasons if r != "no champion yet"]
+        promotion.reasons.extend(f"{metric}: {r}" for r in reasons)
+        if decision.promote:
+            registry.promote(path.name)
+            promotion.promoted = True
+        return promotion
 
 
 def _comparable_champion(

@@ -32,7 +32,8 @@ The standard routes, the same in every app:
   GET  /version  the served version, its alias and `artifact_sha256` (sha256 of its MANIFEST.json)
   POST /reload   loads the registry's champion: 200 with the new version, or 409 with the reason
                  (corrupt file, failed golden set) while the model already in memory keeps
-                 serving; the answer names the replica's pid
+                 serving; the answer names the replica's pid. Open on loopback; an app bound
+                 beyond it needs `Authorization: Bearer $CASEBOOK_RELOAD_TOKEN` (`reload_refusal`)
   GET  /         the case's page (`make_app(..., page=...)`, cases/<case>/page/index.html): try
                  the API in a browser
   GET  /status   /version's fields (with the golden check's line), the last reload error, the
@@ -76,6 +77,67 @@ logger = logging.getLogger("casebook")
 T = TypeVar("T")
 
 MAX_BODY_BYTES = 1 << 20  # 1 MiB: far above any single prediction request in the cases
+
+# /reload changes what serves. The interface the app listens on reaches its replicas (other
+# processes) in SERVE_HOST_ENV (`serve_runtime_env`); beyond loopback, a reload must carry the
+# secret the operator put in RELOAD_TOKEN_ENV when starting it.
+SERVE_HOST_ENV = "CASEBOOK_SERVE_HOST"
+RELOAD_TOKEN_ENV = "CASEBOOK_RELOAD_TOKEN"
+
+
+def is_loopback(host: str | None) -> bool:
+    """True for 127.0.0.0/8, ::1 and "localhost"; False for 0.0.0.0, ::, a name, or None."""
+    import ipaddress
+
+    if host is None:
+        return False
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip().strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def reload_refusal(
+    host: str | None,
+    token: str | None,
+    authorization: str | None,
+    arrived_on: str | None = None,
+) -> tuple[int, str] | None:
+    """Why a POST /reload is refused, as (status, one line), or None when it may go ahead.
+
+    host: the interface the app listens on ($CASEBOOK_SERVE_HOST in the replica; None when
+    unknown: Ray started by `serve run`, not `start_local_ray`; then `arrived_on`, the
+    interface this request came in on, decides). token: the operator's secret
+    ($CASEBOOK_RELOAD_TOKEN in the replica), None or "" when unset. authorization: the request's
+    Authorization header. On loopback: always allowed. Beyond it: 403 when no token is set (the
+    route stays off), 401 unless the header is `Bearer <token>` (compared in constant time).
+    """
+    import hmac
+
+    if is_loopback(host if host else arrived_on):
+        return None
+    where = (
+        f"listens on {host}"
+        if host
+        else f"got this request on {arrived_on} and {SERVE_HOST_ENV} is not set"
+    )
+    if not token:
+        return 403, (
+            f"POST /reload is off: this app {where}, beyond loopback, and {RELOAD_TOKEN_ENV} is "
+            f"not set; start it with {RELOAD_TOKEN_ENV}=<secret> in the environment and send "
+            "'Authorization: Bearer <secret>', or serve on 127.0.0.1"
+        )
+    scheme, _, given = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(
+        given.strip().encode(), token.encode()
+    ):
+        return 401, (
+            f"POST /reload needs a token here (this app {where}): send "
+            f"'Authorization: Bearer <the value of {RELOAD_TOKEN_ENV}>'"
+        )
+    return None
 
 
 def _http_error(status: int, message: str) -> Exception:
@@ -466,7 +528,9 @@ def standard_routes(
 
         GET  /version  {"serving": "v0002", "alias": "champion", "artifact_sha256": hex, ...}
         POST /reload   200 and the new version, or 409 {"error": why, "serving": the old one}:
-                       the model in memory keeps serving when the champion does not load
+                       the model in memory keeps serving when the champion does not load;
+                       401/403 {"error": why} beyond loopback without the token
+                       (`reload_refusal`, read from the replica's environment per request)
         GET  /status   /version's fields, "last_error", the replica's "pid", the live
                        monitor's verdict under "monitor" when the instance has
                        `self.monitor` (a `shared.monitor.Monitor`), and `status_info()` if any
@@ -480,15 +544,28 @@ def standard_routes(
     once per replica.
     """
 
+    from fastapi import Request
+
     def decorate(cls: type) -> type:
         def version(self) -> dict:
             return getattr(self, model).status()
 
-        async def reload(self) -> Any:
+        async def reload(self, request: Request) -> Any:
             import asyncio
 
             from fastapi.responses import JSONResponse
 
+            refused = reload_refusal(
+                os.environ.get(SERVE_HOST_ENV),
+                os.environ.get(RELOAD_TOKEN_ENV),
+                request.headers.get("authorization"),
+                arrived_on=(request.scope.get("server") or (None,))[0],
+            )
+            if refused is not None:
+                code, why = refused
+                headers = {"WWW-Authenticate": "Bearer"} if code == 401 else None
+                body = {"ok": False, "error": why, "status": code, "pid": os.getpid()}
+                return JSONResponse(body, status_code=code, headers=headers)
             for name in downstream:
                 res = await getattr(self, name).reload.remote()
                 if not res.get("ok"):
@@ -524,6 +601,8 @@ def standard_routes(
         ):
             if name in cls.__dict__:
                 raise TypeError(f"{cls.__name__}.{name} is a standard route; remove it")
+            if name == "reload":  # FastAPI must see the class, not this module's string
+                fn.__annotations__["request"] = Request
             fn.__qualname__ = f"{cls.__qualname__}.{name}"
             fn.__name__ = name
             setattr(cls, name, fn)
@@ -572,11 +651,14 @@ def direct_ingress_env(port: int) -> dict[str, str]:
     }
 
 
-def serve_runtime_env(direct_ingress_port: int | None = None) -> dict[str, Any]:
+def serve_runtime_env(
+    direct_ingress_port: int | None = None, host: str = "127.0.0.1"
+) -> dict[str, Any]:
     """`runtime_env` for `ray.init`: SERVE_ENV (plus `direct_ingress_env` when a port is given)
     for every Ray worker; a value already set in this process's environment wins. Also switches
     Ray's usage statistics off here unless the environment says otherwise (no network at run
-    time).
+    time). The replicas also get `host`, the interface Serve listens on (SERVE_HOST_ENV), and
+    RELOAD_TOKEN_ENV when it is set here: /reload checks both (`reload_refusal`).
 
     With user code on the replica's event loop, a deployment's `async def` method must not
     block for long (a few ms of model work per batch is fine); a plain `def` method still runs
@@ -586,7 +668,11 @@ def serve_runtime_env(direct_ingress_port: int | None = None) -> dict[str, Any]:
     env = dict(SERVE_ENV)
     if direct_ingress_port is not None:
         env.update(direct_ingress_env(direct_ingress_port))
-    return {"env_vars": {k: os.environ.get(k, v) for k, v in env.items()}}
+    env_vars = {k: os.environ.get(k, v) for k, v in env.items()}
+    env_vars[SERVE_HOST_ENV] = host  # what this process binds, whatever the environment says
+    if os.environ.get(RELOAD_TOKEN_ENV):
+        env_vars[RELOAD_TOKEN_ENV] = os.environ[RELOAD_TOKEN_ENV]
+    return {"env_vars": env_vars}
 
 
 def wait_for_http(url: str, timeout_s: float = 20.0) -> bool:
@@ -833,7 +919,7 @@ def start_local_ray(
             address=address,
             log_to_driver=False,
             logging_level=logging.WARNING,
-            runtime_env=serve_runtime_env(),
+            runtime_env=serve_runtime_env(host=host),
         )
     elif started:
         with loopback_node():
@@ -845,10 +931,17 @@ def start_local_ray(
                 log_to_driver=False,
                 logging_level=logging.WARNING,
                 runtime_env={
-                    **serve_runtime_env(direct_ingress_port),
+                    **serve_runtime_env(direct_ingress_port, host),
                     "worker_process_setup_hook": "shared.serving.loopback_worker_setup",
                 },
             )
+    if not is_loopback(host) and not os.environ.get(RELOAD_TOKEN_ENV):
+        logger.warning(
+            "serving on %s, beyond loopback: POST /reload stays off (403) until %s is set "
+            "when the app starts",
+            host,
+            RELOAD_TOKEN_ENV,
+        )
     kwargs = {"logging_config": logging_config} if logging_config else {}
     serve.start(http_options={"host": host, "port": port}, **kwargs)
     return LocalRay(host, port, direct_ingress_port, started)

@@ -2,6 +2,7 @@
 own (plain uvicorn, no Ray), the bad-batch drill, and the command's wiring. The full drill of a
 real case (Ray Serve, a trained artifact) is the slow test at the end."""
 
+import contextlib
 import json
 import threading
 import time
@@ -114,6 +115,51 @@ def test_bad_input_drill_passes_a_sound_route_and_catches_a_500(toy_url):
     assert not bad.passed
     fives = [f for f in bad.details["failures"] if f["status"] == 500]
     assert fives and "ids" in json.dumps(fives[0])
+
+
+@contextlib.contextmanager
+def _no_hypothesis(monkeypatch):
+    """As after a plain `pip install -e .`: hypothesis (the dev extra) cannot be imported. A
+    block, not the whole test: hypothesis's own pytest plugin imports it around each test."""
+    import sys
+
+    with monkeypatch.context() as m:
+        for name in [k for k in sys.modules if k == "hypothesis" or k.startswith("hypothesis.")]:
+            m.delitem(sys.modules, name)
+        m.setitem(sys.modules, "hypothesis", None)  # `import hypothesis` -> ImportError
+        yield
+
+
+def test_bad_input_drill_runs_without_hypothesis_and_says_so(toy_url, monkeypatch):
+    schema = EchoRequest.model_json_schema()
+    good = {"text": "hello", "k": 2}
+    loose = LooseRequest.model_json_schema()
+    with _no_hypothesis(monkeypatch):
+        with pytest.raises(ImportError):
+            import hypothesis  # noqa: F401
+        assert drill.fuzz_source() == "built-in"
+        bodies = drill.fuzz_bodies(schema, good, 200)
+        assert len(drill.fuzz_bodies(schema, good, 10)) == 10
+        r = drill.drill_bad_input(toy_url, {"/echo": (schema, good)}, 200)
+        # Still catches a route that answers 500.
+        buggy = drill.drill_bad_input(toy_url, {"/buggy": (loose, {"ids": [1, 2]})}, 50)
+    assert bodies == drill.builtin_fuzz_bodies(schema, good)  # the fixed set, deterministic
+    assert 30 <= len(bodies) < 200 and len({b for _, b in bodies}) == len(bodies)
+    labels = {label for label, _ in bodies}
+    assert {"text replaced", "k dropped", "ids replaced", "extra field", "any JSON body"} <= labels
+    assert r.passed, r.details["failures"][:3]
+    assert r.details["generated_by"] == "built-in"
+    assert "not hypothesis (not installed" in r.figure and "pip install" in r.figure
+    n_hostile = len(drill.hostile_cases(schema, good))
+    assert sum(r.details["per_route"]["/echo"].values()) == n_hostile + len(bodies)
+    assert not buggy.passed
+
+
+def test_bad_input_figure_unchanged_with_hypothesis(toy_url):
+    pytest.importorskip("hypothesis")
+    schema = EchoRequest.model_json_schema()
+    r = drill.drill_bad_input(toy_url, {"/echo": (schema, {"text": "hello", "k": 2})}, 20)
+    assert r.details["generated_by"] == "hypothesis" and "built-in" not in r.figure
 
 
 def test_bad_batch_drill_refuses_each_corruption_for_its_reason(tmp_path):

@@ -6,7 +6,7 @@ One Ray instance for the module; every deployment uses num_cpus=0 so a 2-core CI
 import pytest
 import requests
 import torch
-from fastapi import HTTPException
+from fastapi import HTTPException, Request
 from pydantic import BaseModel, Field
 
 from shared.artifacts import Registry, artifact_hash, load_artifact, sanity_check, save_artifact
@@ -364,3 +364,95 @@ def test_local_ray_listens_on_loopback_only(serve_url, tmp_path):
     assert [s for s in sockets if not s.loopback] == []
     replica = requests.get(f"{base}/status", timeout=30).json()["pid"]
     assert replica in process_tree(os.getpid())  # /status names the replica's process
+
+
+# --- /reload's credential (issue 26): open on loopback, a token beyond it
+
+
+class _FakeServed:
+    """What standard_routes needs of a ReloadableModel, counting the reloads."""
+
+    def __init__(self) -> None:
+        self.reloads = 0
+
+    def reload(self) -> dict:
+        self.reloads += 1
+        return {"ok": True, "serving": "v2"}
+
+    def status(self) -> dict:
+        return {"serving": "v1"}
+
+
+def _post_reload(monkeypatch, host, token, authorization=None, arrive_on="10.0.0.9"):
+    """POST /reload through the standard route of a plain FastAPI app (no Ray): the app runs
+    with SERVE_HOST_ENV=host and RELOAD_TOKEN_ENV=token, as `serve_runtime_env` sets them in a
+    replica; the request comes in on the interface `arrive_on`. Returns (response, how many
+    reloads the model saw)."""
+    import inspect
+
+    from fastapi.testclient import TestClient
+
+    from shared.serving import RELOAD_TOKEN_ENV, SERVE_HOST_ENV
+
+    for name, value in ((SERVE_HOST_ENV, host), (RELOAD_TOKEN_ENV, token)):
+        if value is None:
+            monkeypatch.delenv(name, raising=False)
+        else:
+            monkeypatch.setenv(name, value)
+    app = make_app("guarded")
+
+    @standard_routes(app)
+    class Server:
+        model = _FakeServed()
+
+    server = Server()
+    # FastAPI hands the route the request (Serve then binds `self` to the replica).
+    assert inspect.signature(Server.reload).parameters["request"].annotation is Request
+    front = make_app("front")  # here one instance stands in for the replica
+
+    @front.post("/reload")
+    async def reload_route(request: Request):
+        return await Server.reload(server, request)
+
+    headers = {"Authorization": authorization} if authorization else {}
+    r = TestClient(front, base_url=f"http://{arrive_on}").post("/reload", headers=headers)
+    return r, server.model.reloads
+
+
+def test_reload_is_open_on_loopback(monkeypatch):
+    for host in ("127.0.0.1", "::1", "localhost"):
+        r, n = _post_reload(monkeypatch, host, None)
+        assert r.status_code == 200 and r.json()["serving"] == "v2" and n == 1, host
+
+
+def test_reload_beyond_loopback_without_a_token_set_is_off_and_says_how(monkeypatch):
+    for host in ("0.0.0.0", "::", "10.0.0.5", None):  # None: started outside start_local_ray
+        # The bind host decides, not the interface a request came in on.
+        r, n = _post_reload(monkeypatch, host, None, "Bearer anything", arrive_on="127.0.0.1")
+        if host is None:  # `serve run` of a loopback config: the request's interface decides
+            assert r.status_code == 200 and n == 1
+            r, n = _post_reload(monkeypatch, host, None, "Bearer anything", arrive_on="10.0.0.9")
+        assert r.status_code == 403 and n == 0, host
+        assert "CASEBOOK_RELOAD_TOKEN=<secret>" in r.json()["error"]
+
+
+def test_reload_beyond_loopback_needs_the_token(monkeypatch):
+    for auth in (None, "Bearer wrong", "s3cret", "Basic s3cret", "Bearer s3cre"):
+        r, n = _post_reload(monkeypatch, "0.0.0.0", "s3cret", auth)
+        assert r.status_code == 401 and n == 0, auth
+        assert "Authorization: Bearer" in r.json()["error"]
+        assert r.headers["www-authenticate"] == "Bearer"
+    r, n = _post_reload(monkeypatch, "0.0.0.0", "s3cret", "Bearer s3cret")
+    assert r.status_code == 200 and n == 1
+
+
+def test_replicas_learn_the_bind_host_and_the_token(monkeypatch):
+    from shared.serving import RELOAD_TOKEN_ENV, SERVE_HOST_ENV, serve_runtime_env
+
+    monkeypatch.delenv(RELOAD_TOKEN_ENV, raising=False)
+    env = serve_runtime_env(host="0.0.0.0")["env_vars"]
+    assert env[SERVE_HOST_ENV] == "0.0.0.0" and RELOAD_TOKEN_ENV not in env
+    monkeypatch.setenv(RELOAD_TOKEN_ENV, "s3cret")
+    monkeypatch.setenv(SERVE_HOST_ENV, "127.0.0.1")  # the host passed in wins over a stale one
+    env = serve_runtime_env(9000, host="::")["env_vars"]
+    assert env[SERVE_HOST_ENV] == "::" and env[RELOAD_TOKEN_ENV] == "s3cret"

@@ -13,11 +13,14 @@ one step function; the offline evaluation times and checks this same step.
 
 The model state after each context is cached (LRU keyed by the context words): the next keystroke
 in the same word reuses it (prefix filtering only), and a context one word longer costs a single
-LSTM step from the cached state. Nothing recomputes the prefix.
+LSTM step from the cached state. Nothing recomputes the prefix. The cache is shared by two
+threads when served: the batch runs in a worker thread (`shared.batching.batch_when_free`) while
+the live monitor's `observation()` reads it on the event loop, so one lock guards it (issue 26).
 """
 
 from __future__ import annotations
 
+import threading
 from collections import Counter, OrderedDict
 from pathlib import Path
 from typing import Any
@@ -166,6 +169,10 @@ class KeyboardPredictor:
         self.context_weight = float(config.get("spell_context_weight", 0.5))
         self._states: OrderedDict[tuple[int, ...], tuple[Any, np.ndarray]] = OrderedDict()
         self._cache_size = cache_size
+        # Guards _states and steps_run: a lookup, the steps it needs and the LRU update are one
+        # unit (without it a context evicted by the other thread between `in` and `[]` raises
+        # KeyError; tests/test_mobile_keyboard_threads.py). Held for one context's steps at most.
+        self._states_lock = threading.Lock()
         self.user_caches: dict[str, KeyboardUserCache] = {}  # on-device only; never uploaded
         self.steps_run = 0  # LSTM steps since load (tests check that caching avoids recompute)
 
@@ -193,7 +200,12 @@ class KeyboardPredictor:
 
     # -- the language model with a state cache ----------------------------------------------------
     def _logp_for(self, ids: tuple[int, ...]) -> np.ndarray:
-        """log P(next | <s> ids) over the vocabulary, reusing the longest cached prefix."""
+        """log P(next | <s> ids) over the vocabulary, reusing the longest cached prefix.
+        Thread-safe (the serving worker thread and the monitor on the event loop share it)."""
+        with self._states_lock:
+            return self._logp_for_locked(ids)
+
+    def _logp_for_locked(self, ids: tuple[int, ...]) -> np.ndarray:
         hit = self._states.get(ids)
         if hit is not None:
             self._states.move_to_end(ids)
