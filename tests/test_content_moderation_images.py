@@ -179,3 +179,18 @@ def test_onnx_parity_and_one_scoring_path(tmp_path):
     assert p_onnx.shape == (5,)
     assert np.allclose(p_torch, p_onnx, atol=1e-5)
     assert score_images(session, []).shape == (0,)
+
+
+def test_request_limits_have_one_definition():
+    """serve.py and images.py enforce the config's limits, not limits of their own."""
+    from cases.content_moderation import images, serve
+    from cases.content_moderation.config import REQUEST_LIMITS, ModerationConfig
+
+    fields = (REQUEST_LIMITS.max_text_chars, REQUEST_LIMITS.max_image_bytes)
+    assert (serve.MAX_TEXT_CHARS, serve.MAX_IMAGE_BYTES) == fields
+    assert serve.MAX_IMAGE_PIXELS == images.MAX_IMAGE_PIXELS == REQUEST_LIMITS.max_image_pixels
+    assert images.MAX_IMAGE_BYTES == REQUEST_LIMITS.max_image_bytes
+    assert REQUEST_LIMITS == ModerationConfig()  # the default's, whatever the preset
+    # decode_image's default refuses an upload just over the limit before decoding it
+    with pytest.raises(DataError, match="bytes"):
+        images.decode_image(b"\x89PNG" + b"\0" * REQUEST_LIMITS.max_image_bytes)

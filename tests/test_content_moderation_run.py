@@ -54,6 +54,9 @@ def test_tables_floor_and_shipped_model(run_dir):
         assert {"rules", "tfidf_lr"} <= set(rows)
         for row in rows.values():
             assert {"macro_f1", "f1", "pr_auc", "roc_auc", "precision@recall0.9"} <= set(row)
+    # The per-request TF-IDF path and the matrix path agree on the whole test set.
+    assert 0 <= doc["extra"]["tfidf_path_max_abs_diff"] < 1e-4
+    assert "## The served TF-IDF paths" in (run_dir / "report.md").read_text()
     shipped = doc["production_model"]
     # Without the encoder the TF-IDF model is the only candidate, so it ships; the choice among
     # several (minilm, ensemble) on validation is test_run_with_encoder's.

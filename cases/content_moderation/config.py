@@ -86,10 +86,11 @@ class ModerationConfig:
     reviewer_items_per_hour: int = 60  # one decision a minute
     reviewer_hours: float = 2.0  # reviewer capacity per simulated day
 
-    # --- serving ---
-    max_text_chars: int = 5_000
+    # --- serving: the request limits, defined here only (serve.py and images.py read them) ---
+    max_text_chars: int = 5_000  # a long post; anything longer is not a post
     max_image_bytes: int = 512 * 1024  # decoded upload; the base64 string is 4/3 of this
-    max_image_pixels: int = 4_000_000  # decompression-bomb limit (width x height)
+    max_image_pixels: int = 4_000_000  # decompression-bomb limit (width x height), read from
+    # the image header before decoding
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -156,3 +157,8 @@ def get_config(preset: str = "fast", **overrides: Any) -> ModerationConfig:
     if preset not in PRESETS:
         raise CasebookError(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
     return replace(PRESETS[preset], **overrides)
+
+
+# What serving enforces on a request (serve.py, images.py): the default config's limits. They
+# are not per preset: a request limit is a property of the API, not of a training run.
+REQUEST_LIMITS = ModerationConfig()

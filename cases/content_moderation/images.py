@@ -38,14 +38,17 @@ from torch import nn
 from shared.errors import DataError
 from shared.onnx_utils import check_parity, export_onnx
 
+from .config import REQUEST_LIMITS
+
 IMAGE_SIZE = 64  # model input side in pixels; the emblem stays legible down to about 12 px
 EDIT_KINDS = ("resize", "crop", "reencode", "small_edit")
 BENIGN_FAMILIES = ("scene", "shapes", "photo", "texture", "decoy")
 VIOLATING_FAMILY = "emblem"
 # Formats accepted from uploads; every other decoder Pillow carries stays unreachable.
 ALLOWED_FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "BMP")
-MAX_IMAGE_BYTES = 8 * 1024 * 1024  # an upload over 8 MiB is refused before Pillow sees it
-MAX_IMAGE_PIXELS = 25_000_000  # 25 MP: a 12 MP phone photo passes, a 50K x 50K bomb does not
+# An upload over these is refused before Pillow decodes it (config.py defines them, once).
+MAX_IMAGE_BYTES = REQUEST_LIMITS.max_image_bytes
+MAX_IMAGE_PIXELS = REQUEST_LIMITS.max_image_pixels
 
 
 # ---------------------------------------------------------------------------------------------

@@ -32,13 +32,15 @@ from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictStr, field
 
 from shared.errors import DataError
 
+from .config import REQUEST_LIMITS
 from .predictor import ModerationPredictor
 from .review import DEFAULT_REACH
 
-MAX_TEXT_CHARS = 5_000  # a long post; anything longer is not a post
-MAX_IMAGE_BYTES = 512 * 1024  # decoded upload; its base64 is 4/3 of this
+# The request limits, from the config (their one definition, with the reasons).
+MAX_TEXT_CHARS = REQUEST_LIMITS.max_text_chars
+MAX_IMAGE_BYTES = REQUEST_LIMITS.max_image_bytes
 MAX_IMAGE_B64_CHARS = (MAX_IMAGE_BYTES * 4) // 3 + 4
-MAX_IMAGE_PIXELS = 4_000_000  # decompression-bomb limit, read from the header before decoding
+MAX_IMAGE_PIXELS = REQUEST_LIMITS.max_image_pixels
 # Views: 100 per person on Earth. Above it a priority (severity x reach x P) is no longer a
 # count of views, and a reach near float64's limit would make it infinite (not JSON).
 MAX_REACH = 1e12
