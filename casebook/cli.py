@@ -35,83 +35,21 @@ Errors the user can fix (`shared.errors.CasebookError`) print one line and exit 
 from __future__ import annotations
 
 import argparse
-import importlib
-import importlib.util
 import json
 import os
 import sys
 import time
 from pathlib import Path
-from types import ModuleType
 
+from casebook.catalog import (
+    add_common_run_flags,
+    available_benchmarks,
+    available_cases,
+    load_benchmark,
+    load_case,
+)
 from shared.errors import CasebookError
 from shared.lifecycle import run_folder
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
-CASES_DIR = REPO_ROOT / "cases"
-BENCH_DIR = REPO_ROOT / "benchmarks"
-
-
-def available_cases() -> dict[str, str]:
-    """The cases in this checkout, {cli name: package}: every `cases/<package>/cli.py`, sorted."""
-    return {
-        path.parent.name.replace("_", "-"): path.parent.name
-        for path in sorted(CASES_DIR.glob("*/cli.py"))
-        if path.parent.name.isidentifier() and (path.parent / "__init__.py").is_file()
-    }
-
-
-def load_case(name: str) -> ModuleType:
-    """Import a case's cli module by its command-line name."""
-    cases = available_cases()
-    if name not in cases:
-        known = ", ".join(cases) or "none"
-        raise CasebookError(f"unknown case {name!r}; available: {known}")
-    return importlib.import_module(f"cases.{cases[name]}.cli")
-
-
-def available_benchmarks() -> dict[str, Path]:
-    """Benchmarks in `benchmarks/`, {NAME: file}, found without importing them (heavy imports)."""
-    found = {}
-    for path in sorted(BENCH_DIR.glob("*.py")):
-        for line in path.read_text().splitlines():
-            if line.startswith("NAME = "):
-                found[line.split("=", 1)[1].strip().strip("\"'")] = path
-                break
-    return found
-
-
-def load_benchmark(name: str) -> ModuleType:
-    """Import a benchmark module from its file (benchmarks/ is not an installed package)."""
-    benches = available_benchmarks()
-    if name not in benches:
-        raise CasebookError(
-            f"unknown benchmark {name!r}; available: {', '.join(benches) or 'none'}"
-        )
-    path = benches[name]
-    spec = importlib.util.spec_from_file_location(f"casebook_bench_{path.stem}", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-def _add_common_run_flags(p: argparse.ArgumentParser, presets: tuple[str, ...]) -> None:
-    p.add_argument(
-        "--preset",
-        default=presets[0] if presets else None,
-        choices=presets or None,
-        help=f"configuration preset (default: {presets[0] if presets else 'none'})",
-    )
-    p.add_argument(
-        "--data",
-        default="builtin",
-        help="data source: 'builtin' (generated, offline) or FORMAT:PATH for real data",
-    )
-    p.add_argument(
-        "--out", type=Path, default=None, help="output folder (default runs/<case>/<time>)"
-    )
-    p.add_argument("--seed", type=int, default=0, help="random seed for data, splits and training")
 
 
 def _positive_int(text: str) -> int:
@@ -142,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name in available_cases():
         module = load_case(name)
         p = run_sub.add_parser(name, help=module.SUMMARY, description=module.SUMMARY)
-        _add_common_run_flags(p, tuple(getattr(module, "PRESETS", ())))
+        add_common_run_flags(p, tuple(getattr(module, "PRESETS", ())))
         module.add_arguments(p)
 
     check_p = sub.add_parser(
@@ -153,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name in available_cases():
         module = load_case(name)
         p = check_sub.add_parser(name, help=f"check data for {name}")
-        _add_common_run_flags(p, tuple(getattr(module, "PRESETS", ())))
+        add_common_run_flags(p, tuple(getattr(module, "PRESETS", ())))
         module.add_arguments(p)
 
     bench_p = sub.add_parser("bench", help="run a benchmark and write JSON, Markdown and a plot")
@@ -262,7 +200,7 @@ def run_all(args: argparse.Namespace) -> int:
     for name in available_cases():
         module = load_case(name)
         p = argparse.ArgumentParser()
-        _add_common_run_flags(p, tuple(getattr(module, "PRESETS", ())))
+        add_common_run_flags(p, tuple(getattr(module, "PRESETS", ())))
         module.add_arguments(p)
         case_args = p.parse_args(["--seed", str(args.seed)])
         if args.out is not None:

@@ -81,6 +81,7 @@ from typing import Any
 
 import numpy as np
 
+from casebook.catalog import add_common_run_flags, available_cases, load_case
 from shared.errors import CasebookError, first_line
 
 DRILLS = (
@@ -1079,12 +1080,11 @@ def _scratch_registry(artifact: Path, scratch: Path) -> Path:
 
 def _build_fresh(case: str, preset: str | None, seed: int, out: Path) -> Path:
     """Run the case's own `run()` (default preset unless given) into `out`; return its registry."""
-    from casebook.cli import _add_common_run_flags, load_case
     from shared.lifecycle import registry_root
 
     module = load_case(case)
     p = argparse.ArgumentParser()
-    _add_common_run_flags(p, tuple(getattr(module, "PRESETS", ())))
+    add_common_run_flags(p, tuple(getattr(module, "PRESETS", ())))
     module.add_arguments(p)
     argv = ["--seed", str(seed), "--out", str(out)]
     if preset:
@@ -1115,7 +1115,6 @@ def drill_case(
     """Run the drills on one case; return (metrics.json path, results)."""
     import importlib
 
-    from casebook.cli import available_cases
     from shared.io import atomic_write_json
     from shared.lifecycle import run_folder
     from shared.serving import start_local_ray, stop_local_ray, wait_for_http

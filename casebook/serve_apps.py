@@ -28,9 +28,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from casebook.catalog import REPO_ROOT, available_cases
 from shared.errors import CasebookError
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 DEPLOY_DIR = REPO_ROOT / "deploy"
 
 
@@ -53,8 +53,6 @@ class CaseAppArgs(BaseModel):
 
 
 def _package(case: str) -> str:
-    from casebook.cli import available_cases
-
     cases = available_cases()
     if case not in cases:
         raise CasebookError(f"unknown case {case!r}; available: {', '.join(cases)}")

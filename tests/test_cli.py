@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from casebook import cli
+from casebook import catalog, cli
 
 
 def test_help_offers_the_commands(capsys):
@@ -22,7 +22,7 @@ def test_help_offers_the_commands(capsys):
 
 def test_cases_and_benchmarks_are_found_by_scanning(tmp_path, monkeypatch):
     # The real checkout: every cases/<pkg>/cli.py, named with '-' for '_'.
-    expected = {p.parent.name.replace("_", "-") for p in cli.CASES_DIR.glob("*/cli.py")}
+    expected = {p.parent.name.replace("_", "-") for p in catalog.CASES_DIR.glob("*/cli.py")}
     assert set(cli.available_cases()) == expected
     assert set(cli.available_benchmarks()) >= {"retrieval"}
     # A new case appears by existing; a folder without cli.py (or not a package) does not.
@@ -34,7 +34,7 @@ def test_cases_and_benchmarks_are_found_by_scanning(tmp_path, monkeypatch):
         (tmp_path / name).mkdir()
         for f in files:
             (tmp_path / name / f).write_text("")
-    monkeypatch.setattr(cli, "CASES_DIR", tmp_path)
+    monkeypatch.setattr(catalog, "CASES_DIR", tmp_path)
     assert cli.available_cases() == {"new-case": "new_case"}
 
 

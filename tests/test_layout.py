@@ -190,3 +190,140 @@ def test_shared_imports_no_case_and_not_the_command():
         for module in _imported_modules(path):
             top = module.split(".")[0]
             assert top not in ("cases", "casebook"), f"{path} imports {module}"
+
+
+# Import circles left on purpose, each as the set of modules on it, with the reason.
+KNOWN_CYCLES = (
+    # data.load_data/load_eval import formats in the function to read real files; formats imports
+    # data's types and limits. Outside issue 26's keyboard/casebook slice: the loaders belong in
+    # formats.py (or the types in a module of their own), a change to the content moderation
+    # case's data path.
+    frozenset({"cases.content_moderation.data", "cases.content_moderation.formats"}),
+)
+
+
+def _module_files(root: Path) -> dict[str, Path]:
+    """{dotted name: file} of every module under casebook/, cases/ and shared/ in `root`."""
+    found = {}
+    for top in ("casebook", "cases", "shared"):
+        for path in sorted((root / top).rglob("*.py")):
+            parts = path.relative_to(root).with_suffix("").parts
+            found[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    return found
+
+
+def _import_graph(root: Path) -> dict[str, set[str]]:
+    """{module: the repository modules it imports}, at any depth in the file. `from p import n`
+    is an edge to `p.n` when that is a module, else to `p`."""
+    files = _module_files(root)
+    graph = {}
+    for name, path in files.items():
+        is_package = path.name == "__init__.py"
+        package = name.split(".") if is_package else name.split(".")[:-1]
+        edges = set()
+        for module, level, names in _imports(path):
+            if level:
+                base = package[: len(package) - (level - 1)]
+                module = ".".join(base + ([module] if module else []))
+            for target in [f"{module}.{n}" for n in names] or [module]:
+                if target not in files:
+                    target = module
+                if target in files and target != name:
+                    edges.add(target)
+        graph[name] = edges
+    return graph
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """One circle per strongly connected group of modules, as a path that ends where it starts
+    (Tarjan's algorithm for the groups, then a breadth-first search inside each for the path)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    groups: list[set[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in sorted(graph[v]):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            group = set()
+            while True:
+                w = stack.pop()
+                group.add(w)
+                if w == v:
+                    break
+            if len(group) > 1:
+                groups.append(group)
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    cycles = []
+    for group in groups:
+        start = min(group)
+        came_from: dict[str, str] = {}
+        frontier = [start]
+        while frontier and start not in came_from:
+            nxt = []
+            for v in frontier:
+                for w in sorted(graph[v] & group):
+                    if w not in came_from:
+                        came_from[w] = v
+                        nxt.append(w)
+            frontier = nxt
+        path = [start]
+        while len(path) == 1 or path[-1] != start:
+            path.append(came_from[path[-1]])
+        cycles.append(path[::-1])
+    return sorted(cycles)
+
+
+def _unexpected_cycles(root: Path) -> list[str]:
+    return [
+        " -> ".join(c) for c in _cycles(_import_graph(root)) if frozenset(c) not in KNOWN_CYCLES
+    ]
+
+
+def test_no_import_circles():
+    found = _unexpected_cycles(REPO)
+    assert not found, "import circle(s): " + "; ".join(found)
+
+
+def test_known_import_circles_still_exist():
+    """A known circle that is gone must leave KNOWN_CYCLES too, so the list cannot go stale."""
+    present = {frozenset(c) for c in _cycles(_import_graph(REPO))}
+    gone = [sorted(c) for c in KNOWN_CYCLES if c not in present]
+    assert not gone, f"no longer circles, remove from KNOWN_CYCLES: {gone}"
+
+
+def test_import_circle_rule_catches_a_circle(tmp_path):
+    """Relative, absolute and in-function imports all close a circle; the message names it."""
+    files = {
+        "shared/__init__.py": "",
+        "shared/base.py": "",
+        "casebook/__init__.py": "",
+        "casebook/top.py": "from shared import base\nfrom casebook import middle\n",
+        "casebook/middle.py": "def f():\n    from . import bottom\n",
+        "casebook/bottom.py": "import casebook.top\n",
+        "cases/__init__.py": "",
+        "cases/probe/__init__.py": "",
+        "cases/probe/train.py": "from .evaluate import score\n",
+        "cases/probe/evaluate.py": "def score():\n    from cases.probe.train import fit\n",
+    }
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    assert _unexpected_cycles(tmp_path) == [
+        "casebook.bottom -> casebook.top -> casebook.middle -> casebook.bottom",
+        "cases.probe.evaluate -> cases.probe.train -> cases.probe.evaluate",
+    ]
+    (tmp_path / "casebook/bottom.py").write_text("")  # break one circle: the other remains
+    assert _unexpected_cycles(tmp_path) == [
+        "cases.probe.evaluate -> cases.probe.train -> cases.probe.evaluate"
+    ]

@@ -9,8 +9,8 @@ import pytest
 
 from cases.mobile_keyboard import cli
 from cases.mobile_keyboard.config import get_config
-from cases.mobile_keyboard.evaluate import choose_shipped
 from cases.mobile_keyboard.predictor import LSTM_FP32, LSTM_INT8, TRIGRAM, KeyboardPredictor
+from cases.mobile_keyboard.train import choose_shipped
 from shared.artifacts import Registry, load_artifact
 from shared.errors import ArtifactError, CasebookError
 
@@ -186,7 +186,7 @@ def test_trigram_ships_when_it_wins_on_validation(tmp_path):
     """A fixture where the trigram wins (one epoch of LSTM on 4K words, the mixture mostly
     LSTM): the trigram ships and the predictor serves it, with no LSTM in the artifact."""
     from cases.mobile_keyboard.data import builtin_corpus
-    from cases.mobile_keyboard.evaluate import NextWordScorer, test_stream
+    from cases.mobile_keyboard.scoring import NextWordScorer, test_stream
     from cases.mobile_keyboard.train import train
 
     cfg = get_config("tiny", mix_weights=(0.05,))

@@ -146,7 +146,7 @@ def test_train_lm_selects_on_validation_top1_or_loss(corpus, vocab, one_thread):
 
 
 def test_next_word_hits_and_message_positions():
-    from cases.mobile_keyboard.evaluate import message_positions, next_word_hits
+    from cases.mobile_keyboard.scoring import message_positions, next_word_hits
 
     vocab = KeyboardVocab(["<unk>", "<s>", "a", "b", "c"])
 
@@ -196,8 +196,8 @@ def test_kneser_ney_sums_to_one(corpus, vocab):
 
 
 def test_kn_scorer_starts_each_message_afresh(corpus, vocab):
-    from cases.mobile_keyboard.evaluate import KNScorer, next_word_step_fn
     from cases.mobile_keyboard.predictor import KeyboardNextWord
+    from cases.mobile_keyboard.scoring import KNScorer, next_word_step_fn
 
     kn = KeyboardKneserNey(vocab).fit(corpus.train)
     a, b, c = (vocab.stoi[w] for w in vocab.itos[2:5])
@@ -265,8 +265,8 @@ def test_pruned_trigram_fits_the_budget_and_still_sums_to_one(corpus, vocab):
 
 
 def test_mixture_probabilities_sum_to_one(corpus, vocab):
-    from cases.mobile_keyboard.evaluate import NextWordScorer, next_word_step_fn, test_stream
     from cases.mobile_keyboard.predictor import KeyboardNextWord
+    from cases.mobile_keyboard.scoring import NextWordScorer, next_word_step_fn, test_stream
 
     torch.manual_seed(0)
     kn = KeyboardKneserNey(vocab).fit(corpus.train)

@@ -172,7 +172,7 @@ def _data(args: argparse.Namespace, cfg, seed: int):
 
 def _unigram_top1(trained, corpus, cfg) -> float:
     """Test top-1 of always suggesting the most frequent training word."""
-    from .evaluate import test_stream
+    from .scoring import test_stream
 
     _, words, _ = test_stream(corpus.test, trained.vocab, cfg.eval_tokens)
     top = trained.vocab.itos[2]  # the vocabulary is most frequent first, after <unk> and <s>

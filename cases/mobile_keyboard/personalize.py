@@ -26,9 +26,9 @@ import torch.nn.functional as F
 
 from .config import KeyboardConfig
 from .data import KeyboardTextGenerator, tokenize
-from .evaluate import LSTMScorer, test_stream
 from .model import KeyboardLSTM, KeyboardVocab
 from .predictor import KeyboardUserCache, mixed_top
+from .scoring import LSTMScorer, test_stream
 from .train import token_stream
 
 

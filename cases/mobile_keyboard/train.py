@@ -8,8 +8,16 @@
 
 Steps: the vocabulary; the Kneser-Ney trigram; the LSTM (`train_lm`); the spelling error model;
 the candidates for the phone (`build_candidates`: each rebuilt from the bytes it would ship as);
-their validation table and the choice (`evaluate.validation_table`, `evaluate.choose_shipped`);
-the artifact with exactly the shipped model (`save_shipped`).
+their validation table and the choice (`validation_table`, `choose_shipped`); the artifact with
+exactly the shipped model (`save_shipped`).
+
+Candidates (table `candidates:<corpus>`, on VALIDATION): the full Kneser-Ney trigram, the trigram
+pruned to the phone budget, the LSTM in fp32, the LSTM's int8 package, and the int8 LSTM mixed
+with a trigram pruned to the bytes the LSTM leaves (trigram weight picked on validation). Each is
+rebuilt from the bytes that would ship and run through the predictor's own step
+(`predictor.KeyboardNextWord`, scored as in scoring.py). `choose_shipped`: among those within the
+budget (size and p95 latency), the best validation top-1 (to three decimals), keystroke savings
+breaking a tie. Selection on validation happens here only; evaluate.py reports on test.
 
 Loss: cross-entropy of the next word. Cross-entropy is what top-k and keystroke savings reward:
 a calibrated next-word distribution. The full softmax costs V*E multiply-adds per token forward
@@ -54,6 +62,7 @@ from .model import (
     lstm_from_int8,
 )
 from .predictor import LSTM_FP32, LSTM_INT8, TRIGRAM, KeyboardNextWord
+from .scoring import NextWordScorer, score_next_word, test_stream
 from .spell import KeyboardErrorModel, load_frequency_dictionary
 
 
@@ -542,6 +551,98 @@ def finish_keyboard_artifact(artifact: Path, val: Sequence[Sequence[str]], seed:
     )
 
 
+def choose_mix_weight(
+    nw: KeyboardNextWord,
+    vocab: KeyboardVocab,
+    ids: np.ndarray,
+    words: list[str],
+    pos: np.ndarray,
+    weights: Sequence[float],
+) -> tuple[float, dict[float, float]]:
+    """The trigram weight w in (1 - w) P_lstm + w P_trigram with the best top-1 on these words
+    (validation). Returns (w, {w: top-1}). One pass: both distributions once per block."""
+    scorer = NextWordScorer(nw, ids)
+    target = np.array([vocab.stoi.get(w, 0) for w in words], np.int64)  # 0 = <unk>: a miss
+    hits = dict.fromkeys(weights, 0)
+    for i in range(0, len(pos), 512):
+        pa = np.exp(scorer.lstm.batch_logp(pos[i : i + 512]))  # (n, V)
+        pb = np.exp(scorer.kn.batch_logp(pos[i : i + 512]))  # (n, V)
+        pa[:, :2] = pb[:, :2] = 0.0  # <unk>, <s> are never suggested
+        t = target[i : i + 512]
+        for w in weights:
+            guess = ((1 - w) * pa + w * pb).argmax(1)  # (n,); top-1 needs no log
+            hits[w] += int(((guess == t) & (t != 0)).sum())
+    top1 = {w: h / max(len(words), 1) for w, h in hits.items()}
+    return max(weights, key=lambda w: (top1[w], -w)), top1
+
+
+def validation_table(
+    cfg: KeyboardConfig,
+    candidates: dict,
+    vocab: KeyboardVocab,
+    sentences: Sequence[Sequence[str]],
+    log: Callable[[str], None] = print,
+) -> tuple[dict[str, dict[str, float]], dict[float, float]]:
+    """Score every candidate on (up to `cfg.val_words` of) the validation split; the mixture's
+    trigram weight is picked here first. Returns (rows, the mixture's top-1 per weight)."""
+    stream = test_stream(sentences, vocab, cfg.val_words)
+    ids, words, pos = stream
+    mix_top1: dict[float, float] = {}
+    if "mix" in candidates:
+        nw = candidates["mix"].next_word
+        nw.mix_weight, mix_top1 = choose_mix_weight(nw, vocab, ids, words, pos, cfg.mix_weights)
+        log(f"  mix: trigram weight {nw.mix_weight:g} (validation top-1 by weight {mix_top1})")
+    rows = {}
+    for name, cand in candidates.items():
+        row, _ = score_next_word(
+            cand.next_word, vocab, stream, cfg.ksr_words, cfg.latency_keystrokes
+        )
+        rows[name] = {**row, "model_bytes": cand.n_bytes}
+        log(f"  validation {name}: {rows[name]}")
+    return rows, mix_top1
+
+
+def choose_shipped(
+    rows: dict[str, dict[str, float]], budget_bytes: int, budget_ms: float
+) -> tuple[str, dict[str, str]]:
+    """The candidate that ships, and why each row did or did not.
+
+    rows: name -> {"top1", "ksr", "model_bytes", "ms_per_keystroke_p95"}, measured on
+    validation. A row fits when model_bytes <= budget_bytes and its p95 <= budget_ms. Among the
+    rows that fit, the highest top-1 rounded to three decimals wins, the higher keystroke
+    savings breaking a tie (top-1 moves +-0.002 between runs on 20-50K words, so a smaller
+    gap is no evidence). Raises CasebookError when nothing fits.
+    """
+    why: dict[str, str] = {}
+    fits = []
+    for name, r in rows.items():
+        over = []
+        if r["model_bytes"] > budget_bytes:
+            over.append(f"{r['model_bytes']:,} bytes > {budget_bytes:,}")
+        if r["ms_per_keystroke_p95"] > budget_ms:
+            over.append(f"p95 {r['ms_per_keystroke_p95']:.2f} ms > {budget_ms:g}")
+        if over:
+            why[name] = "over budget: " + ", ".join(over)
+        else:
+            fits.append(name)
+    if not fits:
+        raise CasebookError(
+            "no next-word candidate fits the phone budget: "
+            + "; ".join(f"{n} {w}" for n, w in why.items())
+        )
+    ranked = sorted(fits, key=lambda n: (round(rows[n]["top1"], 3), rows[n]["ksr"]), reverse=True)
+    best = ranked[0]
+    why[best] = f"ships: best validation top-1 ({rows[best]['top1']:.4f}) within the budget"
+    for n in ranked[1:]:
+        tie = round(rows[n]["top1"], 3) == round(rows[best]["top1"], 3)
+        why[n] = (
+            f"fits; top-1 {rows[n]['top1']:.4f} ties to 3 decimals, lower ksr {rows[n]['ksr']:.4f}"
+            if tie
+            else f"fits; lower validation top-1 ({rows[n]['top1']:.4f})"
+        )
+    return best, why
+
+
 @dataclass
 class KeyboardTrained:
     """What `train` built: the models, the candidate table on validation, the artifact."""
@@ -571,8 +672,6 @@ def train(
 ) -> KeyboardTrained:
     """Every model, the validation table, the choice, and the artifact of the one that ships."""
     from shared.artifacts import fingerprint_arrays
-
-    from .evaluate import choose_shipped, validation_table
 
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
