@@ -73,16 +73,40 @@ def _config(args: argparse.Namespace):
     return get_config(getattr(args, "preset", None) or PRESETS[0], **over)
 
 
-def run(args: argparse.Namespace) -> Path:
+def _build_artifact(out: Path, cfg, data, fit, image, fusion, seed: int) -> tuple[Path, str]:
+    """Save the artifact with the training data's fingerprint, then its golden set and the
+    monitor's reference (shared.golden), before registration: 200 validation requests whose
+    scores a reload must reproduce, ~2000 others as "normal". Returns (artifact, fingerprint)."""
     from shared.artifacts import fingerprint_arrays
     from shared.golden import finish_artifact
+
+    from .predictor import ModerationPredictor
+    from .train import save_moderation_artifact
+
+    tr = data.split["train"]
+    text_digest = hashlib.sha256("\n".join(data.texts[i] for i in tr).encode()).digest()
+    fp = fingerprint_arrays(data.labels[tr], np.frombuffer(text_digest, np.uint8))
+    artifact = save_moderation_artifact(out / "artifact", cfg, data, fit, image, fusion, fp)
+    golden, reference = monitor_requests(data, seed)
+    finish_artifact(
+        artifact,
+        ModerationPredictor.load,
+        golden_requests=golden,
+        reference_requests=reference,
+        decision_threshold=1.0,  # observation's score: the auto-removal margin (>= 1 removes)
+        decision="auto_remove",
+    )
+    return artifact, fp
+
+
+def run(args: argparse.Namespace) -> Path:
     from shared.lifecycle import register_and_promote, registry_root, run_folder, torch_threads
     from shared.report import RunReport
 
     from .data import load_eval, prepare_data
     from .evaluate import load_test, predictor_latency, report_run
     from .predictor import ModerationPredictor
-    from .train import fit_ad_fusion, fit_image_side, fit_text_models, save_moderation_artifact
+    from .train import fit_ad_fusion, fit_image_side, fit_text_models
 
     cfg = _config(args)
     preset = getattr(args, "preset", None) or PRESETS[0]
@@ -119,21 +143,7 @@ def run(args: argparse.Namespace) -> Path:
         report.timing(k, v)
 
     t0 = time.perf_counter()
-    tr = data.split["train"]
-    text_digest = hashlib.sha256("\n".join(data.texts[i] for i in tr).encode()).digest()
-    fp = fingerprint_arrays(data.labels[tr], np.frombuffer(text_digest, np.uint8))
-    artifact = save_moderation_artifact(out / "artifact", cfg, data, fit, image, fusion, fp)
-    # The golden set and the monitor's reference (shared.golden), before registration: 200
-    # validation requests whose scores a reload must reproduce, ~2000 others as "normal".
-    golden, reference = monitor_requests(data, seed)
-    finish_artifact(
-        artifact,
-        ModerationPredictor.load,
-        golden_requests=golden,
-        reference_requests=reference,
-        decision_threshold=1.0,  # observation's score: the auto-removal margin (>= 1 removes)
-        decision="auto_remove",
-    )
+    artifact, fp = _build_artifact(out, cfg, data, fit, image, fusion, seed)
     pred = ModerationPredictor.load(artifact)  # what the server will load, verified
     report.timing("artifact_s", time.perf_counter() - t0)
 
